@@ -1,0 +1,89 @@
+"""What a running node can reach: progress reporting, interruption, files,
+per-engine services. Nodes receive it as ``ctx``; it knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import events as E
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class Interrupted(Exception):
+    """Raised inside a run when it was asked to stop."""
+
+
+class RunControl:
+    """Handle to stop a run cooperatively from another thread."""
+
+    def __init__(self) -> None:
+        self._flag = threading.Event()
+
+    def interrupt(self) -> None:
+        self._flag.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._flag.is_set()
+
+    def check(self) -> None:
+        if self._flag.is_set():
+            raise Interrupted("interrupted")
+
+
+class NodeContext:
+    def __init__(
+        self,
+        engine: Engine,
+        run_id: str,
+        node_id: str,
+        node_type: str,
+        sink: E.EventSink,
+        control: RunControl,
+        output_dir: Path,
+        workflow_json: dict | None,
+    ):
+        self.engine = engine
+        self.run_id = run_id
+        self.node_id = node_id
+        self.node_type = node_type
+        self._sink = sink
+        self._control = control
+        self.output_dir = output_dir
+        #: The workflow being run, as a document (for embedding in saved images).
+        self.workflow_json = workflow_json
+        self.results: dict[str, Any] = {}
+
+    @property
+    def device(self) -> str:
+        return self.engine.config.device
+
+    def service(self, name: str) -> Any:
+        return self.engine.service(name)
+
+    def resolve_file(self, folder: str, name: str) -> Path:
+        return self.engine.files.resolve(folder, name)
+
+    def check_interrupt(self) -> None:
+        self._control.check()
+
+    def progress(self, step: int, total: int, preview: Any = None, **info: Any) -> None:
+        """Report progress; also the point where an interrupt takes effect."""
+        self._sink(
+            E.Event(E.NODE_PROGRESS, self.run_id, self.node_id, self.node_type,
+                    {"step": step, "total": total, **info}, preview=preview)
+        )
+        self._control.check()
+
+    def add_result(self, **results: Any) -> None:
+        """Output nodes report what they produced (``images=[...]``) here."""
+        for key, value in results.items():
+            self.results.setdefault(key, [])
+            if isinstance(value, list):
+                self.results[key].extend(value)
+            else:
+                self.results[key].append(value)

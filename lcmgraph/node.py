@@ -1,0 +1,259 @@
+"""The declarative node API.
+
+A node is a class that *declares* its inputs and outputs; the engine derives
+validation, the editor's widgets and the API schema from those declarations.
+
+    class EmptyLatent(Node):
+        \"\"\"An all-zero latent batch to start text-to-image from.\"\"\"
+        category = "latent"
+        inputs = (
+            Input("width", INT, default=512, min=64, max=4096, step=8),
+            Input("height", INT, default=512, min=64, max=4096, step=8),
+        )
+        outputs = (Output("latent", LATENT),)
+
+        def execute(self, ctx, width, height):
+            return {"latent": ...}
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from . import types as T
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Marker for "this input has no default".
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Input:
+    """One declared input socket / widget."""
+
+    name: str
+    type: str
+    default: Any = REQUIRED
+    optional: bool = False
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+    multiline: bool = False
+    description: str = ""
+    #: Name of a configured file folder ("checkpoints", "loras", "input", ...):
+    #: the value is a file name looked up there, and the cache key uses the
+    #: file's identity rather than just its name.
+    folder: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _IDENTIFIER.match(self.name):
+            raise ValueError(f"input name {self.name!r} is not an identifier")
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+        if self.type == T.ENUM and not self.choices:
+            raise ValueError(f"enum input {self.name!r} needs choices")
+        if self.default is not REQUIRED and self.is_literal:
+            problem = self.check_literal(self.default)
+            if problem:
+                raise ValueError(f"default of input {self.name!r}: {problem}")
+
+    @property
+    def is_literal(self) -> bool:
+        """Whether a workflow may give this input as a literal (a widget)."""
+        return T.is_literal_type(self.type)
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED and not self.optional
+
+    def check_literal(self, value: Any) -> str | None:
+        """Return a sentence describing why ``value`` is not acceptable, or None."""
+        kind = self.type
+        if kind == T.INT:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"expected an integer, got {_describe(value)}"
+            if isinstance(value, float) and not value.is_integer():
+                return f"expected an integer, got {value!r}"
+        elif kind == T.FLOAT:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"expected a number, got {_describe(value)}"
+            if not math.isfinite(value):
+                return f"expected a finite number, got {value!r}"
+        elif kind == T.STRING:
+            if not isinstance(value, str):
+                return f"expected a string, got {_describe(value)}"
+        elif kind == T.BOOLEAN:
+            if not isinstance(value, bool):
+                return f"expected true or false, got {_describe(value)}"
+        elif kind == T.ENUM:
+            if value not in self.choices:
+                shown = ", ".join(repr(c) for c in self.choices[:12])
+                more = ", ..." if len(self.choices) > 12 else ""
+                return f"{value!r} is not one of {shown}{more}"
+            return None
+        else:
+            return f"expects a link from a {kind} output, not a literal value"
+        if kind in (T.INT, T.FLOAT):
+            if self.min is not None and value < self.min:
+                return f"{value!r} is below the minimum {_num(self.min)}"
+            if self.max is not None and value > self.max:
+                return f"{value!r} is above the maximum {_num(self.max)}"
+        return None
+
+    def coerce(self, value: Any) -> Any:
+        """Normalise an accepted literal (``4.0`` for an INT becomes ``4``)."""
+        if self.type == T.INT and isinstance(value, float):
+            return int(value)
+        if self.type == T.FLOAT and isinstance(value, int):
+            return float(value)
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.default is not REQUIRED:
+            out["default"] = self.default
+        out["required"] = self.required
+        out["widget"] = self.is_literal
+        for key in ("min", "max", "step"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        if self.multiline:
+            out["multiline"] = True
+        if self.folder:
+            out["folder"] = self.folder
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+@dataclass(frozen=True)
+class Output:
+    """One declared, named output socket."""
+
+    name: str
+    type: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not _IDENTIFIER.match(self.name):
+            raise ValueError(f"output name {self.name!r} is not an identifier")
+
+    def schema(self) -> dict[str, Any]:
+        out = {"name": self.name, "type": self.type}
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+class Node:
+    """Base class of every node type. Subclasses declare; the engine executes.
+
+    Nodes hold no state: ``execute`` receives an execution context and the
+    input values by name, and returns its outputs as a mapping by output name
+    (or a tuple in declaration order). It must never mutate its inputs.
+    """
+
+    #: Name used in workflows; defaults to the class name.
+    type_name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    category: ClassVar[str] = "misc"
+    description: ClassVar[str] = ""
+    #: Bump when the node's behaviour changes: it is part of the cache key.
+    version: ClassVar[int] = 1
+    #: Output nodes have side effects (saving a file) and always run when requested.
+    output_node: ClassVar[bool] = False
+    #: False for nodes whose result must not be reused (randomness, I/O that changes).
+    cacheable: ClassVar[bool] = True
+    inputs: ClassVar[Sequence[Input]] = ()
+    outputs: ClassVar[Sequence[Output]] = ()
+
+    # Derived by __init_subclass__.
+    input_map: ClassVar[Mapping[str, Input]] = {}
+    output_map: ClassVar[Mapping[str, Output]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type_name" not in cls.__dict__ or not cls.type_name:
+            cls.type_name = cls.__name__
+        if not cls.display_name or "display_name" not in cls.__dict__:
+            cls.display_name = _spaced(cls.type_name)
+        if "description" not in cls.__dict__ or not cls.description:
+            cls.description = inspect.cleandoc(cls.__doc__ or "")
+        cls.inputs = tuple(cls.inputs)
+        cls.outputs = tuple(cls.outputs)
+        cls.input_map = _unique(cls, "input", cls.inputs)
+        cls.output_map = _unique(cls, "output", cls.outputs)
+
+    def execute(self, ctx: Any, **inputs: Any) -> Mapping[str, Any] | tuple | None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
+
+    @classmethod
+    def check_inputs(cls, literals: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+        """Cross-input checks on literal values before anything runs.
+
+        Return ``(input_name_or_None, sentence)`` pairs. Only literals are
+        given: linked inputs are unknown until execution.
+        """
+        return []
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return {
+            "type": cls.type_name,
+            "display_name": cls.display_name,
+            "category": cls.category,
+            "description": cls.description,
+            "version": cls.version,
+            "output_node": cls.output_node,
+            "cacheable": cls.cacheable,
+            "inputs": [i.schema() for i in cls.inputs],
+            "outputs": [o.schema() for o in cls.outputs],
+        }
+
+
+def _unique(cls: type, what: str, items: Sequence[Any]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for item in items:
+        if item.name in seen:
+            raise ValueError(f"node {cls.__name__} declares {what} {item.name!r} twice")
+        seen[item.name] = item
+    return seen
+
+
+def _spaced(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"the string {value!r}" if len(value) < 40 else "a string"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)

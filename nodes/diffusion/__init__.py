@@ -1,0 +1,3 @@
+"""Diffusion pack: checkpoints, LoRA, text encoding, LCM sampling, VAE, images."""
+
+NODES: list = []
