@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import events as E
-from . import plugins, workflow as wf
+from . import plugins
+from . import workflow as wf
 from .cache import DEFAULT_CACHE_BYTES, OutputCache
 from .context import RunControl
 from .executor import RunResult, execute

@@ -102,7 +102,7 @@ def _normalise_outputs(cls: type[Node], result: Any) -> dict[str, Any]:
     if isinstance(result, tuple):
         if len(result) != len(names):
             raise TypeError(f"{cls.type_name}.execute returned {len(result)} values for {len(names)} outputs")
-        return dict(zip(names, result))
+        return dict(zip(names, result, strict=True))
     if not isinstance(result, Mapping):
         raise TypeError(f"{cls.type_name}.execute must return a mapping of outputs, got {type(result).__name__}")
     missing = [n for n in names if n not in result]

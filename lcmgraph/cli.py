@@ -1,0 +1,190 @@
+"""The ``lcmgraph`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import workflow as wf
+from .context import RunControl
+from .engine import Engine, EngineConfig
+from .executor import NodeFailed, RunInterrupted
+from .problems import WorkflowInvalid
+from .progress import JsonLines, ProgressBars
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugins", action="append", default=[], metavar="DIR",
+                   help="load node packs from DIR (repeatable; also $LCMGRAPH_PLUGINS)")
+    p.add_argument("--models-dir", metavar="DIR", help="root of checkpoints/, loras/, controlnet/, input/ (default ./models)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lcmgraph", description="Node-graph engine for fast few-step image generation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="validate and run a workflow (.json, or a PNG made by lcmgraph)")
+    run.add_argument("workflow")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="override a literal input (value parsed as JSON, else a string)")
+    run.add_argument("--output", action="append", default=None, metavar="NODE",
+                     help="run only these output nodes (repeatable)")
+    run.add_argument("--out", default="outputs", metavar="DIR", help="where output nodes write files")
+    run.add_argument("--cache-dir", metavar="DIR", help="on-disk cache shared between processes")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--json-events", action="store_true", help="print one JSON event per line on stdout")
+    _engine_args(run)
+
+    val = sub.add_parser("validate", help="check a workflow without running it")
+    val.add_argument("workflow")
+    val.add_argument("--json", action="store_true", help="print problems as JSON")
+    _engine_args(val)
+
+    nodes = sub.add_parser("nodes", help="list node types")
+    nodes.add_argument("--json", action="store_true", help="print the machine-readable node schema")
+    _engine_args(nodes)
+
+    sub.add_parser("schema", help="print the JSON Schema of the workflow format")
+    return parser
+
+
+def _make_engine(args, **extra) -> Engine:
+    config = EngineConfig(
+        device=args.device,
+        plugin_dirs=list(args.plugins),
+        models_dir=args.models_dir,
+        **extra,
+    )
+    engine = Engine(config)
+    for pack in engine.registry.packs:
+        if not pack.ok:
+            first_line = pack.error.strip().splitlines()[-1] if pack.error else ""
+            print(f"warning: node pack {pack.name!r} ({pack.source}) was not loaded: {first_line}", file=sys.stderr)
+            if getattr(args, "debug", False):
+                print(pack.error, file=sys.stderr)
+    return engine
+
+
+def _load(args) -> dict:
+    document = wf.read_file(args.workflow)
+    assignments = dict(wf.parse_assignment(s) for s in getattr(args, "set", []) or [])
+    if assignments:
+        document = wf.apply_overrides(document, assignments)
+    return document
+
+
+def cmd_run(args) -> int:
+    document = _load(args)
+    engine = _make_engine(args, cache_dir=args.cache_dir, output_dir=args.out)
+    sinks = []
+    if args.json_events:
+        sinks.append(JsonLines())
+    elif not args.quiet:
+        sinks.append(ProgressBars())
+    control = RunControl()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):  # first Ctrl-C stops cleanly between steps; a second one kills
+        control.interrupt()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = engine.run(document, outputs=args.output, sink=lambda e: [s(e) for s in sinks], control=control)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if not args.json_events:
+        for node_id, results in result.outputs.items():
+            for image in results.get("images", []):
+                path = image.get("path") if isinstance(image, dict) else image
+                print(f"{node_id}: wrote {path}")
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    document = _load(args)
+    engine = _make_engine(args)
+    problems = engine.validate(document)
+    if args.json:
+        print(json.dumps({"ok": not problems, "problems": [p.to_json() for p in problems]}, indent=2))
+    elif problems:
+        print(WorkflowInvalid(problems), file=sys.stderr)
+    else:
+        print(f"{args.workflow}: ok")
+    return EXIT_INVALID if problems else EXIT_OK
+
+
+def cmd_nodes(args) -> int:
+    engine = _make_engine(args)
+    schema = engine.registry.schema()
+    if args.json:
+        print(json.dumps(schema, indent=2))
+        return EXIT_OK
+    by_category: dict[str, list[dict]] = {}
+    for node in schema["nodes"].values():
+        by_category.setdefault(node["category"], []).append(node)
+    for category in sorted(by_category):
+        print(f"{category}:")
+        for node in by_category[category]:
+            ins = ", ".join(f"{i['name']}:{i['type']}" for i in node["inputs"])
+            outs = ", ".join(f"{o['name']}:{o['type']}" for o in node["outputs"])
+            summary = (node["description"].splitlines() or [""])[0]
+            print(f"  {node['type']}({ins}) -> ({outs})  [{node['pack']}]")
+            if summary:
+                print(f"      {summary}")
+    return EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    print(json.dumps(wf.json_schema(), indent=2))
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "schema": cmd_schema}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    debug = getattr(args, "debug", False)
+    try:
+        return COMMANDS[args.command](args)
+    except WorkflowInvalid as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except (wf.WorkflowFileError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except NodeFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if debug:
+            print(exc.traceback, file=sys.stderr)
+        else:
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+    except RunInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one readable paragraph, not a traceback
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
