@@ -7,7 +7,9 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from . import sweep
 from . import workflow as wf
 from .context import RunControl
 from .engine import Engine, EngineConfig
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a literal input (value parsed as JSON, else a string)")
     run.add_argument("--output", action="append", default=None, metavar="NODE",
                      help="run only these output nodes (repeatable)")
+    run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=v1,v2,...",
+                     help="run every combination of these values (repeatable), sharing the cached prefix")
+    run.add_argument("--grid", metavar="PNG", help="with --sweep: write a labelled grid of the results")
     run.add_argument("--out", default="outputs", metavar="DIR", help="where output nodes write files")
     run.add_argument("--cache-dir", metavar="DIR", help="on-disk cache shared between processes")
     run.add_argument("--quiet", action="store_true", help="no progress output")
@@ -100,15 +105,27 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGINT, previous)
 
     signal.signal(signal.SIGINT, on_sigint)
+    def run_one(doc):
+        return engine.run(doc, outputs=args.output, sink=lambda e: [s(e) for s in sinks], control=control)
+
+    axes = [sweep.parse_axis(a) for a in args.sweep]
+    if args.grid and not axes:
+        raise UsageError("--grid needs at least one --sweep")
     try:
-        result = engine.run(document, outputs=args.output, sink=lambda e: [s(e) for s in sinks], control=control)
+        if axes:
+            results = sweep.run_sweep(document, axes, run_one)
+        else:
+            results = [({}, run_one(document))]
     finally:
         signal.signal(signal.SIGINT, previous)
     if not args.json_events:
-        for node_id, results in result.outputs.items():
-            for image in results.get("images", []):
-                path = image.get("path") if isinstance(image, dict) else image
-                print(f"{node_id}: wrote {path}")
+        for assignment, result in results:
+            prefix = " ".join(f"{k}={v}" for k, v in assignment.items())
+            for path in sweep.images_of(result):
+                print(f"{prefix + ': ' if prefix else ''}wrote {path}")
+    if args.grid:
+        grid = sweep.make_grid([(a, sweep.images_of(r)) for a, r in results], axes, Path(args.grid))
+        print(f"wrote grid {grid}")
     return EXIT_OK
 
 

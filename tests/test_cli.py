@@ -112,3 +112,31 @@ def test_nodes_json_is_the_registry_schema(tmp_path):
 def test_usage_error_exit_2():
     assert cli("frobnicate").returncode == 2
     assert cli("run").returncode == 2
+
+
+def test_sweep_runs_every_combination_and_writes_a_grid(tmp_path):
+    from PIL import Image
+
+    sweepable = doc({
+        "c": ("Constant", {"value": 10}),
+        "s": ("Scale", {"x": link("c", "value"), "factor": 1}),
+        "img": ("SolidImage", {"value": link("s", "y")}),
+    })
+    grid = tmp_path / "grid.png"
+    proc = cli("run", write(tmp_path, sweepable), "--plugins", str(PACKS), "--out", str(tmp_path / "o"),
+               "--sweep", "s.factor=1,2,3", "--sweep", "c.value=10,20", "--grid", str(grid))
+    assert proc.returncode == 0, proc.stderr
+    wrote = [line for line in proc.stdout.splitlines() if "wrote solid" in line or "wrote " in line]
+    assert len(wrote) == 7  # six variants + the grid
+    assert "s.factor=3 c.value=20: wrote" in proc.stdout
+    # the Constant is computed once per value: the other variants take it from the cache
+    assert proc.stderr.count("from cache") >= 4
+    with Image.open(grid) as im:
+        assert im.size == (2 * 256, 3 * (256 + 18))
+        # row 3 (factor=3), column 2 (value=20): grey level 60
+        assert im.getpixel((256 + 128, 2 * 274 + 18 + 128)) == (60, 60, 60)
+
+
+def test_grid_without_sweep_is_a_usage_error(tmp_path):
+    proc = cli("run", write(tmp_path, GOOD), "--plugins", str(PACKS), "--grid", str(tmp_path / "g.png"))
+    assert proc.returncode == 2 and "--grid needs at least one --sweep" in proc.stderr

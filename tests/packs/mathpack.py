@@ -120,4 +120,20 @@ class Noise(Node):
         return {"value": float(torch.rand(()))}
 
 
-NODES = [Constant, Add, Scale, MakeTensor, TensorSum, Collect, Fail, Slow, Noise]
+class SolidImage(Node):
+    """Output node: writes an 8x8 grey PNG whose level is `value` (0..255)."""
+
+    category = "test"
+    output_node = True
+    inputs = (Input("value", T.FLOAT),)
+
+    def execute(self, ctx, value):
+        from PIL import Image
+
+        ctx.output_dir.mkdir(parents=True, exist_ok=True)
+        path = ctx.output_dir / f"solid_{int(value)}.png"
+        Image.new("L", (8, 8), int(value)).save(path)
+        ctx.add_result(images=[{"filename": path.name, "path": str(path)}])
+
+
+NODES = [SolidImage, Constant, Add, Scale, MakeTensor, TensorSum, Collect, Fail, Slow, Noise]
