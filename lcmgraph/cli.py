@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     nodes = sub.add_parser("nodes", help="list node types")
     nodes.add_argument("--json", action="store_true", help="print the machine-readable node schema")
+    nodes.add_argument("--markdown", action="store_true", help="print the node reference as Markdown")
     _engine_args(nodes)
 
     sub.add_parser("schema", help="print the JSON Schema of the workflow format")
@@ -147,6 +148,11 @@ def cmd_nodes(args) -> int:
     schema = engine.registry.schema()
     if args.json:
         print(json.dumps(schema, indent=2))
+        return EXIT_OK
+    if args.markdown:
+        from .nodedocs import markdown
+
+        print(markdown(schema), end="")
         return EXIT_OK
     by_category: dict[str, list[dict]] = {}
     for node in schema["nodes"].values():
