@@ -1,3 +1,11 @@
-"""Diffusion pack: checkpoints, LoRA, text encoding, LCM sampling, VAE, images."""
+"""Diffusion pack: checkpoints, LoRA, text encoding, LCM sampling, ControlNet, VAE, images."""
 
-NODES: list = []
+from . import controlnet, images, loaders, samplers, text, vae
+from .builtin_files import BUILTIN_FILES
+from .manager import SERVICE, factory
+
+NODES = [*loaders.NODES, *text.NODES, *samplers.NODES, *vae.NODES, *controlnet.NODES, *images.NODES]
+
+SERVICES = {SERVICE: factory}
+
+__all__ = ["BUILTIN_FILES", "NODES", "SERVICES"]

@@ -1,0 +1,25 @@
+"""``builtin:NAME`` files: tiny models and add-ons, built on first use under
+``engine.home/builtin`` (atomically, then reused). Folder names carry the
+builder version so a changed builder never reuses stale files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import tiny, tiny_addons
+
+
+def _root(engine) -> Path:
+    return Path(engine.home) / "builtin" / f"v{tiny.BUILD_VERSION}"
+
+
+BUILTIN_FILES = {
+    ("checkpoints", "tiny-random"): lambda e: tiny.build_checkpoint(_root(e) / "tiny-random", "sd15"),
+    ("checkpoints", "tiny-random-xl"): lambda e: tiny.build_checkpoint(_root(e) / "tiny-random-xl", "sdxl"),
+    # Like a real LCM-LoRA: UNet only, peft/diffusers naming.
+    ("loras", "tiny-lcm-lora"): lambda e: tiny_addons.save_lora(_root(e) / "tiny-lcm-lora.safetensors", seed=10, text=False),
+    # A "style" LoRA in kohya naming, with a text-encoder part.
+    ("loras", "tiny-style-lora"): lambda e: tiny_addons.save_lora(_root(e) / "tiny-style-lora.safetensors", seed=11, kohya=True),
+    ("controlnet", "tiny-controlnet"): lambda e: tiny_addons.save_controlnet(_root(e) / "tiny-controlnet"),
+    ("input", "tiny-image.png"): lambda e: tiny_addons.save_image(_root(e) / "tiny-image.png"),
+}

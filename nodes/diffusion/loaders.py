@@ -1,0 +1,66 @@
+"""Checkpoint and LoRA nodes. They return handles (values.py); the model
+manager holds the weights, so loading the same file twice shares one model."""
+
+from __future__ import annotations
+
+from lcmgraph import Input, Node, Output
+from lcmgraph import types as T
+
+from .manager import SERVICE
+from .values import ClipRef, LoraPatch, ModelRef, VaeRef
+
+
+class LoadCheckpoint(Node):
+    """Load a Stable Diffusion 1.5 / SDXL checkpoint (a diffusers folder, a
+    single .safetensors file, or builtin:tiny-random / builtin:tiny-random-xl)."""
+
+    category = "loaders"
+    inputs = (Input("checkpoint", T.STRING, default="builtin:tiny-random", folder="checkpoints"),)
+    outputs = (Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE))
+
+    def execute(self, ctx, checkpoint):
+        path = str(ctx.resolve_file("checkpoints", checkpoint))
+        identity = ctx.engine.files.identity("checkpoints", checkpoint)
+        # Load now: a broken file fails in this node, and the load's progress shows here.
+        loaded = ctx.service(SERVICE).checkpoint(ModelRef(path, identity, ""), ctx)
+        arch = loaded.arch
+        return {
+            "model": ModelRef(path, identity, arch),
+            "clip": ClipRef(path, identity, arch),
+            "vae": VaeRef(path, identity, arch),
+        }
+
+
+class ApplyLoRA(Node):
+    """Add a LoRA (peft/diffusers or kohya format) to a model and its text encoder.
+
+    Returns new MODEL/CLIP values that list the LoRA; nothing is patched in
+    place, so other branches using the inputs are unaffected. Chain several
+    to stack them (e.g. an LCM-LoRA at 1.0 and a style LoRA at 0.8).
+    """
+
+    category = "loaders"
+    inputs = (
+        Input("model", T.MODEL),
+        Input("clip", T.CLIP, optional=True),
+        Input("lora", T.STRING, folder="loras", description="a .safetensors file in the loras folder, or builtin:NAME"),
+        Input("weight", T.FLOAT, default=1.0, min=-10.0, max=10.0, step=0.05),
+        Input("clip_weight", T.FLOAT, default=1.0, min=-10.0, max=10.0, step=0.05),
+    )
+    outputs = (Output("model", T.MODEL), Output("clip", T.CLIP))
+
+    def execute(self, ctx, model: ModelRef, clip: ClipRef | None, lora, weight, clip_weight):
+        path = str(ctx.resolve_file("loras", lora))
+        identity = ctx.engine.files.identity("loras", lora)
+        manager = ctx.service(SERVICE)
+        # Load the adapter now so that a LoRA that does not fit fails in this node.
+        manager.ensure_lora(manager.checkpoint(model, ctx), LoraPatch(path, identity, weight))
+        out_clip = None
+        if clip is not None:
+            if clip.identity != model.identity:
+                raise ValueError("model and clip come from different checkpoints; give this LoRA one checkpoint's pair")
+            out_clip = clip.with_lora(LoraPatch(path, identity, clip_weight))
+        return {"model": model.with_lora(LoraPatch(path, identity, weight)), "clip": out_clip}
+
+
+NODES = [LoadCheckpoint, ApplyLoRA]

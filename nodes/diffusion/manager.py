@@ -1,0 +1,266 @@
+"""The per-engine model manager (service ``diffusion.models``).
+
+It loads each checkpoint / ControlNet once per engine, places it on the
+engine's device in the matching dtype, evicts least-recently-used models
+under a memory budget, and *realises* the LoRA patch lists carried by MODEL
+and CLIP values onto the shared modules right before they run. Handles
+(values.py) never hold weights, so an evicted model is simply reloaded the
+next time a cached handle is used.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .lora import LoraMismatch, load_adapter, realise_adapters
+from .values import ClipRef, ControlNetRef, LoraPatch, ModelRef, VaeRef
+
+log = logging.getLogger(__name__)
+
+SERVICE = "diffusion.models"
+
+
+class ModelLoadError(Exception):
+    """A checkpoint or ControlNet that could not be loaded; says which and why."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    key: str
+    path: str
+    arch: str
+    pipe: Any  # a diffusers SD / SDXL pipeline built from the checkpoint's components
+    scheduler_config: dict
+    nbytes: int
+    #: adapter name -> components ("unet", "text_encoder", ...) it was injected into
+    adapters: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    def text_encoders(self) -> dict[str, Any]:
+        names = ("text_encoder", "text_encoder_2")
+        return {n: getattr(self.pipe, n) for n in names if getattr(self.pipe, n, None) is not None}
+
+
+@dataclass
+class LoadedControlNet:
+    key: str
+    model: Any
+    nbytes: int
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested and requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str, requested: str | None = None):
+    """fp16 on CUDA (what LCM checkpoints are used in); fp32 elsewhere, since
+    CPU fp16 is slow and MPS fp16 is known to produce NaNs in some VAEs."""
+    import torch
+
+    if requested:
+        return getattr(torch, requested)
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+def _module_bytes(*modules: Any) -> int:
+    total = 0
+    for module in modules:
+        if module is None or not hasattr(module, "parameters"):
+            continue
+        total += sum(p.numel() * p.element_size() for p in module.parameters())
+        total += sum(b.numel() * b.element_size() for b in module.buffers())
+    return total
+
+
+def _default_budget(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda"):
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory * 0.8)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
+    except (ValueError, OSError, AttributeError):
+        return 8 * 1024**3
+
+
+class ModelManager:
+    def __init__(self, engine: Any):
+        options = getattr(engine.config, "options", {}) or {}
+        self.device = pick_device(getattr(engine.config, "device", "auto"))
+        self.dtype = pick_dtype(self.device, options.get("dtype"))
+        budget = options.get("model_memory_bytes")
+        self.budget = int(budget) if budget is not None else _default_budget(self.device)
+        self._entries: OrderedDict[str, LoadedCheckpoint | LoadedControlNet] = OrderedDict()
+        self._lock = threading.RLock()
+        self.loads = 0  # how many times weights were read from disk (tests watch this)
+
+    # -- bookkeeping ----------------------------------------------------------------
+    @property
+    def bytes_used(self) -> int:
+        return sum(e.nbytes for e in self._entries.values())
+
+    def loaded_keys(self) -> list[str]:
+        return list(self._entries)
+
+    def _touch(self, key: str):
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def _trim(self, keep: set[str], incoming: int = 0) -> None:
+        while self.bytes_used + incoming > self.budget:
+            victim = next((k for k in self._entries if k not in keep), None)
+            if victim is None:
+                return  # everything left is in use: go over budget rather than fail
+            log.info("evicting %s to stay under the model memory budget", victim)
+            del self._entries[victim]
+            gc.collect()
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+
+    def evict_all(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            gc.collect()
+
+    # -- checkpoints ------------------------------------------------------------------
+    def checkpoint(self, ref: ModelRef | ClipRef | VaeRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
+        key = "ckpt:" + ref.identity
+        with self._lock:
+            entry = self._touch(key)
+            if entry is not None:
+                return entry
+            self._trim(set(keep), incoming=_files_bytes(Path(ref.checkpoint)))
+            if ctx is not None:
+                ctx.progress(0, 2, stage="loading checkpoint")
+            entry = self._load_checkpoint(key, ref.checkpoint)
+            self._entries[key] = entry
+            self._trim(set(keep) | {key})
+            if ctx is not None:
+                ctx.progress(2, 2, stage="loaded checkpoint")
+            return entry
+
+    def _load_checkpoint(self, key: str, path: str) -> LoadedCheckpoint:
+        from .checkpoint_files import CheckpointError, load_checkpoint
+
+        try:
+            ckpt = load_checkpoint(path, torch_dtype=self.dtype)
+        except CheckpointError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        except Exception as exc:  # diffusers/safetensors errors are not sentences on their own
+            raise ModelLoadError(f"could not load checkpoint {Path(path).name!r}: {type(exc).__name__}: {exc}") from exc
+        pipe = _pipeline_from(ckpt)
+        pipe.to(self.device)
+        self.loads += 1
+        size = _module_bytes(pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
+        return LoadedCheckpoint(key, path, ckpt.arch, pipe, dict(ckpt.scheduler_config), size)
+
+    # -- ControlNets ---------------------------------------------------------------------
+    def controlnet(self, ref: ControlNetRef, ctx: Any = None, keep: set[str] = frozenset()):
+        key = "cn:" + ref.identity
+        with self._lock:
+            entry = self._touch(key)
+            if entry is not None:
+                return entry.model
+            self._trim(set(keep), incoming=_files_bytes(Path(ref.path)))
+            if ctx is not None:
+                ctx.progress(0, 1, stage="loading controlnet")
+            try:
+                from diffusers import ControlNetModel
+
+                model = ControlNetModel.from_pretrained(ref.path, torch_dtype=self.dtype, local_files_only=True)
+            except Exception as exc:
+                raise ModelLoadError(f"could not load ControlNet {Path(ref.path).name!r}: {type(exc).__name__}: {exc}") from exc
+            model.to(self.device).eval()
+            self.loads += 1
+            self._entries[key] = LoadedControlNet(key, model, _module_bytes(model))
+            self._trim(set(keep) | {key})
+            return model
+
+    # -- LoRA ---------------------------------------------------------------------------
+    def ensure_lora(self, loaded: LoadedCheckpoint, patch: LoraPatch) -> set[str]:
+        """Load ``patch``'s adapter into ``loaded`` (once); raises LoraMismatch if it does not fit."""
+        with self._lock:
+            name = patch.adapter_name
+            if name not in loaded.adapters:
+                loaded.adapters[name] = load_adapter(loaded.pipe, patch.path, name, loaded.arch)
+            return loaded.adapters[name]
+
+    def realise_unet(self, ref: ModelRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
+        loaded = self.checkpoint(ref, ctx, keep)
+        for patch in ref.loras:
+            self.ensure_lora(loaded, patch)
+        realise_adapters(loaded.unet, "unet", ref.loras, loaded.adapters)
+        return loaded
+
+    def realise_text(self, ref: ClipRef, ctx: Any = None) -> LoadedCheckpoint:
+        loaded = self.checkpoint(ref, ctx)
+        for patch in ref.loras:
+            self.ensure_lora(loaded, patch)
+        for name, encoder in loaded.text_encoders().items():
+            realise_adapters(encoder, name, ref.loras, loaded.adapters)
+        return loaded
+
+
+def _pipeline_from(ckpt: Any):
+    """A diffusers pipeline around the checkpoint's components: it brings
+    peft adapter loading and prompt encoding exactly as diffusers does them."""
+    from diffusers import EulerDiscreteScheduler
+
+    scheduler = EulerDiscreteScheduler.from_config(ckpt.scheduler_config)
+    if ckpt.arch == "sdxl":
+        from diffusers import StableDiffusionXLPipeline
+
+        return StableDiffusionXLPipeline(
+            vae=ckpt.vae, text_encoder=ckpt.text_encoder, text_encoder_2=ckpt.text_encoder_2,
+            tokenizer=ckpt.tokenizer, tokenizer_2=ckpt.tokenizer_2, unet=ckpt.unet, scheduler=scheduler,
+        )
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=ckpt.vae, text_encoder=ckpt.text_encoder, tokenizer=ckpt.tokenizer, unet=ckpt.unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def _files_bytes(path: Path) -> int:
+    """Rough size of weights on disk, to make room before a load."""
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.rglob("*.safetensors"))
+    except OSError:
+        return 0
+
+
+def factory(engine: Any) -> ModelManager:
+    return ModelManager(engine)
+
+
+__all__ = ["LoraMismatch", "ModelLoadError", "ModelManager", "SERVICE", "factory"]

@@ -1,0 +1,99 @@
+"""Tiny LoRAs, ControlNets and a hint image for the tiny models (tiny.py):
+deterministic, built on the CPU in a second, used by the built-in files,
+the example workflows and the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .tiny import _seeded, build_atomically, make_controlnet, make_pipeline
+
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def lora_layers(arch: str = "sd15", seed: int = 10, rank: int = 4, text: bool = True, scale: float = 0.1) -> dict:
+    """peft LoRA state dicts (diffusers naming) for the tiny model of ``arch``:
+    ``{"unet_lora_layers": ..., "text_encoder_lora_layers": ..., ...}``."""
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = make_pipeline(arch)  # a throwaway copy: adding adapters changes it
+    parts = {"unet_lora_layers": (pipe.unet, UNET_TARGETS)}
+    if text:
+        parts["text_encoder_lora_layers"] = (pipe.text_encoder, TEXT_TARGETS)
+        if arch == "sdxl":
+            parts["text_encoder_2_lora_layers"] = (pipe.text_encoder_2, TEXT_TARGETS)
+
+    def build():
+        out = {}
+        for key, (module, targets) in parts.items():
+            module.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False))
+            state = get_peft_model_state_dict(module)
+            # Random A and B (not peft's zero B) so the LoRA visibly changes the image.
+            out[key] = {k: torch.randn(v.shape) * scale for k, v in sorted(state.items())}
+        return out
+
+    return _seeded(seed, build)
+
+
+def save_lora(target: Path, arch: str = "sd15", seed: int = 10, text: bool = True, kohya: bool = False) -> Path:
+    """Write a tiny LoRA ``.safetensors`` in diffusers/peft naming, or in kohya naming."""
+    target = Path(target)
+
+    def build(path: Path):
+        layers = lora_layers(arch, seed, text=text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kohya:
+            from safetensors.torch import save_file
+
+            save_file(to_kohya(layers), str(path))
+            return
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        cls = StableDiffusionXLPipeline if arch == "sdxl" else StableDiffusionPipeline
+        cls.save_lora_weights(str(path.parent), weight_name=path.name, safe_serialization=True, **layers)
+
+    return build_atomically(target, build)
+
+
+def to_kohya(layers: dict) -> dict:
+    """diffusers/peft LoRA layers -> kohya-ss names (``lora_unet_..._to_q.lora_down.weight`` + ``.alpha``)."""
+    import torch
+
+    prefixes = {"unet_lora_layers": "lora_unet_", "text_encoder_lora_layers": "lora_te1_" if "text_encoder_2_lora_layers" in layers else "lora_te_",
+                "text_encoder_2_lora_layers": "lora_te2_"}
+    out = {}
+    for part, state in layers.items():
+        for key, value in state.items():
+            module, _, kind = key.rpartition(".lora_")
+            base = prefixes[part] + module.replace(".", "_")
+            out[f"{base}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value.contiguous()
+            if kind.startswith("A"):
+                out[f"{base}.alpha"] = torch.tensor(float(value.shape[0]))
+    return out
+
+
+def save_controlnet(target: Path, arch: str = "sd15", seed: int = 5) -> Path:
+    """A diffusers ControlNet folder that fits the tiny model of ``arch``."""
+    return build_atomically(
+        Path(target),
+        lambda p: make_controlnet(make_pipeline(arch).unet, seed).save_pretrained(p, safe_serialization=True),
+    )
+
+
+def hint_image(size: int = 64):
+    """A deterministic RGB test picture: a gradient with a bright disc (PIL)."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+    disc = ((x - 0.6) ** 2 + (y - 0.4) ** 2) < 0.08
+    rgb = np.stack([x, y, 1.0 - x], axis=-1) * 200
+    rgb[disc] = 255
+    return Image.fromarray(rgb.astype(np.uint8), mode="RGB")
+
+
+def save_image(target: Path, size: int = 64) -> Path:
+    return build_atomically(Path(target), lambda p: hint_image(size).save(p, format="PNG"))
