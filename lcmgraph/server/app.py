@@ -1,0 +1,118 @@
+"""ServerApp: owns the engine, store, queue, hub and worker of one server,
+and builds the aiohttp application around them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from ..engine import Engine
+from .config import ServerConfig
+from .folders import ServedFolders
+from .hub import Hub
+from .queue import BatchPolicy, JobQueue
+from .security import errors, host_guard, origin_guard, token_guard
+from .store import JobStore
+from .worker import Worker
+
+log = logging.getLogger("lcmgraph.server")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RESTART_MESSAGE = ("the server stopped while this job was running; it was not re-run "
+                   "(resubmit it to run it again)")
+
+
+class ServerApp:
+    def __init__(self, config: ServerConfig, engine: Engine, policy: BatchPolicy | None = None):
+        self.config = config
+        self.limits = config.limits
+        self.engine = engine
+        self.policy = policy
+        self.output_root = config.outputs_path.resolve()
+        self.output_root.mkdir(parents=True, exist_ok=True)
+        input_roots = [Path(p) for p in engine.files.roots.get("input", [])] or [Path(config.data_dir) / "input"]
+        self.folders = ServedFolders(self.output_root, Path(engine.home) / "temp", input_roots)
+        self.store = JobStore(config.database_path)
+        recovered = self.store.recover(RESTART_MESSAGE)
+        if recovered:
+            log.warning("marked %d job(s) interrupted by the last shutdown as failed: %s",
+                        len(recovered), ", ".join(recovered))
+        self.workflows_dir = Path(config.workflows_dir) if config.workflows_dir else _default_workflows()
+        self.web_dir = Path(config.web_dir) if config.web_dir else _default_web()
+        self.hub = Hub(self.limits.ws_buffer)
+        self.queue: JobQueue | None = None
+        self.worker: Worker | None = None
+        self.image_slots: asyncio.Semaphore | None = None
+        self._schema_text: str | None = None
+
+    # -- aiohttp application --------------------------------------------------
+    def web_app(self) -> web.Application:
+        from .routes import add_routes
+
+        middlewares = [errors, host_guard(self.config.host, self.config.allow_hosts),
+                       origin_guard(self.config.allow_origins)]
+        if self.config.token:
+            middlewares.append(token_guard(self.config.token))
+        app = web.Application(middlewares=middlewares,
+                              client_max_size=max(self.limits.max_upload_bytes, self.limits.max_json_bytes)
+                              + 64 * 1024)
+        app[APP_KEY] = self
+        add_routes(app, self)
+        app.on_startup.append(self._start)
+        app.on_shutdown.append(self._shutdown)
+        app.on_cleanup.append(self._cleanup)
+        return app
+
+    async def _start(self, app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        self.image_slots = asyncio.Semaphore(self.limits.image_workers)
+        self.queue = JobQueue(self.store, self.hub, self.limits.max_queue, self.policy)
+        self.worker = Worker(self.engine, self.queue, loop, self.hub.publish, self.folders,
+                             self.output_root, self.limits)
+        self.worker.start()
+
+    async def _shutdown(self, app: web.Application) -> None:
+        await self.hub.close_all()
+
+    async def _cleanup(self, app: web.Application) -> None:
+        if self.queue is not None:
+            self.queue.close()  # wakes a waiting claim, interrupts a running job
+        if self.worker is not None:
+            loop = asyncio.get_running_loop()
+            # The loop keeps running while we wait, so the worker can still record the result.
+            stopped = await loop.run_in_executor(None, self.worker.stop, 30.0)
+            if not stopped:
+                log.warning("the running job did not stop within 30 s; it will be marked failed on restart")
+            await asyncio.sleep(0)  # let a just-posted finish() run
+        if self.queue is not None:
+            self.queue.cancel_notice()
+        self.store.close()
+
+    def schema_text(self) -> str:
+        if self._schema_text is None:
+            from .errors import dumps
+
+            self._schema_text = dumps(self.engine.registry.schema())
+        return self._schema_text
+
+
+APP_KEY = web.AppKey("lcmgraph", ServerApp)
+
+
+def server_of(request: web.Request) -> ServerApp:
+    return request.app[APP_KEY]
+
+
+def _default_workflows() -> Path:
+    repo = REPO_ROOT / "workflows"
+    return repo if repo.is_dir() else Path("workflows")
+
+
+def _default_web() -> Path | None:
+    for candidate in (REPO_ROOT / "web" / "dist", REPO_ROOT / "web"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    return None

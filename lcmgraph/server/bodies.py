@@ -1,0 +1,173 @@
+"""Reading request bodies and parameters within limits, with errors that name
+the field and the request they came from."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from .errors import ApiError, bad_request, too_large
+
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+CHUNK = 64 * 1024
+
+
+def where(request: web.Request) -> str:
+    return f"{request.method} {request.path}"
+
+
+async def read_json(request: web.Request, max_bytes: int, max_depth: int) -> Any:
+    """The body as JSON: application/json, at most max_bytes, finite numbers,
+    nesting at most max_depth."""
+    here = where(request)
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       f"{here} expects a JSON body with Content-Type: application/json "
+                       f"(got {request.content_type or 'none'!r})")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large(f"{here}: the body is {request.content_length} bytes; the limit is {max_bytes}",
+                        limit=max_bytes)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(CHUNK):
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large(f"{here}: the body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
+    return parse_json(bytes(body), here, max_depth)
+
+
+def parse_json(raw: bytes, here: str, max_depth: int) -> Any:
+    if not raw.strip():
+        raise bad_request(f"{here}: the body is empty; expected a JSON object", code="malformed_json")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"{here}: the body is not UTF-8 (byte {exc.start})", code="malformed_json") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise bad_request(f"{here}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                          code="malformed_json") from None
+    except _NonFinite as exc:
+        raise bad_request(f"{here}: {exc}", code="malformed_json") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise bad_request(f"{here}: unreadable JSON number: {exc}", code="malformed_json") from None
+    except RecursionError:
+        raise bad_request(f"{here}: the JSON is nested too deeply", code="too_deep") from None
+    path = too_deep(value, max_depth)
+    if path is not None:
+        raise bad_request(f"{here}: the JSON is nested deeper than {max_depth} levels at {path}",
+                          code="too_deep", limit=max_depth)
+    return value
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonFinite(f"{name} is not a JSON number; use a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(f"the number {text[:40]} is out of range")
+    return value
+
+
+def too_deep(value: Any, max_depth: int) -> str | None:
+    """The JSON path of the first value nested deeper than max_depth, else None."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "$")]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= max_depth:
+                return path
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(child, dict | list):
+                    label = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
+                    stack.append((child, depth + 1, label[:200]))
+    return None
+
+
+# -- fields ------------------------------------------------------------------
+
+def expect_object(value: Any, here: str) -> dict:
+    if not isinstance(value, dict):
+        raise bad_request(f"{here}: expected a JSON object, got {_kind(value)}")
+    return value
+
+
+def check_keys(obj: dict, allowed: Iterable[str], here: str) -> None:
+    allowed = tuple(allowed)
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        raise bad_request(f"{here}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                          f"known fields: {', '.join(allowed)}", code="unknown_field", field=unknown[0])
+
+
+def client_id(value: Any, here: str, field: str = "client_id") -> str:
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not CLIENT_ID.match(value):
+        raise bad_request(f"{here}: {field!r} must be 1-64 characters of letters, digits, _ . : -",
+                          code="invalid_field", field=field)
+    return value
+
+
+def optional_bool(obj: dict, key: str, here: str, default: bool = False) -> bool:
+    value = obj.get(key, default)
+    if not isinstance(value, bool):
+        raise bad_request(f"{here}: {key!r} must be true or false, got {_kind(value)}",
+                          code="invalid_field", field=key)
+    return value
+
+
+def optional_int(obj: dict, key: str, here: str, low: int, high: int, default: int | None = None) -> int | None:
+    value = obj.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise bad_request(f"{here}: {key!r} must be an integer from {low} to {high}, got {_short(value)}",
+                          code="invalid_field", field=key)
+    return value
+
+
+def optional_str(obj: dict, key: str, here: str, max_len: int) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise bad_request(f"{here}: {key!r} must be a string of at most {max_len} characters",
+                          code="invalid_field", field=key)
+    return value
+
+
+def query_int(request: web.Request, key: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw, 10) if len(raw) <= 20 else None
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise bad_request(f"{where(request)}: query parameter {key!r} must be an integer from {low} to {high}, "
+                          f"got {raw[:40]!r}", code="invalid_parameter", field=key)
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."

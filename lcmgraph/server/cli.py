@@ -1,0 +1,157 @@
+"""``lcmgraph serve``: arguments, the bind policy, and running the server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from ..engine import Engine, EngineConfig
+from .config import Limits, ServerConfig
+from .store import StoreError
+
+EXIT_OK, EXIT_USAGE = 0, 2
+MIN_TOKEN = 16
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``serve`` sub-command to the main CLI's sub-parsers."""
+    parser = sub.add_parser("serve", help="run the HTTP/WebSocket API server (and the editor)")
+    add_serve_arguments(parser)
+    return parser
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    limits = Limits()
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; others need --token or --insecure)")
+    p.add_argument("--port", type=int, default=8188, help="port (default 8188; 0 picks a free one)")
+    p.add_argument("--token", default=None,
+                   help="require this bearer token on every API request (default $LCMGRAPH_TOKEN)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without a token (anyone who can reach it runs jobs)")
+    p.add_argument("--data-dir", default="lcmgraph-data", metavar="DIR",
+                   help="job database and outputs (default ./lcmgraph-data)")
+    p.add_argument("--output-dir", metavar="DIR", help="where jobs write files (default DATA_DIR/outputs)")
+    p.add_argument("--workflows-dir", metavar="DIR", help="example workflows served by /api/workflows")
+    p.add_argument("--web-dir", metavar="DIR", help="static editor files (default web/dist or web/)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also accept this Host name (DNS-rebinding guard; '*' accepts any)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="also accept state-changing requests from this browser origin")
+    p.add_argument("--max-queue", type=int, default=limits.max_queue, metavar="N",
+                   help=f"waiting jobs before submissions get 429 (default {limits.max_queue})")
+    p.add_argument("--max-upload-mb", type=float, default=limits.max_upload_bytes / 2**20, metavar="MB",
+                   help="largest uploaded image file")
+    p.add_argument("--plugins", action="append", default=[], metavar="DIR",
+                   help="load node packs from DIR (repeatable; also $LCMGRAPH_PLUGINS)")
+    p.add_argument("--no-entry-points", action="store_true",
+                   help="do not load installed node packs (only --plugins / $LCMGRAPH_PLUGINS)")
+    p.add_argument("--models-dir", metavar="DIR", help="root of checkpoints/, loras/, input/, ... (default ./models)")
+    p.add_argument("--cache-dir", metavar="DIR", help="on-disk cache tier shared between processes")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--debug", action="store_true", help="verbose log with access lines")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_problem(host: str, token: str | None, insecure: bool) -> str | None:
+    """Why this bind is refused, or None."""
+    if is_loopback(host) or token or insecure:
+        return None
+    return (f"refusing to listen on {host!r} without a token: anyone who can reach it could run "
+            f"workflows and read every output. Pass --token T (or set LCMGRAPH_TOKEN), or --insecure "
+            f"to accept that.")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    limits = Limits(max_queue=max(1, args.max_queue), max_upload_bytes=int(args.max_upload_mb * 2**20))
+    return ServerConfig(
+        host=args.host, port=args.port, token=args.token or os.environ.get("LCMGRAPH_TOKEN") or None,
+        insecure=args.insecure, data_dir=Path(args.data_dir),
+        output_dir=Path(args.output_dir) if args.output_dir else None,
+        workflows_dir=Path(args.workflows_dir) if args.workflows_dir else None,
+        web_dir=Path(args.web_dir) if args.web_dir else None,
+        allow_hosts=tuple(args.allow_host), allow_origins=tuple(args.allow_origin), limits=limits,
+    )
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """Run ``lcmgraph serve`` with parsed arguments; returns the exit code."""
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
+    problem = bind_problem(config.host, config.token, config.insecure)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if config.token and len(config.token) < MIN_TOKEN:
+        print(f"warning: the token is shorter than {MIN_TOKEN} characters; use a long random one",
+              file=sys.stderr)
+    if not is_loopback(config.host) and not config.token:
+        print(f"warning: serving {config.host} without a token (--insecure)", file=sys.stderr)
+    engine = Engine(EngineConfig(device=args.device, plugin_dirs=list(args.plugins),
+                                 load_entry_points=not args.no_entry_points, models_dir=args.models_dir,
+                                 output_dir=config.outputs_path, cache_dir=args.cache_dir))
+    for pack in engine.registry.packs:
+        if not pack.ok:
+            last = pack.error.strip().splitlines()[-1] if pack.error else ""
+            print(f"warning: node pack {pack.name!r} ({pack.source}) was not loaded: {last}", file=sys.stderr)
+    from .app import ServerApp
+
+    try:
+        server = ServerApp(config, engine)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_serve(server, config, access_log=args.debug))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+async def _serve(server, config: ServerConfig, access_log: bool) -> int:
+    runner = web.AppRunner(server.web_app(), handle_signals=False,
+                           access_log=logging.getLogger("aiohttp.access") if access_log else None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        print(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    host, port = runner.addresses[0][:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"lcmgraph serving on http://{shown}:{port}/ (data in {config.data_dir})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("lcmgraph: shutting down", file=sys.stderr, flush=True)
+    await runner.cleanup()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lcmgraph serve", description="Run the lcmgraph API server.")
+    add_serve_arguments(parser)
+    return serve_main(parser.parse_args(argv))

@@ -1,0 +1,76 @@
+"""Server settings and limits: plain data, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+API_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound the server enforces; each breach is a 4xx naming the limit."""
+
+    #: A JSON request body (a workflow submission).
+    max_json_bytes: int = 2 * 1024 * 1024
+    #: An uploaded image file.
+    max_upload_bytes: int = 32 * 1024 * 1024
+    #: Decoded image size (uploads, thumbnails): width * height and each side.
+    max_image_pixels: int = 40_000_000
+    max_image_side: int = 16384
+    #: Nesting depth of any JSON value in a request.
+    max_json_depth: int = 64
+    #: Jobs waiting in the queue (the running one not counted) -> 429 beyond.
+    max_queue: int = 1000
+    #: Open WebSocket connections -> 429 beyond.
+    max_ws_clients: int = 1000
+    #: Messages buffered for one slow WebSocket client before progress is
+    #: dropped and, if still full, the client is disconnected.
+    ws_buffer: int = 2000
+    #: Incoming WebSocket message size (clients only send small commands).
+    max_ws_message: int = 64 * 1024
+    #: Page size bound for /api/history.
+    max_history_page: int = 500
+    #: Step previews: longest side, JPEG quality, minimum seconds between two.
+    preview_side: int = 256
+    preview_quality: int = 75
+    progress_interval: float = 0.05
+    #: Thumbnails: default and largest longest side.
+    thumbnail_side: int = 256
+    max_thumbnail_side: int = 1024
+    #: Image decodes running at once (each may hold max_image_pixels * 4 bytes).
+    image_workers: int = 2
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8188
+    #: With a token every /api request must carry it.
+    token: str | None = None
+    #: Explicitly allow a non-loopback bind without a token.
+    insecure: bool = False
+    #: SQLite database (jobs.sqlite3) and, by default, outputs/.
+    data_dir: Path = Path("lcmgraph-data")
+    #: Where jobs write files (one sub-folder per job); default data_dir/outputs.
+    output_dir: Path | None = None
+    #: Example workflows (*.json); default <repo>/workflows or ./workflows.
+    workflows_dir: Path | None = None
+    #: The editor's static files; default <repo>/web/dist, then <repo>/web.
+    web_dir: Path | None = None
+    #: Extra Host names accepted (DNS-rebinding guard); "*" accepts any.
+    allow_hosts: tuple[str, ...] = ()
+    #: Extra origins ("https://editor.example:8443") allowed to change state.
+    allow_origins: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def outputs_path(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path(self.data_dir) / "outputs"
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.data_dir) / "jobs.sqlite3"

@@ -1,0 +1,20 @@
+"""HTTP routes, one module per concern; each adds its own routes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from . import files, info, jobs, static, ws
+
+if TYPE_CHECKING:
+    from ..app import ServerApp
+
+
+def add_routes(app: web.Application, server: ServerApp) -> None:
+    info.add_routes(app)
+    jobs.add_routes(app)
+    files.add_routes(app)
+    ws.add_routes(app)
+    static.add_routes(app)  # last: its catch-all must not shadow /api

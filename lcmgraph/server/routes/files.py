@@ -1,0 +1,119 @@
+"""Files: fetch output/input/temp images (full size or thumbnail); upload input images."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from ..app import ServerApp, server_of
+from ..bodies import query_int, where
+from ..errors import ApiError, bad_request, json_response, too_large
+from ..folders import SERVED_SUFFIXES, file_url
+from ..images import PixelLimits, reencode_upload, thumbnail_jpeg
+
+UPLOAD_FIELDS = ("image", "overwrite")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\- ]+")
+CACHE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+
+
+def _pixels(server: ServerApp) -> PixelLimits:
+    return PixelLimits(server.limits.max_image_pixels, server.limits.max_image_side)
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    server = server_of(request)
+    folder, name = request.match_info["folder"], request.match_info["name"]
+    path = server.folders.resolve(folder, name)
+    if "thumbnail" not in request.query:
+        return web.FileResponse(path, headers={**CACHE_HEADERS,
+                                               "Content-Type": SERVED_SUFFIXES[path.suffix.lower()]})
+    side = query_int(request, "thumbnail", server.limits.thumbnail_side, 16, server.limits.max_thumbnail_side)
+    async with server.image_slots:
+        data = await asyncio.get_running_loop().run_in_executor(
+            None, thumbnail_jpeg, path, side, _pixels(server), f"{folder}/{name}")
+    return web.Response(body=data, content_type="image/jpeg", headers=CACHE_HEADERS)
+
+
+def upload_name(filename: str | None) -> str:
+    """A safe .png name from what the client called its file."""
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    stem = _UNSAFE.sub("_", os.path.splitext(base)[0]).strip(" ._")[:100]
+    return f"{stem or 'upload'}.png"
+
+
+def _store(root: Path, name: str, data: bytes, overwrite: bool) -> str:
+    """Write atomically inside root; never follows a symlink planted at the name."""
+    root.mkdir(parents=True, exist_ok=True)
+    stem, suffix = name[:-4], name[-4:]
+    candidate, counter = name, 1
+    while not overwrite and os.path.lexists(root / candidate):
+        candidate = f"{stem}_{counter}{suffix}"
+        counter += 1
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".upload-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, root / candidate)  # replaces a symlink itself, never its target
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return candidate
+
+
+async def upload(request: web.Request) -> web.Response:
+    server, here = server_of(request), where(request)
+    limit = server.limits.max_upload_bytes
+    if not request.content_type.startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"{here} expects multipart/form-data with an 'image' file field")
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        raise too_large(f"{here}: the upload is {request.content_length} bytes; the limit is {limit}", limit=limit)
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError) as exc:
+        raise bad_request(f"{here}: malformed multipart body: {exc}", code="malformed_multipart") from None
+    data, filename, overwrite = None, None, False
+    try:
+        while (part := await reader.next()) is not None:
+            field = getattr(part, "name", None)
+            if field not in UPLOAD_FIELDS:
+                raise bad_request(f"{here}: unknown form field {str(field)[:60]!r}; known: "
+                                  f"{', '.join(UPLOAD_FIELDS)}", code="unknown_field", field=str(field)[:60])
+            chunk = await part.read_chunk(limit + 1) if field == "image" else await part.read_chunk(16)
+            if field == "image":
+                if data is not None:
+                    raise bad_request(f"{here}: send one 'image' per upload", code="invalid_field", field="image")
+                buffer = bytearray(chunk)
+                while chunk and len(buffer) <= limit:
+                    chunk = await part.read_chunk(limit + 1 - len(buffer))
+                    buffer += chunk
+                if len(buffer) > limit:
+                    raise too_large(f"{here}: the image is larger than the limit of {limit} bytes", limit=limit)
+                data, filename = bytes(buffer), part.filename
+            else:
+                overwrite = chunk.strip().lower() in (b"1", b"true", b"yes")
+    except ApiError:
+        raise
+    except (ValueError, AssertionError, UnicodeDecodeError) as exc:
+        raise bad_request(f"{here}: malformed multipart body: {exc}", code="malformed_multipart") from None
+    if not data:
+        raise bad_request(f"{here}: missing or empty 'image' file field", code="missing_field", field="image")
+    name = upload_name(filename)
+    loop = asyncio.get_running_loop()
+    async with server.image_slots:
+        image = await loop.run_in_executor(None, reencode_upload, data, _pixels(server), f"upload {name!r}")
+    root = server.folders.upload_root
+    stored = await loop.run_in_executor(None, _store, root, name, image.png, overwrite)
+    return json_response({"name": stored, "folder": "input", "width": image.width, "height": image.height,
+                          "source_format": image.source_format, "url": file_url("input", stored)},
+                         status=201)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/files/{folder}/{name:.+}", get_file)
+    app.router.add_post("/api/upload", upload)

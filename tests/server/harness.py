@@ -1,0 +1,108 @@
+"""Helpers for the server tests: an in-process server on loopback
+(aiohttp's TestServer), workflows from the test packs, job polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from lcmgraph import Engine, EngineConfig
+from lcmgraph.server import Limits, ServerApp, ServerConfig
+
+TESTS = Path(__file__).resolve().parents[1]
+PACKS = [TESTS / "packs", Path(__file__).resolve().parent / "packs"]
+TEST_TIMEOUT = 30.0
+FINISHED = ("done", "failed", "interrupted", "cancelled")
+
+
+def make_engine(tmp_path: Path) -> Engine:
+    return Engine(EngineConfig(plugin_dirs=PACKS, plugins_from_env=False, load_entry_points=False,
+                               home=tmp_path / "home", models_dir=tmp_path / "models",
+                               output_dir=tmp_path / "out"))
+
+
+def workflow(nodes: dict[str, tuple[str, dict]], **extra: Any) -> dict:
+    out = {"format": "lcmgraph.workflow", "version": 1,
+           "nodes": {k: {"type": t, "inputs": i} for k, (t, i) in nodes.items()}}
+    out.update(extra)
+    return out
+
+
+def link(node: str, output: str) -> dict:
+    return {"link": [node, output]}
+
+
+def const_doc(value: float) -> dict:
+    return workflow({"c": ("Constant", {"value": value}), "out": ("Collect", {"value": link("c", "value")})})
+
+
+def solid_doc(value: int) -> dict:
+    return workflow({"c": ("Constant", {"value": value}), "img": ("SolidImage", {"value": link("c", "value")})})
+
+
+def slow_doc(steps: int = 1000, delay: float = 0.01, tag: float = 0.0) -> dict:
+    return workflow({"c": ("Constant", {"value": tag}),
+                     "slow": ("Slow", {"x": link("c", "value"), "steps": steps, "delay": delay}),
+                     "out": ("Collect", {"value": link("slow", "y")})})
+
+
+class Harness:
+    def __init__(self, client: TestClient, server: ServerApp, tmp: Path):
+        self.client = client
+        self.server = server
+        self.tmp = tmp
+
+    async def call(self, method: str, path: str, expect: int | None = None, **kwargs: Any) -> tuple[int, Any]:
+        async with self.client.request(method, path, **kwargs) as response:
+            body = await response.json() if response.content_type == "application/json" else await response.read()
+            if expect is not None:
+                assert response.status == expect, (method, path, response.status, body)
+            return response.status, body
+
+    async def submit(self, doc: dict, client_id: str = "tester", expect: int = 201, **fields: Any) -> dict:
+        _, body = await self.call("POST", "/api/jobs", expect, json={"workflow": doc, "client_id": client_id,
+                                                                     **fields})
+        return body
+
+    async def job(self, job_id: str) -> dict:
+        return (await self.call("GET", f"/api/jobs/{job_id}", 200))[1]["job"]
+
+    async def wait(self, job_id: str, timeout: float = 10.0, status: tuple[str, ...] = FINISHED) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.job(job_id)
+            if job["status"] in status:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout}s"
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, engine: Engine | None = None, limits: dict | None = None, **config: Any):
+    web_dir = config.pop("web_dir", None)
+    settings = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path / "data",
+                            workflows_dir=config.pop("workflows_dir", tmp_path / "workflows"),
+                            web_dir=web_dir, limits=Limits(**(limits or {})), **config)
+    server = ServerApp(settings, engine or make_engine(tmp_path))
+    server.web_dir = web_dir  # None: the placeholder page, whatever the repository's web/ holds
+    client = TestClient(TestServer(server.web_app(), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield Harness(client, server, tmp_path)
+    finally:
+        await client.close()
+
+
+def serve(tmp_path: Path, body, timeout: float = TEST_TIMEOUT, **options: Any) -> None:
+    """Run ``await body(harness)`` against a fresh server; everything inside one event loop."""
+
+    async def main() -> None:
+        async with serving(tmp_path, **options) as harness:
+            await asyncio.wait_for(body(harness), timeout)
+
+    asyncio.run(main())
