@@ -166,7 +166,7 @@ def make_controlnet(unet, seed: int = 5):
     from diffusers import ControlNetModel
 
     def build():
-        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16, 32))  # 8x down, as the VAE
         with torch.no_grad():
             for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
                 conv.weight.normal_(0.0, 0.05)

@@ -13,26 +13,29 @@ TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
 def lora_layers(arch: str = "sd15", seed: int = 10, rank: int = 4, text: bool = True, scale: float = 0.1) -> dict:
-    """peft LoRA state dicts (diffusers naming) for the tiny model of ``arch``:
-    ``{"unet_lora_layers": ..., "text_encoder_lora_layers": ..., ...}``."""
+    """LoRA state dicts in diffusers/peft naming for the tiny model of ``arch``:
+    ``{"unet_lora_layers": {"<module>.lora_A.weight": ...}, "text_encoder_lora_layers": ...}``.
+    A and B are both random (peft would start B at zero) so the LoRA shows."""
     import torch
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
 
-    pipe = make_pipeline(arch)  # a throwaway copy: adding adapters changes it
-    parts = {"unet_lora_layers": (pipe.unet, UNET_TARGETS)}
+    pipe = make_pipeline(arch)
+    parts = {"unet_lora_layers": (pipe.unet, UNET_TARGETS, "")}
     if text:
-        parts["text_encoder_lora_layers"] = (pipe.text_encoder, TEXT_TARGETS)
+        # Files in the wild name CLIP layers "text_model.encoder...", as older transformers did.
+        parts["text_encoder_lora_layers"] = (pipe.text_encoder, TEXT_TARGETS, "text_model.")
         if arch == "sdxl":
-            parts["text_encoder_2_lora_layers"] = (pipe.text_encoder_2, TEXT_TARGETS)
+            parts["text_encoder_2_lora_layers"] = (pipe.text_encoder_2, TEXT_TARGETS, "text_model.")
 
     def build():
         out = {}
-        for key, (module, targets) in parts.items():
-            module.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False))
-            state = get_peft_model_state_dict(module)
-            # Random A and B (not peft's zero B) so the LoRA visibly changes the image.
-            out[key] = {k: torch.randn(v.shape) * scale for k, v in sorted(state.items())}
+        for key, (module, targets, prefix) in parts.items():
+            state = {}
+            for name, sub in module.named_modules():
+                if isinstance(sub, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in targets):
+                    full = name if name.startswith(prefix) else prefix + name
+                    state[f"{full}.lora_A.weight"] = torch.randn(rank, sub.in_features) * scale
+                    state[f"{full}.lora_B.weight"] = torch.randn(sub.out_features, rank) * scale
+            out[key] = state
         return out
 
     return _seeded(seed, build)
