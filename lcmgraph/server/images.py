@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,12 @@ def _open_checked(data: bytes | Path, limits: PixelLimits, what: str, formats=UP
     except UnidentifiedImageError:
         raise bad_request(f"{what} is not an image in a supported format ({', '.join(formats)})",
                           code="not_an_image") from None
-    except Image.DecompressionBombError as exc:
-        raise too_large(f"{what}: {exc}", code="image_too_large") from None
+    except Image.DecompressionBombError as exc:  # past PIL's own global ceiling: refused before ours
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else "too many pixels"
+        raise too_large(f"{what} is {size}; the limits are {limits.max_pixels} pixels and "
+                        f"{limits.max_side} pixels a side", code="image_too_large",
+                        max_pixels=limits.max_pixels, max_side=limits.max_side) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise bad_request(f"{what} could not be read as an image: {exc}", code="not_an_image") from None
     width, height = image.size

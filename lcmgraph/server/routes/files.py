@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -41,7 +42,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 
 def upload_name(filename: str | None) -> str:
     """A safe .png name from what the client called its file."""
-    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = unquote(filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     stem = _UNSAFE.sub("_", os.path.splitext(base)[0]).strip(" ._")[:100]
     return f"{stem or 'upload'}.png"
 
@@ -72,7 +73,7 @@ async def upload(request: web.Request) -> web.Response:
         raise ApiError(415, "unsupported_media_type",
                        f"{here} expects multipart/form-data with an 'image' file field")
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        raise too_large(f"{here}: the upload is {request.content_length} bytes; the limit is {limit}", limit=limit)
+        raise too_large(f"{here}: the upload is {request.content_length} bytes; the limit is {limit} bytes", limit=limit)
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
@@ -84,7 +85,7 @@ async def upload(request: web.Request) -> web.Response:
             if field not in UPLOAD_FIELDS:
                 raise bad_request(f"{here}: unknown form field {str(field)[:60]!r}; known: "
                                   f"{', '.join(UPLOAD_FIELDS)}", code="unknown_field", field=str(field)[:60])
-            chunk = await part.read_chunk(limit + 1) if field == "image" else await part.read_chunk(16)
+            chunk = await part.read_chunk(limit + 1 if field == "image" else 4096)
             if field == "image":
                 if data is not None:
                     raise bad_request(f"{here}: send one 'image' per upload", code="invalid_field", field="image")
@@ -96,7 +97,11 @@ async def upload(request: web.Request) -> web.Response:
                     raise too_large(f"{here}: the image is larger than the limit of {limit} bytes", limit=limit)
                 data, filename = bytes(buffer), part.filename
             else:
-                overwrite = chunk.strip().lower() in (b"1", b"true", b"yes")
+                value = chunk.strip().lower()
+                if value not in (b"1", b"true", b"yes", b"0", b"false", b"no"):
+                    raise bad_request(f"{here}: 'overwrite' must be true or false", code="invalid_field",
+                                      field="overwrite")
+                overwrite = value in (b"1", b"true", b"yes")
     except ApiError:
         raise
     except (ValueError, AssertionError, UnicodeDecodeError) as exc:
