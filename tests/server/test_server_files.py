@@ -93,7 +93,7 @@ def test_bad_uploads_are_refused(tmp_path):
         assert err["message"] == "POST /api/upload: unknown form field 'colour'; known: image, overwrite"
         _, err = await h.call("POST", "/api/upload", 415, json={"image": "x"})
         assert err["message"] == "POST /api/upload expects multipart/form-data with an 'image' file field"
-        payload = FormData()
+        payload = FormData(default_to_multipart=True)
         payload.add_field("overwrite", "true")
         _, err = await h.call("POST", "/api/upload", 400, data=payload)
         assert err["message"] == "POST /api/upload: missing or empty 'image' file field"
