@@ -106,3 +106,72 @@ def serve(tmp_path: Path, body, timeout: float = TEST_TIMEOUT, **options: Any) -
             await asyncio.wait_for(body(harness), timeout)
 
     asyncio.run(main())
+
+
+# -- a real server process ---------------------------------------------------
+
+class ServerProcess:
+    """``python -m lcmgraph.server`` on a free loopback port, driven with urllib."""
+
+    def __init__(self, tmp_path: Path, *args: str, name: str = "server"):
+        import os
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if k not in ("LCMGRAPH_PLUGINS", "LCMGRAPH_TOKEN")}
+        command = [sys.executable, "-m", "lcmgraph.server", "--port", "0", "--no-entry-points",
+                   "--data-dir", str(tmp_path / "data"), "--models-dir", str(tmp_path / "models"),
+                   "--workflows-dir", str(tmp_path / "workflows"), *args]
+        for pack in PACKS:
+            command += ["--plugins", str(pack)]
+        self.log = tmp_path / f"{name}.log"
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log.open("wb"), env=env,
+                                     text=True)
+        line = self.proc.stdout.readline()  # the server prints its address once it listens
+        assert "serving on" in line, f"server did not start: {line!r}\n{self.log.read_text()}"
+        self.base = line.split("serving on ", 1)[1].split()[0].rstrip("/")
+
+    def request(self, method: str, path: str, body: Any = None, expect: int | None = 200) -> Any:
+        import json
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                status, raw, ctype = response.status, response.read(), response.headers.get_content_type()
+        except urllib.error.HTTPError as exc:
+            status, raw, ctype = exc.code, exc.read(), exc.headers.get_content_type()
+        if expect is not None:
+            assert status == expect, (method, path, status, raw[:500])
+        return json.loads(raw) if ctype == "application/json" else raw
+
+    def wait(self, job_id: str, status: tuple[str, ...] = FINISHED, timeout: float = 15.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.request("GET", f"/api/jobs/{job_id}")["job"]
+            if job["status"] in status:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc.stdout.close()
+        return self.proc.returncode

@@ -86,12 +86,22 @@ def test_commands_subscribe_ping_and_errors(tmp_path):
                                            "message": "unknown message type 'dance' (known: ping, subscribe)"}
         await ws.send_json({"type": "subscribe", "scope": "everything"})
         assert await ws.receive_json() == {"type": "error", "message": "subscribe: scope must be one of own, all"}
+        await ws.send_bytes(b"\x00")
+        assert await ws.receive_json() == {"type": "error",
+                                           "message": "binary messages are not understood; send JSON text"}
         await ws.send_json({"type": "subscribe", "scope": "all"})
         assert await ws.receive_json() == {"type": "subscribed", "scope": "all"}
         job_id = (await h.submit(const_doc(2), client_id="someone-else"))["job"]["id"]
         seen = await receive_until(ws, is_end(job_id))
         assert any(m["type"] == "job_queued" and m["job"] == job_id for m in seen)
         await ws.close()
+
+        big = await h.client.ws_connect("/api/ws")
+        await big.receive_json()
+        await big.send_str("x" * (64 * 1024 + 1))
+        closing = await big.receive()
+        assert (closing.type.name, big.close_code) == ("CLOSE", 1009)
+        await big.close()
 
         status, err = await h.call("GET", "/api/ws?client_id=bad id", 400)
         assert err["message"] == "GET /api/ws: client_id must be 1-64 characters of letters, digits, _ . : -"
