@@ -210,9 +210,21 @@ def test_event_loop_answers_within_milliseconds_during_a_long_run(tmp_path):
             await h.call("GET", "/api/queue", 200)
             await h.submit(const_doc(i))
             latencies.append(loop.time() - t0)
+        ws = await h.client.ws_connect("/api/ws?client_id=probe")
+        await ws.receive_json()
+        pings = []
+        for i in range(20):
+            t0 = loop.time()
+            await ws.send_json({"type": "ping", "data": i})
+            while (await ws.receive_json()).get("type") != "pong":
+                pass
+            pings.append(loop.time() - t0)
+        await ws.close()
         assert (await h.job(busy))["status"] == "running"
         latencies.sort()
+        pings.sort()
         assert latencies[len(latencies) // 2] < 0.05, latencies
+        assert pings[len(pings) // 2] < 0.02, pings
         await h.call("POST", "/api/interrupt", 200)
 
     serve(tmp_path, body)
