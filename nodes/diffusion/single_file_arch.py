@@ -204,6 +204,8 @@ def infer_clip(sd, prefix: str, base: dict, open_clip: bool = False) -> dict:
     }
     if open_clip and prefix + "text_projection" in sd:
         config["projection_dim"] = sd.shape(prefix + "text_projection")[1]
+    elif not open_clip:  # unused without a projection layer; CLIP-L's equals its width
+        config["projection_dim"] = hidden
     if hidden != base["hidden_size"]:
         config["num_attention_heads"] = _heads_rule(hidden, 64)
     return _fill(base, config)

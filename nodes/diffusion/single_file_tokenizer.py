@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import itertools
 from pathlib import Path
 
 CLIP_VOCAB_SIZE = 49408
@@ -39,8 +40,11 @@ def _bytes_to_unicode() -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _full_table() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    lines = gzip.open(_BPE_FILE, "rt", encoding="utf-8").read().split("\n")
-    merges = tuple(lines[1 : CLIP_VOCAB_SIZE - _N_BYTE_SYMBOLS - 2 + 1])
+    # The table has 262k merges; CLIP uses the first 48894. Reading only those
+    # keeps the rest from ever becoming Python strings.
+    with gzip.open(_BPE_FILE, "rt", encoding="utf-8") as f:
+        next(f)  # version header
+        merges = tuple(line.rstrip("\n") for line in itertools.islice(f, CLIP_VOCAB_SIZE - _N_BYTE_SYMBOLS - 2))
     symbols = _bytes_to_unicode()
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     return tuple(vocab), merges

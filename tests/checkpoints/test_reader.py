@@ -1,0 +1,75 @@
+"""The lazy safetensors reader returns what the format's own loader returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lcmgraph_nodes.diffusion.single_file_reader import LazyStateDict, SafetensorsFormatError
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    tensors = {
+        "f32": torch.randn(3, 5, generator=gen),
+        "f16": torch.randn(7, generator=gen).half(),
+        "bf16": torch.randn(2, 2, 2, generator=gen).bfloat16(),
+        "i64": torch.arange(6).reshape(2, 3),
+        "flag": torch.tensor([True, False]),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4),
+    }
+    path = tmp_path / "mixed.safetensors"
+    save_file(tensors, str(path), metadata={"note": "hi"})
+    return path
+
+
+def test_reads_every_dtype_like_load_file(mixed):
+    expected = load_file(str(mixed))
+    lazy = LazyStateDict(mixed)
+    assert set(lazy) == set(expected) and len(lazy) == len(expected) and lazy.metadata["note"] == "hi"
+    for key, value in expected.items():
+        got = lazy[key]
+        assert got.dtype == value.dtype and got.shape == value.shape and torch.equal(got, value)
+        assert lazy.shape(key) == tuple(value.shape) and lazy.file_dtype(key) == value.dtype
+
+
+def test_converts_only_floating_point_tensors(mixed):
+    expected = load_file(str(mixed))
+    lazy = LazyStateDict(mixed, dtype=torch.float32)
+    assert lazy["f16"].dtype == torch.float32 and torch.equal(lazy["f16"], expected["f16"].float())
+    assert lazy["bf16"].dtype == torch.float32 and lazy["i64"].dtype == torch.int64
+    assert lazy["flag"].dtype == torch.bool
+
+
+def test_each_read_is_a_fresh_tensor(mixed):
+    lazy = LazyStateDict(mixed)
+    a = lazy["f32"]
+    a.zero_()
+    assert not torch.equal(lazy["f32"], a)
+
+
+def test_data_cut_short_is_refused(mixed, tmp_path):
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(mixed.read_bytes()[:-8])
+    with pytest.raises(SafetensorsFormatError, match="not a valid safetensors file"):
+        LazyStateDict(cut)
+
+
+def test_load_rss_helper_measures_a_load_in_a_fresh_process(tiny_sd15):
+    """bench/load_rss.py's measurement, on the tiny file (its numbers go in the README)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("load_rss", ROOT / "bench" / "load_rss.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure("ours", tiny_sd15.file, tiny_sd15.folder, "float32")
+    assert "error" not in result, result
+    weights = sum(t.numel() * t.element_size() for t in load_file(str(tiny_sd15.file)).values())
+    assert result["params_bytes"] == weights
+    assert result["peak_used"] >= result["peak"] >= result["before"] > 0
