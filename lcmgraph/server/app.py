@@ -60,7 +60,7 @@ class ServerApp:
                               client_max_size=max(self.limits.max_upload_bytes, self.limits.max_json_bytes)
                               + 64 * 1024)
         app[APP_KEY] = self
-        add_routes(app, self)
+        add_routes(app)
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._shutdown)
         app.on_cleanup.append(self._cleanup)

@@ -192,6 +192,10 @@ class JobQueue:
         self.hub.publish(message)
         self._queue_changed()
 
+    @property
+    def closing(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         self._closed = True
         self._wakeup.set()

@@ -91,7 +91,11 @@ class Worker:
                          "node_type": exc.node_type, "exception": type(exc.cause).__name__}
         except RunInterrupted as exc:
             status = INTERRUPTED
-            job.error = {"code": "interrupted", "message": str(exc), "node": exc.node_id}
+            if self.queue.closing:
+                job.error = {"code": "server_shutdown", "node": exc.node_id,
+                             "message": "the server was stopped while this job was running; resubmit it"}
+            else:
+                job.error = {"code": "interrupted", "message": str(exc), "node": exc.node_id}
         except Exception as exc:  # noqa: BLE001 - the worker must survive anything a job does
             log.exception("job %s failed outside any node", job.id)
             job.error = {"code": "internal", "message": f"the run failed: {type(exc).__name__}: {exc}"}

@@ -41,3 +41,27 @@ def test_kill_9_and_restart_keeps_queue_history_and_outputs(tmp_path):
         assert "marked 1 job(s) interrupted by the last shutdown as failed" in second.log.read_text()
     finally:
         assert second.stop() == 0
+
+
+def test_graceful_stop_interrupts_the_running_job_and_keeps_the_queue(tmp_path):
+    import asyncio
+
+    from harness import serving
+
+    from lcmgraph.server.store import JobStore
+
+    async def main():
+        async with serving(tmp_path) as h:
+            running = (await h.submit(slow_doc(steps=1000, delay=0.02)))["job"]["id"]
+            await h.wait(running, status=("running",))
+            waiting = (await h.submit(const_doc(1)))["job"]["id"]
+        return running, waiting
+
+    running, waiting = asyncio.run(main())
+    store = JobStore(tmp_path / "data" / "jobs.sqlite3")
+    stopped = store.get(running)
+    assert stopped.status == "interrupted"
+    assert stopped.error == {"code": "server_shutdown", "node": "slow",
+                             "message": "the server was stopped while this job was running; resubmit it"}
+    assert store.get(waiting).status == "queued"
+    store.close()

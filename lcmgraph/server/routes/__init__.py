@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from . import files, info, jobs, static, ws
 
-if TYPE_CHECKING:
-    from ..app import ServerApp
 
-
-def add_routes(app: web.Application, server: ServerApp) -> None:
+def add_routes(app: web.Application) -> None:
     info.add_routes(app)
     jobs.add_routes(app)
     files.add_routes(app)
