@@ -137,7 +137,13 @@ def load_adapter(pipe: Any, path: str, name: str, arch: str) -> set[str]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    mismatches = [line for line in lines if line.startswith("size mismatch")]
+    if mismatches:  # torch's load_state_dict report: the headline says nothing, the lines do
+        return f"{len(mismatches)} tensor(s) have the wrong shape, e.g. {mismatches[0][:240]}"
+    return lines[0][:300]
 
 
 def _merged(patches: Iterable[LoraPatch]) -> dict[str, float]:

@@ -131,32 +131,35 @@ def make_vae(arch: str = "sd15", seed: int = 1):
     ))
 
 
-def make_pipeline(arch: str = "sd15", seed: int = 0, time_cond_proj_dim: int | None = None):
-    """An in-memory pipeline; ``seed`` picks a different (still fixed) set of weights."""
-    from diffusers import EulerDiscreteScheduler
+def make_text_encoders(arch: str = "sd15", seed: int = 0) -> dict:
+    """``{"text_encoder": ..., ["text_encoder_2": ...], "tokenizer": ..., ...}`` for ``arch``."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizer = make_tokenizer()
     vocab = tokenizer.get_vocab()
     config = _text_config(len(vocab), vocab["<|startoftext|>"], vocab["<|endoftext|>"])
-    unet = make_unet(arch, seed, time_cond_proj_dim)
-    vae = make_vae(arch, seed + 1)
-    text_encoder = _seeded(seed + 2, lambda: CLIPTextModel(config))
-    scheduler = EulerDiscreteScheduler(**SCHEDULER_CONFIG)
+    parts = {"tokenizer": tokenizer, "text_encoder": _seeded(seed + 2, lambda: CLIPTextModel(config))}
+    if arch == "sdxl":
+        parts["tokenizer_2"] = make_tokenizer(pad_token="!")
+        parts["text_encoder_2"] = _seeded(seed + 3, lambda: CLIPTextModelWithProjection(config))
+    return parts
+
+
+def make_pipeline(arch: str = "sd15", seed: int = 0, time_cond_proj_dim: int | None = None):
+    """An in-memory pipeline; ``seed`` picks a different (still fixed) set of weights."""
+    from diffusers import EulerDiscreteScheduler
+
+    parts = dict(
+        make_text_encoders(arch, seed), unet=make_unet(arch, seed, time_cond_proj_dim),
+        vae=make_vae(arch, seed + 1), scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
+    )
     if arch == "sdxl":
         from diffusers import StableDiffusionXLPipeline
 
-        text_encoder_2 = _seeded(seed + 3, lambda: CLIPTextModelWithProjection(config))
-        return StableDiffusionXLPipeline(
-            vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-            tokenizer_2=make_tokenizer(pad_token="!"), unet=unet, scheduler=scheduler,
-        )
+        return StableDiffusionXLPipeline(**parts)
     from diffusers import StableDiffusionPipeline
 
-    return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    return StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
 def make_controlnet(unet, seed: int = 5):

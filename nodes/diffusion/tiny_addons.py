@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tiny import _seeded, build_atomically, make_controlnet, make_pipeline
+from .tiny import _seeded, build_atomically, make_controlnet, make_text_encoders, make_unet
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -18,13 +18,13 @@ def lora_layers(arch: str = "sd15", seed: int = 10, rank: int = 4, text: bool = 
     A and B are both random (peft would start B at zero) so the LoRA shows."""
     import torch
 
-    pipe = make_pipeline(arch)
-    parts = {"unet_lora_layers": (pipe.unet, UNET_TARGETS, "")}
+    parts = {"unet_lora_layers": (make_unet(arch), UNET_TARGETS, "")}
     if text:
         # Files in the wild name CLIP layers "text_model.encoder...", as older transformers did.
-        parts["text_encoder_lora_layers"] = (pipe.text_encoder, TEXT_TARGETS, "text_model.")
+        encoders = make_text_encoders(arch)
+        parts["text_encoder_lora_layers"] = (encoders["text_encoder"], TEXT_TARGETS, "text_model.")
         if arch == "sdxl":
-            parts["text_encoder_2_lora_layers"] = (pipe.text_encoder_2, TEXT_TARGETS, "text_model.")
+            parts["text_encoder_2_lora_layers"] = (encoders["text_encoder_2"], TEXT_TARGETS, "text_model.")
 
     def build():
         out = {}
@@ -82,7 +82,7 @@ def save_controlnet(target: Path, arch: str = "sd15", seed: int = 5) -> Path:
     """A diffusers ControlNet folder that fits the tiny model of ``arch``."""
     return build_atomically(
         Path(target),
-        lambda p: make_controlnet(make_pipeline(arch).unet, seed).save_pretrained(p, safe_serialization=True),
+        lambda p: make_controlnet(make_unet(arch), seed).save_pretrained(p, safe_serialization=True),
     )
 
 

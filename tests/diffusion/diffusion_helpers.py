@@ -12,8 +12,9 @@ from lcmgraph import Engine, EngineConfig
 PACKS = Path(__file__).parent / "packs"
 
 
-def new_engine(models: Path, tmp: Path, **options) -> Engine:
+def new_engine(models: Path, tmp: Path, folders: dict | None = None, **options) -> Engine:
     return Engine(EngineConfig(
+        folders=folders or {},
         home=tmp / "home", models_dir=models, output_dir=tmp / "out", plugins_from_env=False,
         plugin_dirs=[PACKS],
         device="cpu", options=options,

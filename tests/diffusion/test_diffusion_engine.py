@@ -1,0 +1,193 @@
+"""The diffusion pack inside the engine: caching, shared models, LoRA
+isolation, eviction, progress, interruption, saved files."""
+
+from __future__ import annotations
+
+import pytest
+from diffusion_helpers import Flow, image_of, link, max_diff, run_to, txt2img, value_of
+
+from lcmgraph import RunControl, RunInterrupted
+from lcmgraph.pngmeta import PARAMETERS_KEY, read_text_chunks, workflow_from_png
+
+
+def _manager(engine):
+    return engine.service("diffusion.models")
+
+
+def _lora_flow(weight: float) -> Flow:
+    """An LCM-LoRA on the model only: the prompt is encoded by the base CLIP."""
+    f = txt2img(prompt="a red circle", seed=1, steps=4)
+    f.add("lora", "ApplyLoRA", model=link("ckpt", "model"), lora="a.safetensors", weight=weight)
+    f.nodes["sampler"]["inputs"]["model"] = link("lora", "model")
+    return f
+
+
+def test_changing_only_the_lora_weight_reruns_only_the_sampler_and_after(fresh_engine):
+    first = run_to(fresh_engine, _lora_flow(1.0), "decode", "image")
+    second = run_to(fresh_engine, _lora_flow(0.5), "decode", "image")
+    assert set(second.executed) == {"lora", "sampler", "decode", "capture"}
+    assert {"ckpt", "pos", "empty"} <= set(second.cached)
+    manager = _manager(fresh_engine)
+    assert manager.loads == 1
+    (loaded,) = [manager.checkpoint(r) for r in [second.values["lora"]["model"]]]
+    assert len(loaded.adapters) == 1  # the adapter was loaded once, only its weight changed
+    assert max_diff(first.values["decode"]["image"].numpy(), second.values["decode"]["image"].numpy()) > 1e-4
+
+
+def test_a_no_lora_branch_gets_the_untouched_base_image(fresh_engine, make_engine):
+    base = image_of(make_engine(), txt2img(prompt="a cat", seed=5, steps=4))  # an engine that never saw a LoRA
+    f = txt2img(prompt="a cat", seed=5, steps=4)
+    f.add("lora", "ApplyLoRA", model=link("ckpt", "model"), clip=link("ckpt", "clip"), lora="b_kohya.safetensors",
+          weight=1.0, clip_weight=1.0)
+    f.add("lora_pos", "TextEncode", clip=link("lora", "clip"), text="a cat")
+    f.add("lora_sampler", "LCMSampler", model=link("lora", "model"), positive=link("lora_pos", "conditioning"),
+          latent=link("empty", "latent"), seed=5, steps=4)
+    f.add("lora_decode", "VAEDecode", vae=link("ckpt", "vae"), latent=link("lora_sampler", "latent"))
+    f.add("cap_lora", "Capture", value=link("lora_decode", "image"))
+    f.add("cap_base", "Capture", value=link("decode", "image"))
+    result = fresh_engine.run(f.doc("cap_lora", "cap_base"))
+    with_lora = result.values["lora_decode"]["image"].numpy()
+    assert max_diff(result.values["decode"]["image"].numpy(), base) == 0.0
+    assert max_diff(with_lora, base) > 1e-4
+    # And after the LoRA branch ran last: a new base run is still bitwise the base image.
+    again = image_of(fresh_engine, txt2img(prompt="a cat", seed=5, steps=4, guidance=1.0, original_inference_steps=49))
+    reference = image_of(make_engine(), txt2img(prompt="a cat", seed=5, steps=4, original_inference_steps=49))
+    assert max_diff(again, reference) == 0.0
+
+
+def test_one_checkpoint_is_loaded_once_per_engine(fresh_engine, make_engine):
+    f = txt2img(seed=2, steps=2)
+    f.add("ckpt2", "LoadCheckpoint", checkpoint="tiny")
+    f.nodes["decode"]["inputs"]["vae"] = link("ckpt2", "vae")
+    run_to(fresh_engine, f, "decode", "image")
+    assert _manager(fresh_engine).loads == 1
+    other = make_engine()
+    assert _manager(other) is not _manager(fresh_engine)
+    assert _manager(other).loads == 0  # engines never share models
+
+
+def test_models_are_evicted_under_the_memory_budget_and_reloaded(make_engine):
+    probe = make_engine()
+    image_of(probe, txt2img(seed=3, steps=2))
+    one_model = _manager(probe).bytes_used
+    engine = make_engine(model_memory_bytes=int(one_model * 1.5))
+    first = image_of(engine, txt2img(seed=3, steps=2))
+    image_of(engine, txt2img(ckpt="tiny-lcm", seed=3, steps=2))
+    manager = _manager(engine)
+    assert manager.loads == 2 and len(manager.loaded_keys()) == 1 and manager.bytes_used <= manager.budget
+    # The cached MODEL handle still works: the checkpoint is simply loaded again.
+    again = image_of(engine, txt2img(seed=3, steps=2, guidance=1.0, original_inference_steps=40))
+    assert manager.loads == 3
+    assert max_diff(again, image_of(probe, txt2img(seed=3, steps=2, original_inference_steps=40))) == 0.0
+    assert first.shape == again.shape
+
+
+def test_sampler_reports_each_step_with_a_small_preview(fresh_engine):
+    events = []
+    run_to(fresh_engine, txt2img(seed=4, steps=3, size=64), "sampler", "latent", sink=events.append)
+    steps = [e for e in events if e.kind == "node_progress" and e.node == "sampler"]
+    assert [e.data["step"] for e in steps] == [1, 2, 3] and {e.data["total"] for e in steps} == {3}
+    assert all(e.preview is not None and e.preview.size == (8, 8) for e in steps)
+
+
+def test_interrupting_a_sampler_stops_the_run_and_the_engine_still_works(fresh_engine):
+    control = RunControl()
+
+    def sink(event):
+        if event.kind == "node_progress" and event.node == "sampler" and event.data["step"] == 1:
+            control.interrupt()
+
+    with pytest.raises(RunInterrupted) as info:
+        run_to(fresh_engine, txt2img(seed=6, steps=4), "decode", "image", sink=sink, control=control)
+    assert info.value.node_id == "sampler"
+    image = image_of(fresh_engine, txt2img(seed=6, steps=4))
+    assert image.shape == (1, 64, 64, 3)
+
+
+def test_same_workflow_and_seed_give_the_same_image_on_two_engines(make_engine):
+    flow = txt2img(prompt="a dog", seed=9, steps=2, batch=2)
+    assert max_diff(image_of(make_engine(), flow), image_of(make_engine(), flow)) == 0.0
+
+
+def test_save_image_never_overwrites_and_embeds_the_workflow(fresh_engine):
+    f = txt2img(seed=42, steps=2, batch=2)
+    f.add("save", "SaveImage", image=link("decode", "image"), filename_prefix="runs/test")
+    doc = f.doc("save")
+    first = fresh_engine.run(doc).outputs["save"]["images"]
+    second = fresh_engine.run(doc).outputs["save"]["images"]  # output nodes always run
+    names = [i["filename"] for i in first + second]
+    assert names == ["runs/test_00001.png", "runs/test_00002.png", "runs/test_00003.png", "runs/test_00004.png"]
+    assert workflow_from_png(second[0]["path"]) == doc
+    import json
+
+    params = json.loads(read_text_chunks(second[0]["path"])[PARAMETERS_KEY])
+    assert params["sampler"]["seed"] == 42 and params["pos"]["text"] == "a red circle"
+
+
+def test_save_image_prefix_cannot_leave_the_output_folder(fresh_engine, tmp_path):
+    f = txt2img(seed=1, steps=1)
+    f.add("save", "SaveImage", image=link("decode", "image"), filename_prefix="../../escape")
+    (image,) = fresh_engine.run(f.doc("save")).outputs["save"]["images"]
+    assert (tmp_path / "out") in __import__("pathlib").Path(image["path"]).resolve().parents
+
+
+def test_preview_image_goes_to_the_temp_folder(fresh_engine, tmp_path):
+    f = txt2img(seed=1, steps=1)
+    f.add("preview", "PreviewImage", image=link("decode", "image"))
+    (image,) = fresh_engine.run(f.doc("preview")).outputs["preview"]["images"]
+    assert image["type"] == "temp" and str(tmp_path / "home" / "temp") in image["path"]
+
+
+def test_load_image_turns_alpha_into_a_mask(fresh_engine, models):
+    import numpy as np
+    from PIL import Image
+
+    rgba = np.zeros((16, 24, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, :12, 3] = 255  # left half opaque, right half transparent
+    Image.fromarray(rgba, mode="RGBA").save(models / "input" / "alpha.png")
+    f = Flow()
+    f.add("load", "LoadImage", image="alpha.png")
+    f.add("capture", "Capture", value=link("load", "mask"))
+    values = fresh_engine.run(f.doc("capture")).values["load"]
+    image, mask = values["image"], values["mask"]
+    assert tuple(image.shape) == (1, 16, 24, 3) and float(image[..., 0].min()) == 1.0
+    assert tuple(mask.shape) == (1, 16, 24)
+    assert float(mask[0, :, :12].max()) == 0.0 and float(mask[0, :, 12:].min()) == 1.0
+
+
+def test_tiled_vae_matches_diffusers_tiling_and_leaves_the_vae_untiled(fresh_engine, models):
+    import torch
+    from diffusers import AutoencoderKL
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+
+    f = txt2img(seed=1, steps=2)
+    f.add("load", "LoadImage", image="hint.png")
+    f.add("encode", "VAEEncode", vae=link("ckpt", "vae"), image=link("load", "image"), tiled=True)
+    f.nodes["decode"]["inputs"].update(latent=link("encode", "latent"), tiled=True)
+    latent = value_of(fresh_engine, f, "encode", "latent").samples
+    image = image_of(fresh_engine, f)
+
+    vae = AutoencoderKL.from_pretrained(models / "checkpoints" / "tiny" / "vae")
+    pixels = VaeImageProcessor().preprocess(Image.open(models / "input" / "hint.png"))
+    with torch.no_grad():
+        plain = vae.encode(pixels).latent_dist.mode()
+        vae.enable_tiling()  # 32-pixel tiles on a 64-pixel image: the tiled path really runs
+        ref_latent = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+        ref_image = (vae.decode(ref_latent / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    assert max_diff(latent.numpy(), ref_latent.numpy()) <= 1e-6
+    assert max_diff(image, ref_image.permute(0, 2, 3, 1).numpy()) <= 1e-5
+    assert max_diff(latent.numpy(), (plain * vae.config.scaling_factor).numpy()) > 1e-3
+    assert _manager(fresh_engine).checkpoint(value_of(fresh_engine, f, "ckpt", "vae")).vae.use_tiling is False
+
+
+def test_vae_encode_crops_to_a_multiple_of_eight(fresh_engine, models):
+    from PIL import Image
+
+    Image.new("RGB", (70, 45), (10, 200, 30)).save(models / "input" / "odd.png")
+    f = Flow()
+    f.add("ckpt", "LoadCheckpoint", checkpoint="tiny")
+    f.add("load", "LoadImage", image="odd.png")
+    f.add("encode", "VAEEncode", vae=link("ckpt", "vae"), image=link("load", "image"))
+    assert tuple(value_of(fresh_engine, f, "encode", "latent").samples.shape) == (1, 4, 5, 8)
