@@ -35,7 +35,7 @@ _PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Only what a diffusers pipeline folder needs: not the root-level single files
 # many repos also carry, nor duplicate weight variants.
 _HUB_ALLOW = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
-_HUB_IGNORE = ["*.fp16.*", "*.non_ema.*", "*.ema.*"]
+_HUB_IGNORE = ["*.fp16.*", "*.non_ema.*", "*.ema.*", "safety_checker/*"]
 
 
 class CheckpointError(Exception):
@@ -68,7 +68,11 @@ def load_checkpoint(source: str | Path, torch_dtype=None) -> Checkpoint:
     if path.is_file():
         return _load_file(path, torch_dtype)
     if isinstance(source, str) and _looks_like_hub_id(source):
-        checkpoint = load_checkpoint(_resolve_hub(source), torch_dtype)
+        local = _resolve_hub(source)
+        if local.is_dir() and not (local / "model_index.json").is_file():
+            raise CheckpointError(f"{source}: the repository is not a diffusers pipeline (no model_index.json); "
+                                  "for a single file in it, name the file: org/name/path/file.safetensors")
+        checkpoint = load_checkpoint(local, torch_dtype)
         checkpoint.extra["hub_id"] = source
         return checkpoint
     raise CheckpointError(f"{source}: no such file or folder")

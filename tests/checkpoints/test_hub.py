@@ -70,6 +70,13 @@ def test_hf_home_locates_the_cache(tiny_sd15, tmp_path, monkeypatch):
     assert load_checkpoint("tiny-org/tiny-sd15").arch == "sd15"
 
 
+def test_cached_repo_without_a_pipeline_names_the_single_file_form(tiny_sd15, offline_cache):
+    _cache_repo(offline_cache, "tiny-org/only-files", {"model.safetensors": tiny_sd15.file})
+    with pytest.raises(CheckpointError, match="not a diffusers pipeline.*org/name/path/file.safetensors"):
+        load_checkpoint("tiny-org/only-files")
+    assert load_checkpoint("tiny-org/only-files/model.safetensors").arch == "sd15"
+
+
 def test_offline_and_not_cached(offline_cache):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint("tiny-org/never-downloaded")

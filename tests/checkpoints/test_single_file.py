@@ -184,6 +184,15 @@ def test_a_non_clip_tokenizer_travels_in_the_metadata(tiny_sd15, tmp_path):
     assert "lcmgraph.tokenizer" not in LazyStateDict(plain).metadata
 
 
+def test_v_prediction_marker_sets_the_scheduler(tiny_sd15, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(tiny_sd15.file))
+    save_file({**tensors, "v_pred": torch.tensor([])}, str(tmp_path / "vpred.safetensors"))
+    assert load_checkpoint(tmp_path / "vpred.safetensors").scheduler_config["prediction_type"] == "v_prediction"
+    assert load_checkpoint(tiny_sd15.file).scheduler_config["prediction_type"] == "epsilon"
+
+
 def test_loaded_single_file_runs_a_pipeline(tiny_sd15, loaded):
     """The components are usable together: one LCM step end to end."""
     from diffusers import LCMScheduler, StableDiffusionPipeline
