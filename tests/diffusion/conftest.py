@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusion_helpers import new_engine
 from lcmgraph_nodes.diffusion import tiny, tiny_addons
 
 from lcmgraph import Engine
+
+from .diffusion_helpers import new_engine
 
 # One intra-op thread: the tiny models gain nothing from two, and on a shared
 # 2-core machine spinning OpenMP workers made the suite 3x slower (111 s vs 39 s).

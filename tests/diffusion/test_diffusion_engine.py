@@ -4,10 +4,11 @@ isolation, eviction, progress, interruption, saved files."""
 from __future__ import annotations
 
 import pytest
-from diffusion_helpers import Flow, image_of, link, max_diff, run_to, txt2img, value_of
 
 from lcmgraph import RunControl, RunInterrupted
 from lcmgraph.pngmeta import PARAMETERS_KEY, read_text_chunks, workflow_from_png
+
+from .diffusion_helpers import Flow, image_of, link, max_diff, run_to, txt2img, value_of
 
 
 def _manager(engine):
@@ -191,3 +192,37 @@ def test_vae_encode_crops_to_a_multiple_of_eight(fresh_engine, models):
     f.add("load", "LoadImage", image="odd.png")
     f.add("encode", "VAEEncode", vae=link("ckpt", "vae"), image=link("load", "image"))
     assert tuple(value_of(fresh_engine, f, "encode", "latent").samples.shape) == (1, 4, 5, 8)
+
+
+def test_values_survive_the_disk_cache_tier(models, tmp_path):
+    """A second process (engine) reads the latent/conditioning/handles back from
+    disk; a handle whose model is not loaded yet is simply loaded on use."""
+    cache = tmp_path / "cache"
+    first = _with_disk(models, tmp_path / "a", cache)
+    second = _with_disk(models, tmp_path / "b", cache)
+    flow = txt2img(prompt="a tree", seed=31, steps=2)
+    run_to(first, flow, "sampler", "latent")  # the first engine never decodes
+    result = run_to(second, flow, "decode", "image")
+    assert "sampler" in result.cached and result.executed == ["decode", "capture"]
+    assert second.cache.stats.disk_hits >= 2  # the latent and the VAE handle
+    assert max_diff(result.values["decode"]["image"].numpy(), image_of(_with_disk(models, tmp_path / "c", None), flow)) == 0.0
+
+
+def _with_disk(models, tmp, cache):
+    from lcmgraph import Engine, EngineConfig
+
+    from .diffusion_helpers import PACKS
+
+    return Engine(EngineConfig(home=tmp / "home", models_dir=models, output_dir=tmp / "out", plugins_from_env=False,
+                               plugin_dirs=[PACKS], device="cpu", cache_dir=cache))
+
+
+def test_device_and_dtype_choice():
+    import torch
+    from lcmgraph_nodes.diffusion.manager import pick_device, pick_dtype
+
+    assert pick_device("cpu") == "cpu" and pick_device("cuda:1") == "cuda:1"
+    assert pick_device("auto") in ("cuda", "mps", "cpu")
+    assert pick_dtype("cuda") is torch.float16 and pick_dtype("cuda:1") is torch.float16
+    assert pick_dtype("cpu") is torch.float32 and pick_dtype("mps") is torch.float32
+    assert pick_dtype("cuda", "bfloat16") is torch.bfloat16

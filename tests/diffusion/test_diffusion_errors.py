@@ -6,9 +6,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from diffusion_helpers import image_of, link, max_diff, new_engine, txt2img, value_of
 
 from lcmgraph import NodeFailed, WorkflowInvalid
+
+from .diffusion_helpers import image_of, link, max_diff, new_engine, txt2img, value_of
 
 
 @pytest.fixture

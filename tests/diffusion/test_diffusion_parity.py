@@ -7,7 +7,8 @@ reference load the same checkpoint folder independently.
 from __future__ import annotations
 
 import pytest
-from diffusion_helpers import gen, image_of, link, max_diff, reference, txt2img, value_of
+
+from .diffusion_helpers import gen, image_of, link, max_diff, reference, txt2img, value_of
 
 TOL = 1e-5
 

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from diffusion_helpers import new_engine
 
 from lcmgraph.pngmeta import workflow_from_png
+
+from .diffusion_helpers import new_engine
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 
