@@ -1,11 +1,11 @@
 """Peak resident memory while loading a single-file checkpoint.
 
-Builds an SD1.5-shaped LDM ``.safetensors`` with random weights (the real VAE
-and CLIP-L, a UNet of ``--channels`` base width; 320 is the real SD1.5) in a
-temporary folder, then loads it in fresh subprocesses:
+Builds an SD1.5- or SDXL-shaped LDM ``.safetensors`` with random weights (the
+real VAE and text encoders, a UNet of ``--channels`` base width; 320 is the
+real one) in a temporary folder, then loads it in fresh subprocesses:
 
 - ours: ``load_checkpoint(path, torch_dtype=<file dtype>)``;
-- baseline, same run: diffusers' ``StableDiffusionPipeline.from_single_file``
+- baseline, same run: diffusers' ``StableDiffusion(XL)Pipeline.from_single_file``
   with a local config folder (offline), the usual way to read such a file.
 
 Each subprocess resets its peak-RSS counter after its imports
@@ -36,7 +36,7 @@ dtype = getattr(torch, dtype)
 import accelerate  # noqa: F401
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
 if mode != "ours":
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.loaders import single_file_utils  # noqa: F401
 from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
 from lcmgraph_nodes.diffusion.checkpoint_files import load_checkpoint
@@ -53,12 +53,13 @@ except OSError:
     reset = False
 t0 = time.perf_counter()
 if mode == "ours":
-    ckpt = load_checkpoint(path, torch_dtype=dtype)
-    models = [ckpt.unet, ckpt.vae, ckpt.text_encoder]
+    pipe = load_checkpoint(path, torch_dtype=dtype)
 else:
-    pipe = StableDiffusionPipeline.from_single_file(path, config=config_dir, local_files_only=True,
-                                                    torch_dtype=dtype, safety_checker=None)
-    models = [pipe.unet, pipe.vae, pipe.text_encoder]
+    xl = os.path.exists(os.path.join(config_dir, "text_encoder_2"))
+    cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+    pipe = cls.from_single_file(path, config=config_dir, local_files_only=True, torch_dtype=dtype,
+                                **({} if xl else {"safety_checker": None}))
+models = [m for m in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None]
 seconds = time.perf_counter() - t0
 def peak_rss():
     return status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -75,31 +76,39 @@ print(json.dumps({"before": before, "peak": peak, "peak_used": peak_rss(), "para
 """
 
 
-def build(folder: Path, channels: int, dtype: torch.dtype, tiny: bool = False) -> tuple[Path, Path]:
+def build(folder: Path, arch: str, channels: int, dtype: torch.dtype, tiny: bool = False) -> tuple[Path, Path]:
     """The checkpoint file, and a diffusers config folder (no weights) for the baseline."""
     from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from lcmgraph_nodes.diffusion.single_file_arch import shipped_configs
     from lcmgraph_nodes.diffusion.single_file_export import to_ldm
     from lcmgraph_nodes.diffusion.single_file_tokenizer import clip_tokenizer
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    configs = shipped_configs("sd15")
-    configs["unet"]["block_out_channels"] = [channels * m for m in (1, 2, 4, 4)]
+    xl = arch == "sdxl"
+    configs = shipped_configs(arch)
+    widths = [channels * m for m in ((1, 2, 4) if xl else (1, 2, 4, 4))]
+    configs["unet"]["block_out_channels"] = widths
+    if xl:  # SDXL's heads are 64 wide
+        configs["unet"]["attention_head_dim"] = [max(1, w // 64) for w in widths]
     if tiny:  # only to check that the script works
         configs["vae"]["block_out_channels"] = [32, 32, 32, 32]
-        configs["text_encoder"].update(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                       num_attention_heads=1, projection_dim=64)
+        for name in ("text_encoder", "text_encoder_2"):
+            if name in configs:
+                configs[name].update(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=1, projection_dim=64)
+        if xl:
+            configs["unet"].update(cross_attention_dim=128, projection_class_embeddings_input_dim=64 + 6 * 256)
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(configs["unet"])
         vae = AutoencoderKL.from_config(configs["vae"])
         text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**configs["text_encoder_2"])) if xl else None
     gen = torch.Generator().manual_seed(0)
-    shapes = to_ldm(unet, vae, text_encoder)
+    shapes = to_ldm(unet, vae, text_encoder, text_encoder_2)
     weights = {k: (torch.randn(v.shape, generator=gen) * 0.02).to(dtype) for k, v in shapes.items()}
-    path = folder / "sd15-shaped.safetensors"
-    from safetensors.torch import save_file
-
+    path = folder / f"{arch}-shaped.safetensors"
     save_file(weights, str(path), metadata={"format": "pt"})
     del weights
 
@@ -108,12 +117,21 @@ def build(folder: Path, channels: int, dtype: torch.dtype, tiny: bool = False) -
     vae.save_config(config_dir / "vae")
     text_encoder.config.save_pretrained(config_dir / "text_encoder")
     clip_tokenizer().save_pretrained(config_dir / "tokenizer")
-    PNDMScheduler.from_config(configs["scheduler"]).save_config(config_dir / "scheduler")
-    index = {"_class_name": "StableDiffusionPipeline", "feature_extractor": [None, None],
-             "safety_checker": [None, None], "requires_safety_checker": False,
-             "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+    scheduler = configs["scheduler"].pop("_class_name")
+    (config_dir / "scheduler").mkdir()
+    (config_dir / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": scheduler, **configs["scheduler"]}))
+    index = {"scheduler": ["diffusers", scheduler], "text_encoder": ["transformers", "CLIPTextModel"],
              "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
              "vae": ["diffusers", "AutoencoderKL"]}
+    if xl:
+        text_encoder_2.config.save_pretrained(config_dir / "text_encoder_2")
+        clip_tokenizer(pad_token="!").save_pretrained(config_dir / "tokenizer_2")
+        index.update(_class_name="StableDiffusionXLPipeline", text_encoder_2=["transformers", "CLIPTextModelWithProjection"],
+                     tokenizer_2=["transformers", "CLIPTokenizer"])
+    else:
+        index.update(_class_name="StableDiffusionPipeline", feature_extractor=[None, None],
+                     safety_checker=[None, None], requires_safety_checker=False)
     (config_dir / "model_index.json").write_text(json.dumps(index))
     return path, config_dir
 
@@ -129,7 +147,8 @@ def measure(mode: str, path: Path, config_dir: Path, dtype_name: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--channels", type=int, default=160, help="UNet base width (SD1.5: 320)")
+    parser.add_argument("--arch", choices=["sd15", "sdxl"], default="sd15")
+    parser.add_argument("--channels", type=int, default=160, help="UNet base width (real: 320)")
     parser.add_argument("--dtype", choices=["float16", "float32", "bfloat16"], default="float16")
     parser.add_argument("--load-dtype", choices=["float16", "float32", "bfloat16"],
                         help="load in this dtype (default: the file's)")
@@ -140,9 +159,9 @@ def main(argv=None) -> int:
     mib = 1024 * 1024
     with tempfile.TemporaryDirectory(prefix="lcmgraph-rss-") as tmp:
         t0 = time.perf_counter()
-        path, config_dir = build(Path(tmp), args.channels, dtype, args.tiny)
+        path, config_dir = build(Path(tmp), args.arch, args.channels, dtype, args.tiny)
         size = path.stat().st_size
-        print(f"file: SD1.5-shaped, UNet width {args.channels}, {args.dtype}, {size / mib:.0f} MiB "
+        print(f"file: {args.arch}-shaped, UNet width {args.channels}, {args.dtype}, {size / mib:.0f} MiB "
               f"(built in {time.perf_counter() - t0:.1f} s); loaded as {args.load_dtype or args.dtype}")
         modes = ["ours"] + ([] if args.no_baseline else ["diffusers"])
         results = {}
