@@ -54,7 +54,8 @@ class ApplyLoRA(Node):
         identity = ctx.engine.files.identity("loras", lora)
         manager = ctx.service(SERVICE)
         # Load the adapter now so that a LoRA that does not fit fails in this node.
-        manager.ensure_lora(manager.checkpoint(model, ctx), LoraPatch(path, identity, weight))
+        manager.ensure_lora(manager.checkpoint(model, ctx), LoraPatch(path, identity, weight),
+                            protect={p.adapter_name for p in model.loras})
         out_clip = None
         if clip is not None:
             if clip.identity != model.identity:

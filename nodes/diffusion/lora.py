@@ -21,6 +21,7 @@ serve two branches with different weights.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,8 @@ def _components_with(pipe: Any, name: str) -> set[str]:
     return found
 
 
-def _drop(pipe: Any, name: str) -> None:
-    """Remove whatever part of a failed adapter got injected."""
+def drop_adapter(pipe: Any, name: str) -> None:
+    """Remove adapter ``name`` (or whatever part of a failed one got injected)."""
     for component in _components_with(pipe, name) | {"unet"}:
         module = getattr(pipe, component)
         try:
@@ -117,14 +118,17 @@ def load_adapter(pipe: Any, path: str, name: str, arch: str) -> set[str]:
     if not state_dict or not all("lora" in key for key in state_dict):
         raise LoraMismatch(f"{label!r} is not a LoRA file (its tensor names do not mention lora)")
     try:
-        pipe.load_lora_into_unet(state_dict, network_alphas=network_alphas, unet=pipe.unet, adapter_name=name,
-                                 metadata=metadata, _pipeline=pipe)
-        for prefix in TEXT_ENCODERS:
-            encoder = getattr(pipe, prefix, None)
-            if encoder is not None:
-                _load_text_encoder(state_dict, network_alphas, metadata, encoder, prefix, name)
+        with warnings.catch_warnings():
+            # Several adapters per model is the point here, not an accident.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            pipe.load_lora_into_unet(state_dict, network_alphas=network_alphas, unet=pipe.unet, adapter_name=name,
+                                     metadata=metadata, _pipeline=pipe)
+            for prefix in TEXT_ENCODERS:
+                encoder = getattr(pipe, prefix, None)
+                if encoder is not None:
+                    _load_text_encoder(state_dict, network_alphas, metadata, encoder, prefix, name)
     except Exception as exc:
-        _drop(pipe, name)
+        drop_adapter(pipe, name)
         raise LoraMismatch(f"LoRA {label!r} does not fit this {arch} model: {_first_line(exc)}") from exc
     components = _components_with(pipe, name)
     if not components:

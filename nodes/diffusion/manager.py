@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .lora import LoraMismatch, load_adapter, realise_adapters
+from .lora import LoraMismatch, drop_adapter, load_adapter, realise_adapters
 from .values import ClipRef, ControlNetRef, LoraPatch, ModelRef, VaeRef
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ class LoadedCheckpoint:
     nbytes: int
     #: adapter name -> components ("unet", "text_encoder", ...) it was injected into
     adapters: dict[str, set[str]] = field(default_factory=dict)
+    #: adapter name -> last use (a counter), to unload the least recently used
+    adapter_use: dict[str, int] = field(default_factory=dict)
 
     @property
     def unet(self):
@@ -113,6 +115,9 @@ class ModelManager:
         self.dtype = pick_dtype(self.device, options.get("dtype"))
         budget = options.get("model_memory_bytes")
         self.budget = int(budget) if budget is not None else _default_budget(self.device)
+        #: LoRA adapters kept loaded per model; older unused ones are unloaded.
+        self.max_adapters = int(options.get("max_lora_adapters", 16))
+        self._uses = 0
         self._entries: OrderedDict[str, LoadedCheckpoint | LoadedControlNet] = OrderedDict()
         self._lock = threading.RLock()
         self.loads = 0  # how many times weights were read from disk (tests watch this)
@@ -204,25 +209,42 @@ class ModelManager:
             return model
 
     # -- LoRA ---------------------------------------------------------------------------
-    def ensure_lora(self, loaded: LoadedCheckpoint, patch: LoraPatch) -> set[str]:
-        """Load ``patch``'s adapter into ``loaded`` (once); raises LoraMismatch if it does not fit."""
+    def ensure_lora(self, loaded: LoadedCheckpoint, patch: LoraPatch, protect: set[str] = frozenset()) -> set[str]:
+        """Load ``patch``'s adapter into ``loaded`` (once); raises LoraMismatch if it
+        does not fit. Adapters named in ``protect`` are in use and never unloaded."""
         with self._lock:
             name = patch.adapter_name
             if name not in loaded.adapters:
+                self._unload_old_adapters(loaded, set(protect) | {name})
                 loaded.adapters[name] = load_adapter(loaded.pipe, patch.path, name, loaded.arch)
+            self._uses += 1
+            loaded.adapter_use[name] = self._uses
             return loaded.adapters[name]
+
+    def _unload_old_adapters(self, loaded: LoadedCheckpoint, protect: set[str]) -> None:
+        while len(loaded.adapters) >= self.max_adapters:
+            idle = [n for n in loaded.adapters if n not in protect]
+            if not idle:
+                return
+            victim = min(idle, key=lambda n: loaded.adapter_use.get(n, 0))
+            drop_adapter(loaded.pipe, victim)
+            del loaded.adapters[victim]
+            loaded.adapter_use.pop(victim, None)
+
+    def _ensure_all(self, loaded: LoadedCheckpoint, patches) -> None:
+        names = {p.adapter_name for p in patches}
+        for patch in patches:
+            self.ensure_lora(loaded, patch, protect=names)
 
     def realise_unet(self, ref: ModelRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
         loaded = self.checkpoint(ref, ctx, keep)
-        for patch in ref.loras:
-            self.ensure_lora(loaded, patch)
+        self._ensure_all(loaded, ref.loras)
         realise_adapters(loaded.unet, "unet", ref.loras, loaded.adapters)
         return loaded
 
     def realise_text(self, ref: ClipRef, ctx: Any = None) -> LoadedCheckpoint:
         loaded = self.checkpoint(ref, ctx)
-        for patch in ref.loras:
-            self.ensure_lora(loaded, patch)
+        self._ensure_all(loaded, ref.loras)
         for name, encoder in loaded.text_encoders().items():
             realise_adapters(encoder, name, ref.loras, loaded.adapters)
         return loaded

@@ -1,5 +1,7 @@
-"""Latents <-> images through a checkpoint's VAE, as diffusers' pipelines do it
-(fp32 upcast for VAEs flagged ``force_upcast``, SDXL latents mean/std)."""
+"""Latents <-> images through a checkpoint's VAE, as diffusers' pipelines do it:
+SDXL VAEs flagged ``force_upcast`` run in fp32 when the model is fp16 (the
+SDXL pipelines do this; SD1.5's decode in fp16), and SDXL latents mean/std
+are honoured when the VAE config has them."""
 
 from __future__ import annotations
 
@@ -13,13 +15,13 @@ from .values import Latent, VaeRef
 
 
 @contextmanager
-def _vae_mode(vae, tiled: bool):
-    """fp16 VAEs that overflow run in fp32; tiling is switched on for this call
-    only. The shared module is put back as it was: other branches use it too."""
+def _vae_mode(vae, tiled: bool, arch: str):
+    """Upcast and tiling for this call only: the shared module is put back as
+    it was, since other branches use it too."""
     import torch
 
     old_dtype, old_tiling = vae.dtype, getattr(vae, "use_tiling", False)
-    upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+    upcast = arch == "sdxl" and vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
     if upcast:
         vae.to(dtype=torch.float32)
     vae.use_tiling = tiled
@@ -42,11 +44,11 @@ def _stats(vae, like):
             torch.tensor(std).view(view).to(like.device, like.dtype))
 
 
-def decode(vae, samples, tiled: bool = False):
+def decode(vae, samples, tiled: bool = False, arch: str = "sd15"):
     """Scaled latents ``[B,4,h,w]`` -> IMAGE ``[B,H,W,3]`` in 0..1 (float32, CPU)."""
     import torch
 
-    with torch.no_grad(), _vae_mode(vae, tiled) as dtype:
+    with torch.no_grad(), _vae_mode(vae, tiled, arch) as dtype:
         latents = samples.to(device=vae.device, dtype=dtype)
         mean, std = _stats(vae, latents)
         sf = vae.config.scaling_factor
@@ -56,11 +58,11 @@ def decode(vae, samples, tiled: bool = False):
     return image.permute(0, 2, 3, 1).to(device="cpu", dtype=torch.float32)
 
 
-def encode(vae, image, tiled: bool = False):
+def encode(vae, image, tiled: bool = False, arch: str = "sd15"):
     """IMAGE ``[B,H,W,C]`` in 0..1 -> scaled latents (the distribution's mode: no randomness)."""
     import torch
 
-    with torch.no_grad(), _vae_mode(vae, tiled) as dtype:
+    with torch.no_grad(), _vae_mode(vae, tiled, arch) as dtype:
         pixels = image[..., :3].permute(0, 3, 1, 2).to(device=vae.device, dtype=dtype) * 2.0 - 1.0
         latents = vae.encode(pixels).latent_dist.mode()
         mean, std = _stats(vae, latents)
@@ -92,7 +94,7 @@ class VAEDecode(Node):
 
     def execute(self, ctx, vae: VaeRef, latent: Latent, tiled):
         loaded = ctx.service(SERVICE).checkpoint(vae, ctx)
-        return {"image": decode(loaded.vae, latent.samples, tiled)}
+        return {"image": decode(loaded.vae, latent.samples, tiled, loaded.arch)}
 
 
 class VAEEncode(Node):
@@ -109,7 +111,7 @@ class VAEEncode(Node):
     def execute(self, ctx, vae: VaeRef, image, tiled):
         loaded = ctx.service(SERVICE).checkpoint(vae, ctx)
         image = _crop_to_multiple(image, loaded.pipe.vae_scale_factor)
-        return {"latent": Latent(encode(loaded.vae, image, tiled))}
+        return {"latent": Latent(encode(loaded.vae, image, tiled, loaded.arch))}
 
 
 NODES = [VAEDecode, VAEEncode]

@@ -226,3 +226,26 @@ def test_device_and_dtype_choice():
     assert pick_dtype("cuda") is torch.float16 and pick_dtype("cuda:1") is torch.float16
     assert pick_dtype("cpu") is torch.float32 and pick_dtype("mps") is torch.float32
     assert pick_dtype("cuda", "bfloat16") is torch.bfloat16
+
+
+def test_least_recently_used_lora_adapters_are_unloaded(make_engine):
+    engine = make_engine(max_lora_adapters=1)
+    manager = _manager(engine)
+
+    def flow(lora, seed):
+        f = _lora_flow(1.0)
+        f.nodes["lora"]["inputs"]["lora"] = lora
+        f.nodes["sampler"]["inputs"]["seed"] = seed
+        return f
+
+    image_of(engine, flow("a.safetensors", 1))
+    image_of(engine, flow("b_peft.safetensors", 1))
+    (loaded,) = [manager.checkpoint(value_of(engine, flow("a.safetensors", 1), "ckpt", "model"))]
+    assert len(loaded.adapters) == 1
+    again = image_of(engine, flow("a.safetensors", 2))  # reloads the unloaded adapter
+    assert max_diff(again, image_of(make_engine(), flow("a.safetensors", 2))) == 0.0
+    # A stack of two is never split, even over the limit.
+    stacked = _lora_flow(1.0)
+    stacked.add("lora2", "ApplyLoRA", model=link("lora", "model"), lora="b_peft.safetensors", weight=0.5)
+    stacked.nodes["sampler"]["inputs"]["model"] = link("lora2", "model")
+    assert max_diff(image_of(engine, stacked), image_of(make_engine(), stacked)) == 0.0
