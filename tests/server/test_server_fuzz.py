@@ -16,7 +16,7 @@ WORKFLOWS = 3000
 RAW_BODIES = 600
 PATHS = 800
 WS_MESSAGES = 200
-TIME_BUDGET = 40.0
+TIME_BUDGET = 60.0
 
 JUNK = [None, True, False, 0, -1, 1, 2**31, 2**70, -(2**63), 1e308, -1e-308, 0.5, "", "x", "x" * 5000,
         "../../etc/passwd", "builtin:", "builtin:nothing", "\u0000", "\ud800", "é😀", [], [1, 2], [[[]]], {},

@@ -201,7 +201,7 @@ def test_result_paths_outside_served_folders_do_not_leak(tmp_path):
 
 def test_event_loop_answers_within_milliseconds_during_a_long_run(tmp_path):
     async def body(h):
-        busy = (await h.submit(slow_doc(steps=300, delay=0.01)))["job"]["id"]
+        busy = (await h.submit(slow_doc(steps=1000, delay=0.02)))["job"]["id"]
         await h.wait(busy, status=("running",))
         latencies = []
         loop = asyncio.get_running_loop()
@@ -223,8 +223,9 @@ def test_event_loop_answers_within_milliseconds_during_a_long_run(tmp_path):
         assert (await h.job(busy))["status"] == "running"
         latencies.sort()
         pings.sort()
-        assert latencies[len(latencies) // 2] < 0.05, latencies
-        assert pings[len(pings) // 2] < 0.02, pings
+        # A loop blocked by the run would take the whole run (20 s); generous bounds for a loaded machine.
+        assert latencies[len(latencies) // 2] < 0.1, latencies
+        assert pings[len(pings) // 2] < 0.1, pings
         await h.call("POST", "/api/interrupt", 200)
 
     serve(tmp_path, body)
