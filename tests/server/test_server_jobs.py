@@ -18,8 +18,10 @@ def test_submit_runs_the_job_and_history_lists_its_outputs(tmp_path):
         assert image == {"filename": "solid_7.png", "folder": "output", "name": f"{job_id}/solid_7.png",
                          "url": f"/api/files/output/{job_id}/solid_7.png",
                          "thumbnail": f"/api/files/output/{job_id}/solid_7.png?thumbnail=256"}
-        status, png = await h.call("GET", image["url"], 200)
-        assert png.startswith(b"\x89PNG")
+        async with h.client.get(image["url"]) as response:
+            assert response.status == 200 and response.content_type == "image/png"
+            assert response.headers["X-Lcmgraph-Job"] == job_id  # from the output index
+            assert (await response.read()).startswith(b"\x89PNG")
         _, history = await h.call("GET", "/api/history", 200)
         assert history["total"] == 1
         assert history["jobs"][0]["id"] == job_id

@@ -30,14 +30,17 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
     folder, name = request.match_info["folder"], request.match_info["name"]
     path = server.folders.resolve(folder, name)
+    headers = dict(CACHE_HEADERS)
+    owner = server.store.file_owner(folder, name)  # the output index: which job wrote this file
+    if owner:
+        headers["X-Lcmgraph-Job"] = owner
     if "thumbnail" not in request.query:
-        return web.FileResponse(path, headers={**CACHE_HEADERS,
-                                               "Content-Type": SERVED_SUFFIXES[path.suffix.lower()]})
+        return web.FileResponse(path, headers={**headers, "Content-Type": SERVED_SUFFIXES[path.suffix.lower()]})
     side = query_int(request, "thumbnail", server.limits.thumbnail_side, 16, server.limits.max_thumbnail_side)
     async with server.image_slots:
         data = await asyncio.get_running_loop().run_in_executor(
             None, thumbnail_jpeg, path, side, _pixels(server), f"{folder}/{name}")
-    return web.Response(body=data, content_type="image/jpeg", headers=CACHE_HEADERS)
+    return web.Response(body=data, content_type="image/jpeg", headers=headers)
 
 
 def upload_name(filename: str | None) -> str:
