@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import PACKS, doc, link, make_engine
+from tests.helpers import PACKS, doc, link, make_engine
 
 
 def graph(value=3, factor=2, b=1, label=""):
@@ -126,8 +126,8 @@ def test_file_inputs_are_keyed_by_file_identity(tmp_path):
 
 SECOND_PROCESS = r"""
 import json, sys
-sys.path.insert(0, {tests!r})
-from conftest import make_engine, doc, link
+sys.path.insert(0, {root!r})
+from tests.helpers import make_engine, doc, link
 from pathlib import Path
 engine = make_engine(Path({tmp!r}), cache_dir={cache!r})
 d = doc({{"t": ("MakeTensor", {{"value": 2, "size": 1000}}),
@@ -140,7 +140,7 @@ print(json.dumps({{"executed": r.executed, "cached": r.cached, "outputs": r.outp
 
 def test_disk_tier_is_shared_with_a_second_process(tmp_path):
     cache = str(tmp_path / "disk-cache")
-    script = SECOND_PROCESS.format(tests=str(PACKS.parent), tmp=str(tmp_path), cache=cache)
+    script = SECOND_PROCESS.format(root=str(PACKS.parent.parent), tmp=str(tmp_path), cache=cache)
     import json
 
     runs = [json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

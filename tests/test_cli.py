@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import PACKS, doc, link
+from tests.helpers import PACKS, doc, link
 
 GOOD = doc({
     "c": ("Constant", {"value": 3}),

@@ -3,9 +3,9 @@
 import threading
 
 import pytest
-from conftest import doc, link, make_engine
 
 from lcmgraph import NodeFailed, RunControl, RunInterrupted
+from tests.helpers import doc, link, make_engine
 
 
 def chain():

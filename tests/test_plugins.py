@@ -4,9 +4,8 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import doc, link
-
 from lcmgraph import Engine, EngineConfig
+from tests.helpers import doc, link
 
 PACK_SOURCE = '''
 from lcmgraph import Input, Node, Output

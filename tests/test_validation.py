@@ -1,8 +1,7 @@
 """Validation reports every problem at once, each naming node, input and what is wrong."""
 
-from conftest import doc, link
-
 from lcmgraph import WorkflowInvalid
+from tests.helpers import doc, link
 
 
 def problems(engine, document):

@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import jsonschema
-from conftest import doc, link
 
 from lcmgraph import workflow as wf
 from lcmgraph.pngmeta import pnginfo
+from tests.helpers import doc, link
 
 ROOT = Path(__file__).parent.parent
 
