@@ -34,11 +34,22 @@ class ModelFolders:
         self._builtin_paths: dict[tuple[str, str], Path] = {}
 
     def folders(self) -> list[str]:
-        return sorted(set(self.roots) | {f for f, _ in self._registry._file_providers})
+        return sorted(set(self.roots) | self._registry.builtin_folders())
+
+    def _scheme(self, name: str) -> tuple[Any, str] | None:
+        """A pack-provided scheme handler for ``scheme:rest`` names, if any."""
+        scheme, sep, rest = name.partition(":")
+        if not sep or len(scheme) < 2:  # "C:" is a drive letter, not a scheme
+            return None
+        handler = self._registry.file_scheme(scheme)
+        return (handler, rest) if handler is not None else None
 
     def resolve(self, folder: str, name: str) -> Path:
         if name.startswith(BUILTIN_PREFIX):
             return self._builtin(folder, name[len(BUILTIN_PREFIX):])
+        if (scheme := self._scheme(name)) is not None:
+            handler, rest = scheme
+            return Path(handler.resolve(self._owner, folder, rest))
         problem = self._unsafe(name)
         if problem:
             raise FileNotInFolder(f"{name!r}: {problem}")
@@ -64,6 +75,9 @@ class ModelFolders:
                 known = ", ".join(BUILTIN_PREFIX + n for n in self._registry.builtin_files(folder)) or "none"
                 return f"unknown built-in {folder} file {name!r} (built-ins: {known})"
             return None
+        if (scheme := self._scheme(name)) is not None:
+            handler, rest = scheme
+            return handler.check(self._owner, folder, rest)
         try:
             self.resolve(folder, name)
         except FileNotFoundError as exc:
@@ -74,6 +88,9 @@ class ModelFolders:
         """A cache-key component that changes when the file changes."""
         if name.startswith(BUILTIN_PREFIX):
             return name
+        if (scheme := self._scheme(name)) is not None:
+            handler, rest = scheme
+            return handler.identity(self._owner, folder, rest)
         try:
             path = self.resolve(folder, name)
         except FileNotFoundError:

@@ -6,7 +6,12 @@ A pack is a Python module (or package) that defines:
 * ``SERVICES`` — optional ``{name: factory(engine)}``: per-engine helpers such
   as a model manager, created lazily and never shared between engines;
 * ``BUILTIN_FILES`` — optional ``{(folder, name): provider(engine) -> Path}``
-  for files addressed as ``builtin:NAME`` (e.g. a shipped model).
+  for files addressed as ``builtin:NAME`` (e.g. a shipped model);
+* ``FILE_SCHEMES`` — optional ``{scheme: handler}`` for file names written
+  ``scheme:rest`` (e.g. ``hub:org/model``); a handler has
+  ``check(engine, folder, rest) -> sentence | None`` (validation, must not
+  download), ``resolve(engine, folder, rest) -> Path`` and
+  ``identity(engine, folder, rest) -> str`` (cache key).
 
 Built-in packs (``nodes/`` in the source tree) are found through the very
 same entry-point group as third-party ones.
@@ -40,6 +45,7 @@ def register_module(registry: NodeRegistry, name: str, module: ModuleType, sourc
         source=source,
         services=getattr(module, "SERVICES", None),
         builtin_files=getattr(module, "BUILTIN_FILES", None),
+        file_schemes=getattr(module, "FILE_SCHEMES", None),
     )
 
 

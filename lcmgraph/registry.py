@@ -38,6 +38,7 @@ class NodeRegistry:
         self._pack_of: dict[str, str] = {}
         self._services: dict[str, Callable[[Any], Any]] = {}
         self._file_providers: dict[tuple[str, str], Callable[[Any], Any]] = {}
+        self._file_schemes: dict[str, Any] = {}
         self.packs: list[PackInfo] = []
 
     # -- node types ---------------------------------------------------------
@@ -48,6 +49,7 @@ class NodeRegistry:
         source: str = "",
         services: dict[str, Callable[[Any], Any]] | None = None,
         builtin_files: dict[tuple[str, str], Callable[[Any], Any]] | None = None,
+        file_schemes: dict[str, Any] | None = None,
     ) -> PackInfo:
         """Register a whole pack atomically: all of its nodes, or none."""
         nodes = list(nodes)
@@ -68,12 +70,16 @@ class NodeRegistry:
         for svc in services or {}:
             if svc in self._services:
                 raise RegistryError(f"pack {name!r}: service {svc!r} is already provided")
+        for scheme in file_schemes or {}:
+            if scheme in self._file_schemes or scheme == "builtin":
+                raise RegistryError(f"pack {name!r}: file scheme {scheme!r}: is already provided")
         info = PackInfo(name=name, source=source, nodes=sorted(seen))
         for type_name, cls in seen.items():
             self._nodes[type_name] = cls
             self._pack_of[type_name] = name
         self._services.update(services or {})
         self._file_providers.update(builtin_files or {})
+        self._file_schemes.update(file_schemes or {})
         self.packs.append(info)
         return info
 
@@ -103,6 +109,12 @@ class NodeRegistry:
 
     def builtin_file_provider(self, folder: str, name: str) -> Callable[[Any], Any] | None:
         return self._file_providers.get((folder, name))
+
+    def file_scheme(self, scheme: str) -> Any | None:
+        return self._file_schemes.get(scheme)
+
+    def builtin_folders(self) -> set[str]:
+        return {f for f, _ in self._file_providers}
 
     def builtin_files(self, folder: str) -> list[str]:
         return sorted(n for f, n in self._file_providers if f == folder)

@@ -144,3 +144,54 @@ def test_node_declaration_errors_surface_at_import():
     with pytest.raises(ValueError, match="enum input 'e' needs choices"):
         Input("e", "ENUM")
     assert textwrap  # keep the import used for readable sources above
+
+
+SCHEME_PACK = '''
+from pathlib import Path
+from lcmgraph import Input, Node
+from lcmgraph import types as T
+
+STORE = Path({store!r})
+
+
+class Vault:
+    """Files named vault:NAME live in STORE; the identity is the content."""
+
+    def check(self, engine, folder, rest):
+        return None if (STORE / rest).is_file() else f"vault has no {{rest!r}}"
+
+    def resolve(self, engine, folder, rest):
+        return STORE / rest
+
+    def identity(self, engine, folder, rest):
+        return (STORE / rest).read_text()
+
+
+class ShowFile(Node):
+    output_node = True
+    inputs = (Input("name", T.STRING, folder="loras"),)
+
+    def execute(self, ctx, name):
+        ctx.add_result(text=[ctx.resolve_file("loras", name).read_text()])
+
+
+NODES = [ShowFile]
+FILE_SCHEMES = {{"vault": Vault()}}
+'''
+
+
+def test_pack_file_schemes_resolve_validate_and_key(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.txt").write_text("alpha")
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "vaultpack.py").write_text(SCHEME_PACK.format(store=str(store)))
+    engine = engine_for(tmp_path, plugin_dirs=[plugins])
+    good = doc({"s": ("ShowFile", {"name": "vault:a.txt"})})
+    assert engine.run(good).outputs == {"s": {"text": ["alpha"]}}
+    bad = doc({"s": ("ShowFile", {"name": "vault:zz.txt"})})
+    assert [str(p) for p in engine.validate(bad)] == ["node 's' input 'name': vault has no 'zz.txt'"]
+    # an unknown scheme is just a (missing) file name in the folder
+    (problem,) = engine.validate(doc({"s": ("ShowFile", {"name": "nope:a.txt"})}))
+    assert "'nope:a.txt' was not found in the loras folder" in problem.message

@@ -1,0 +1,97 @@
+"""Tokenizer and text encoder, built locally (no hub).
+
+The tokenizer is a real ``CLIPTokenizer`` (so diffusers' ``encode_prompt``
+works unchanged): every byte is a token (any text encodes), and BPE merges
+spell each caption word (``dataset.WORDS``) and the comma as one token. The
+text encoder is a ``CLIPTextModel`` with 64-wide hidden states, two layers and
+``model_max_length`` 20 (captions are ~13 tokens; longer prompts truncate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import dataset
+from .common import seeded
+
+MAX_LENGTH = 20
+
+
+def _byte_chars() -> list[str]:
+    """CLIP's byte -> printable unicode table (GPT-2 style)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def vocab_and_merges(words=dataset.WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    vocab: dict[str, int] = {}
+    for ch in _byte_chars():
+        vocab.setdefault(ch, len(vocab))
+    for ch in _byte_chars():
+        vocab.setdefault(ch + "</w>", len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in sorted(set(words) | {","}):
+        # The word as BPE leaves it under the merges so far, then merges that join it
+        # left to right; they rank after all earlier ones, so earlier words are unaffected.
+        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], merges)
+        acc = pieces[0]
+        for piece in pieces[1:]:
+            merges.append((acc, piece))
+            acc += piece
+            vocab.setdefault(acc, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, merges
+
+
+def _bpe(pieces: list[str], merges: list[tuple[str, str]]) -> list[str]:
+    ranks = {m: i for i, m in enumerate(merges)}
+    while len(pieces) > 1:
+        pairs = [(ranks.get(p, 1 << 30), i) for i, p in enumerate(zip(pieces, pieces[1:]))]
+        rank, i = min(pairs)
+        if rank == 1 << 30:
+            break
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2:]
+    return pieces
+
+
+def make_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab, merges = vocab_and_merges()
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>", model_max_length=MAX_LENGTH)
+
+
+@dataclass
+class TextConfig:
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+
+
+def make_text_encoder(cfg: TextConfig, tokenizer, seed: int = 2):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab = tokenizer.get_vocab()
+    config = CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        max_position_embeddings=MAX_LENGTH, projection_dim=cfg.hidden_size, hidden_act="gelu",
+        bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
+        layer_norm_eps=1e-5,
+    )
+    return seeded(seed, lambda: CLIPTextModel(config))
+
+
+def token_ids(tokenizer, texts: list[str]):
+    """``[B, MAX_LENGTH]`` ids padded as diffusers' ``encode_prompt`` pads them."""
+    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
