@@ -3,12 +3,12 @@ workflow is fetched, submitted and watched over the WebSocket to a PNG."""
 
 import io
 
-from harness import serve
 from PIL import Image
 
 from lcmgraph import Engine, EngineConfig
 from lcmgraph.pngmeta import WORKFLOW_KEY
 from lcmgraph.server.app import REPO_ROOT
+from tests.server.harness import serve
 
 
 def test_example_workflow_runs_through_the_server(tmp_path):

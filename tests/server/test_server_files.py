@@ -8,9 +8,10 @@ import struct
 import zlib
 
 from aiohttp import FormData
-from harness import serve, solid_doc
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from tests.server.harness import serve, solid_doc
 
 
 def png_bytes(size=(32, 24), colour=(200, 10, 10), text=None):

@@ -8,8 +8,9 @@ import json
 import random
 import time
 
-from harness import const_doc, link, serve, solid_doc, workflow
 from yarl import URL
+
+from tests.server.harness import const_doc, link, serve, solid_doc, workflow
 
 SEED = 20261126
 WORKFLOWS = 3000

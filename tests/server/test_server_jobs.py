@@ -2,7 +2,7 @@
 
 import asyncio
 
-from harness import const_doc, link, serve, slow_doc, solid_doc, workflow
+from tests.server.harness import const_doc, link, serve, slow_doc, solid_doc, workflow
 
 
 def test_submit_runs_the_job_and_history_lists_its_outputs(tmp_path):

@@ -1,7 +1,7 @@
 """Nothing is lost: a real server process killed with SIGKILL mid-run restarts
 with its queue, history and output files; the job that was running is failed."""
 
-from harness import ServerProcess, const_doc, slow_doc, solid_doc
+from tests.server.harness import ServerProcess, const_doc, slow_doc, solid_doc
 
 
 def test_kill_9_and_restart_keeps_queue_history_and_outputs(tmp_path):
@@ -46,9 +46,8 @@ def test_kill_9_and_restart_keeps_queue_history_and_outputs(tmp_path):
 def test_graceful_stop_interrupts_the_running_job_and_keeps_the_queue(tmp_path):
     import asyncio
 
-    from harness import serving
-
     from lcmgraph.server.store import JobStore
+    from tests.server.harness import serving
 
     async def main():
         async with serving(tmp_path) as h:

@@ -4,11 +4,11 @@ import asyncio
 import os
 
 from aiohttp import ClientSession, WSServerHandshakeError
-from harness import const_doc, serve, solid_doc
 from yarl import URL
 
 from lcmgraph.server.cli import bind_problem, is_loopback, main
 from lcmgraph.server.security import split_host
+from tests.server.harness import const_doc, serve, solid_doc
 
 TOKEN = "s3cret-token-0123456789"
 

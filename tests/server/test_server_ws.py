@@ -4,8 +4,9 @@ import asyncio
 import base64
 import io
 
-from harness import const_doc, serve, slow_doc, workflow
 from PIL import Image
+
+from tests.server.harness import const_doc, serve, slow_doc, workflow
 
 
 async def receive_until(ws, predicate, timeout=10.0):
