@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -65,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_library_bars() -> None:
+    """Our own bars report loading and sampling; the libraries' duplicates go."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("diffusers", "transformers"):
+        module = sys.modules.get(name) or __import__(name)
+        module.utils.logging.disable_progress_bar()
+        module.utils.logging.set_verbosity_error()
+
+
 def _make_engine(args, **extra) -> Engine:
     config = EngineConfig(
         device=args.device,
@@ -93,6 +103,8 @@ def _load(args) -> dict:
 def cmd_run(args) -> int:
     document = _load(args)
     engine = _make_engine(args, cache_dir=args.cache_dir, output_dir=args.out)
+    if not args.debug:
+        _quiet_library_bars()
     sinks = []
     if args.json_events:
         sinks.append(JsonLines())
