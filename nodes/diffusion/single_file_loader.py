@@ -131,12 +131,13 @@ class _Prefixed:
 
     def __init__(self, sd, prefix: str):
         self._sd, self._keys = sd, [k for k in sd if k.startswith(prefix)]
+        self._set = set(self._keys)
 
     def keys(self):
         return list(self._keys)
 
     def __contains__(self, key):
-        return key in self._sd and key in self._keys
+        return key in self._set
 
     def __getitem__(self, key):
         return self._sd[key]

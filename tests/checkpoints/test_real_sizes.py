@@ -4,6 +4,8 @@ from those shapes must be the shipped real configs."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from lcmgraph_nodes.diffusion.single_file_arch import detect_arch, infer_configs, shipped_configs
 from lcmgraph_nodes.diffusion.single_file_export import to_ldm
@@ -19,6 +21,7 @@ class Shapes(dict):
         return tuple(self[key].shape)
 
 
+@functools.cache
 def _real_layout(arch: str) -> Shapes:
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
