@@ -13,11 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from ..engine import Engine, EngineConfig
 from .config import Limits, ServerConfig
-from .store import StoreError
 
 EXIT_OK, EXIT_USAGE = 0, 2
 MIN_TOKEN = 16
@@ -114,6 +111,7 @@ def serve_main(args: argparse.Namespace) -> int:
             last = pack.error.strip().splitlines()[-1] if pack.error else ""
             print(f"warning: node pack {pack.name!r} ({pack.source}) was not loaded: {last}", file=sys.stderr)
     from .app import ServerApp
+    from .store import StoreError
 
     try:
         server = ServerApp(config, engine)
@@ -127,6 +125,8 @@ def serve_main(args: argparse.Namespace) -> int:
 
 
 async def _serve(server, config: ServerConfig, access_log: bool) -> int:
+    from aiohttp import web
+
     runner = web.AppRunner(server.web_app(), handle_signals=False,
                            access_log=logging.getLogger("aiohttp.access") if access_log else None)
     await runner.setup()
