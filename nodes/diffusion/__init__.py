@@ -2,10 +2,11 @@
 
 from . import controlnet, images, loaders, samplers, text, vae
 from .builtin_files import BUILTIN_FILES
+from .hub_files import FILE_SCHEMES
 from .manager import SERVICE, factory
 
 NODES = [*loaders.NODES, *text.NODES, *samplers.NODES, *vae.NODES, *controlnet.NODES, *images.NODES]
 
 SERVICES = {SERVICE: factory}
 
-__all__ = ["BUILTIN_FILES", "NODES", "SERVICES"]
+__all__ = ["BUILTIN_FILES", "FILE_SCHEMES", "NODES", "SERVICES"]

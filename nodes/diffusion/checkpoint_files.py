@@ -157,8 +157,10 @@ def _hub_env() -> tuple[bool, str | None]:
     return offline, cache
 
 
-def _resolve_hub(source: str) -> Path:
-    """A local path for a hub id: the cached snapshot folder, or the cached single file."""
+def _resolve_hub(source: str, local_only: bool = False) -> Path:
+    """A local path for a hub id: the cached snapshot folder, or the cached single file.
+
+    ``local_only`` never touches the network (validation and cache keys use it)."""
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -169,6 +171,7 @@ def _resolve_hub(source: str) -> Path:
     )
 
     offline, cache = _hub_env()
+    offline = offline or local_only
     parts = source.split("/", 2)
     repo_id, filename = "/".join(parts[:2]), (parts[2] if len(parts) == 3 else "")
     where = f"the hub cache ({cache or 'default location'})"
@@ -178,6 +181,8 @@ def _resolve_hub(source: str) -> Path:
         return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=offline,
                                       allow_patterns=_HUB_ALLOW, ignore_patterns=_HUB_IGNORE))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        if local_only:
+            raise CheckpointError(f"{source}: not in {where}") from exc
         if offline or isinstance(exc, OfflineModeIsEnabled):
             raise CheckpointError(f"{source}: not in {where}, and the hub is offline (HF_HUB_OFFLINE); "
                                   "download it once while online") from exc
@@ -186,3 +191,9 @@ def _resolve_hub(source: str) -> Path:
         raise CheckpointError(f"{source}: no such repository or file on the hub") from exc
     except (HfHubHTTPError, OSError) as exc:
         raise CheckpointError(f"{source}: hub download failed ({exc})") from exc
+
+
+# Public names for the ``hub:`` file scheme (hub_files.py).
+looks_like_hub_id = _looks_like_hub_id
+resolve_hub = _resolve_hub
+hub_offline = lambda: _hub_env()[0]  # noqa: E731

@@ -15,7 +15,8 @@ class LoadCheckpoint(Node):
     single .safetensors file, or builtin:tiny-random / builtin:tiny-random-xl)."""
 
     category = "loaders"
-    inputs = (Input("checkpoint", T.STRING, default="builtin:tiny-random", folder="checkpoints"),)
+    inputs = (Input("checkpoint", T.STRING, default="builtin:tiny-random", folder="checkpoints",
+                    description="a file or diffusers folder in checkpoints/, builtin:NAME, or hub:org/name"),)
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE))
 
     def execute(self, ctx, checkpoint):

@@ -1,0 +1,41 @@
+"""``hub:org/name`` checkpoints through LoadCheckpoint, from the local HF cache, offline."""
+
+from __future__ import annotations
+
+import shutil
+
+from .diffusion_helpers import image_of, max_diff, txt2img
+
+REVISION = "fedcba9876543210fedcba9876543210fedcba98"
+
+
+def cache_repo(cache, repo_id, source_dir):
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(source_dir, repo / "snapshots" / REVISION)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(REVISION)
+
+
+def test_hub_checkpoint_gives_the_folder_image_offline(models, fresh_engine, tmp_path, monkeypatch):
+    cache = tmp_path / "hf"
+    cache_repo(cache, "tiny-org/tiny-sd15", models / "checkpoints" / "tiny")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    via_hub = image_of(fresh_engine, txt2img(ckpt="hub:tiny-org/tiny-sd15", seed=3))
+    via_folder = image_of(fresh_engine, txt2img(ckpt="tiny", seed=3))
+    assert max_diff(via_hub, via_folder) == 0.0
+
+
+def test_uncached_hub_id_offline_is_a_validation_error(fresh_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
+    flow = txt2img(ckpt="hub:nobody/nothing")
+    flow.add("save", "SaveImage", image={"link": ["decode", "image"]})
+    problems = [str(p) for p in fresh_engine.validate(flow.doc("save"))]
+    assert problems == [
+        f"node 'ckpt' input 'checkpoint': hub:nobody/nothing: not in the hub cache ({tmp_path / 'empty-hf'})"
+    ]
+    flow.nodes["ckpt"]["inputs"]["checkpoint"] = "hub:/etc/passwd"
+    problems = [str(p) for p in fresh_engine.validate(flow.doc("save"))]
+    assert problems == ["node 'ckpt' input 'checkpoint': 'hub:/etc/passwd' is not a hub id "
+                        "(hub ids look like org/name or org/name/path/file.safetensors)"]
