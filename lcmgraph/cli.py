@@ -17,6 +17,7 @@ from .engine import Engine, EngineConfig
 from .executor import NodeFailed, RunInterrupted
 from .problems import WorkflowInvalid
 from .progress import JsonLines, ProgressBars
+from .server.cli import add_serve_parser, serve_main
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(nodes)
 
     sub.add_parser("schema", help="print the JSON Schema of the workflow format")
+    add_serve_parser(sub)
     return parser
 
 
@@ -186,7 +188,8 @@ def cmd_schema(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "schema": cmd_schema}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "schema": cmd_schema,
+            "serve": serve_main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
