@@ -39,3 +39,16 @@ def test_uncached_hub_id_offline_is_a_validation_error(fresh_engine, tmp_path, m
     problems = [str(p) for p in fresh_engine.validate(flow.doc("save"))]
     assert problems == ["node 'ckpt' input 'checkpoint': 'hub:/etc/passwd' is not a hub id "
                         "(hub ids look like org/name or org/name/path/file.safetensors)"]
+
+
+def test_online_workflows_are_valid_except_for_the_uncached_hub_files(fresh_engine, tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
+    files = sorted((Path(__file__).resolve().parents[2] / "workflows" / "online").glob("*.json"))
+    assert len(files) == 2
+    for path in files:
+        problems = fresh_engine.validate(json.loads(path.read_text()))
+        assert [(p.node, p.code) for p in problems] == [("ckpt", "missing_file"), ("lcm_lora", "missing_file")], path
