@@ -1,11 +1,11 @@
 """Diffusion pack: checkpoints, LoRA, text encoding, LCM sampling, ControlNet, VAE, images."""
 
-from . import controlnet, images, loaders, samplers, text, vae
+from . import controlnet, images, img2img, loaders, samplers, text, vae
 from .builtin_files import BUILTIN_FILES
 from .hub_files import FILE_SCHEMES
 from .manager import SERVICE, factory
 
-NODES = [*loaders.NODES, *text.NODES, *samplers.NODES, *vae.NODES, *controlnet.NODES, *images.NODES]
+NODES = [*loaders.NODES, *text.NODES, *samplers.NODES, *img2img.NODES, *vae.NODES, *controlnet.NODES, *images.NODES]
 
 SERVICES = {SERVICE: factory}
 
