@@ -54,7 +54,7 @@ def vocab_and_merges(words=dataset.WORDS) -> tuple[dict[str, int], list[tuple[st
 def _bpe(pieces: list[str], merges: list[tuple[str, str]]) -> list[str]:
     ranks = {m: i for i, m in enumerate(merges)}
     while len(pieces) > 1:
-        pairs = [(ranks.get(p, 1 << 30), i) for i, p in enumerate(zip(pieces, pieces[1:]))]
+        pairs = [(ranks.get(p, 1 << 30), i) for i, p in enumerate(zip(pieces, pieces[1:], strict=False))]
         rank, i = min(pairs)
         if rank == 1 << 30:
             break

@@ -1,7 +1,7 @@
 """Stage 1: the autoencoder.
 
 A diffusers ``AutoencoderKL`` with SD's shape — 8x downscale (4 levels), 4
-latent channels — but ~0.65 M parameters and no attention in the mid block,
+latent channels — but ~0.94 M parameters and no attention in the mid block,
 so it is fully convolutional and trains on 32x32 crops (16x fewer pixels than
 whole 128px images; a convolution does not care), then runs on whole images.
 Tricks that matter on a CPU budget: the posterior log-variance starts at -8
@@ -20,10 +20,13 @@ from .common import Deadline, Log, load_state, lr_at, save_state, seeded, set_lr
 
 @dataclass
 class VaeConfig:
-    block_out_channels: tuple = (8, 16, 32, 64)
+    block_out_channels: tuple = (16, 32, 64, 64)
     latent_channels: int = 4
     layers_per_block: int = 1
-    norm_num_groups: int = 8
+    # 4 groups (4+ channels each): GroupNorm with one channel per group is an instance
+    # norm, which maps a flat colour to zero — fatal on flat-colour scenes. A 16-wide top
+    # level with 4 groups fit a batch 20x better in 80 steps than 8-wide with 8 groups.
+    norm_num_groups: int = 4
     sample_size: int = dataset.DEFAULT_SIZE
 
 
@@ -32,7 +35,7 @@ class VaeTrain:
     steps: int = 3000
     batch: int = 24
     crop: int = 32
-    lr: float = 2e-3
+    lr: float = 8e-4
     warmup: int = 50
     kl_weight: float = 1e-6
     logvar_init: float = -8.0
@@ -68,7 +71,7 @@ def _crops(images, crop: int, generator):
     n, _, h, w = images.shape
     ys = torch.randint(0, (h - crop) // 8 + 1, (n,), generator=generator) * 8
     xs = torch.randint(0, (w - crop) // 8 + 1, (n,), generator=generator) * 8
-    return torch.stack([images[i, :, y:y + crop, x:x + crop] for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))])
+    return torch.stack([images[i, :, y:y + crop, x:x + crop] for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist(), strict=True))])
 
 
 def psnr(vae, images, device) -> float:

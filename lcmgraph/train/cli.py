@@ -1,0 +1,126 @@
+"""``lcmgraph train STAGE --run DIR``: the training stages, each resumable.
+
+``all`` runs vae -> latents -> evaluator -> unet -> export, each continuing
+from its checkpoint in ``--run`` (a finished stage is skipped). Interrupt at
+any time; the same command resumes. ``--minutes`` bounds the vae / unet
+stages of one invocation (they checkpoint and return when it passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_RUN = Path("train-runs/tiny-shapes")
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "nodes" / "diffusion" / "builtin"
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train the embedded tiny-shapes model (resumable)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(p)
+    p.set_defaults(handler=run_train)
+    return p
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stage", choices=["vae", "latents", "evaluator", "unet", "export", "all"])
+    p.add_argument("--run", type=Path, default=DEFAULT_RUN, help="run folder: checkpoints and logs (default %(default)s)")
+    p.add_argument("--vae-steps", type=int, default=None, help="VAE steps target (default: 2400)")
+    p.add_argument("--unet-steps", type=int, default=None, help="UNet steps target, the lr schedule's length (default: 20000)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock bound for each of the vae / unet stages")
+    p.add_argument("--latents", type=int, default=8192, help="data set items to encode (default %(default)s)")
+    p.add_argument("--eval-every", type=int, default=500, help="UNet steps between prompt-accuracy checks (0: none)")
+    p.add_argument("--out", type=Path, default=BUILTIN_DIR / "tiny-shapes", help="export folder (default: the shipped one)")
+    p.add_argument("--no-ema", action="store_true", help="export the live weights instead of the EMA")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1; env LCMGRAPH_TRAIN_THREADS)")
+
+
+def run_train(args) -> int:
+    import os
+
+    if args.threads:
+        os.environ["LCMGRAPH_TRAIN_THREADS"] = str(args.threads)
+    stages = ["vae", "latents", "evaluator", "unet", "export"] if args.stage == "all" else [args.stage]
+    vae = None
+    for stage in stages:
+        print(f"== {stage}", flush=True)
+        if stage == "vae":
+            vae = _vae(args)
+        elif stage == "latents":
+            _latents(args, vae or _vae(args, train=False))
+        elif stage == "evaluator":
+            from .evaluator import train_evaluator
+
+            train_evaluator(args.run, device=args.device)
+        elif stage == "unet":
+            _unet(args, vae or _vae(args, train=False))
+        elif stage == "export":
+            _export(args)
+    return 0
+
+
+def _vae(args, train: bool = True):
+    from . import vae as V
+
+    tc = V.VaeTrain(**({"steps": args.vae_steps} if args.vae_steps else {}))
+    if not train:
+        tc.steps = 0  # load only
+    return V.train_vae(args.run, tc=tc, minutes=args.minutes if train else None, device=args.device,
+                       quiet=False).to("cpu")
+
+
+def _latents(args, vae):
+    from .unet import cache_latents
+
+    return cache_latents(args.run, vae, count=args.latents)
+
+
+def _unet(args, vae):
+    from . import dataset
+    from .common import load_state
+    from .evaluator import _net
+    from .generate import make_pipeline, prompt_accuracy
+    from .unet import UnetTrain, train_unet
+
+    latents, scale = _latents(args, vae)
+    evaluate = None
+    state = load_state(args.run / "evaluator.pt")
+    if state is not None and args.eval_every:
+        judge = _net()
+        judge.load_state_dict(state["model"])
+        judge.eval()
+        vae.register_to_config(scaling_factor=scale)
+        prompts = dataset.eval_prompts(40)
+
+        def evaluate(models, step):
+            pipe = make_pipeline(models.ema_unet, vae.to(models.unet.device), models.ema_text, models.tokenizer, "euler")
+            pipe.set_progress_bar_config(disable=True)
+            res = prompt_accuracy(pipe, judge.to(models.unet.device), prompts, steps=10, batch=40)
+            return {f"eval10_{k}": round(v, 3) for k, v in res.items() if k != "images"}
+
+    tc = UnetTrain(**({"steps": args.unet_steps} if args.unet_steps else {}), eval_every=args.eval_every)
+    return train_unet(args.run, latents, scale, tc=tc, minutes=args.minutes, device=args.device, evaluate=evaluate)
+
+
+def _export(args):
+    from .common import load_state
+    from .evaluator import _net, save_evaluator
+    from .export import export
+
+    target = export(args.run, args.out, ema=not args.no_ema)
+    state = load_state(args.run / "evaluator.pt")
+    if state is not None:
+        judge = _net()
+        judge.load_state_dict(state["model"])
+        save_evaluator(judge, target.parent / f"{target.name}-evaluator.safetensors")
+    print(json.dumps({"exported": str(target)}))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lcmgraph.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(parser)
+    return run_train(parser.parse_args(argv))

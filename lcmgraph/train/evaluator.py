@@ -1,0 +1,153 @@
+"""Stage 3: the evaluator — a small CNN that reads a scene's attributes back.
+
+Trained on the data set generator only (clean renders, with blur / noise /
+colour jitter so that it tolerates a generated image's softness), never on
+the generative model's output, so it is an independent judge. Prompt accuracy
+= fraction of generated images whose predicted attributes match the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import dataset
+from .common import Deadline, Log, load_state, save_state, seeded, setup_torch
+
+HEADS = {name: len(values) for name, values in dataset.ATTRIBUTES.items()}
+
+
+def _net():
+    import torch.nn as nn
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            chans = [3, 32, 48, 64, 96, 96]
+            layers = []
+            for i, (a, b) in enumerate(zip(chans, chans[1:], strict=False)):
+                layers += [nn.Conv2d(a, b, 3, stride=1 if i == 0 else 2, padding=1), nn.BatchNorm2d(b), nn.ReLU()]
+            self.features = nn.Sequential(*layers)  # 64 -> 4
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(96 * 16, 192), nn.ReLU())
+            self.heads = nn.ModuleDict({k: nn.Linear(192, n) for k, n in HEADS.items()})
+
+        def forward(self, x):
+            """``x``: ``[B, 3, H, W]`` in [-1, 1], any H = W multiple of 64."""
+            import torch.nn.functional as F
+
+            if x.shape[-1] != 64:
+                x = F.adaptive_avg_pool2d(x, 64)
+            h = self.body(self.features(x))
+            return {k: head(h) for k, head in self.heads.items()}
+
+    return Classifier()
+
+
+@dataclass
+class EvalTrain:
+    steps: int = 600
+    batch: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+    data_seed: int = 7  # not the generative model's training seed
+
+
+def _augment(x, gen):
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    blur = torch.rand(n, 1, 1, 1, generator=gen) < 0.5
+    x = torch.where(blur, F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), x)
+    gain = 1 + 0.16 * (torch.rand(n, 3, 1, 1, generator=gen) - 0.5)
+    bias = 0.12 * (torch.rand(n, 3, 1, 1, generator=gen) - 0.5)
+    noise = torch.randn(x.shape, generator=gen) * 0.08 * torch.rand(n, 1, 1, 1, generator=gen)
+    return (x * gain + bias + noise).clamp(-1, 1)
+
+
+def _targets(scenes):
+    import torch
+
+    labels = [s.labels() for s in scenes]
+    return {k: torch.tensor([lab[k] for lab in labels]) for k in HEADS}
+
+
+def train_evaluator(run: Path, tc: EvalTrain | None = None, minutes: float | None = None, device: str = "auto",
+                    quiet: bool = False):
+    import torch
+    import torch.nn.functional as F
+
+    tc = tc or EvalTrain()
+    dev = setup_torch(device=device)
+    run = Path(run)
+    log = Log(run, "evaluator", quiet)
+    state = load_state(run / "evaluator.pt")
+    net = seeded(tc.seed, _net).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(tc.seed)
+    step = 0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step = state["step"]
+    deadline = Deadline(minutes)
+    net.train()
+    while step < tc.steps and not deadline.passed():
+        images, scenes = dataset.batch(tc.data_seed, step * tc.batch, tc.batch, size=64)
+        x = _augment(images, gen).to(dev)
+        for g in opt.param_groups:
+            g["lr"] = tc.lr * (0.05 + 0.95 * (1 - step / tc.steps))
+        out = net(x)
+        targets = _targets(scenes)
+        loss = sum(F.cross_entropy(out[k], targets[k].to(dev)) for k in HEADS)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            log(step=step, loss=loss.item())
+            save_state(run / "evaluator.pt", dict(model=net.state_dict(), optimizer=opt.state_dict(),
+                                                  generator=gen.get_state(), step=step, train=asdict(tc)))
+    save_state(run / "evaluator.pt", dict(model=net.state_dict(), optimizer=opt.state_dict(),
+                                          generator=gen.get_state(), step=step, train=asdict(tc)))
+    net.eval()
+    images, scenes = dataset.batch(tc.data_seed + 1, 0, 512, size=64)
+    acc = accuracy(predict(net, images.to(dev)), scenes)
+    log(step=step, held_out=acc)
+    return net
+
+
+def predict(net, images) -> dict:
+    """Images ``[B, 3, H, W]`` in [-1, 1] -> ``{attribute: [B] class index}``."""
+    import torch
+
+    with torch.no_grad():
+        out = net(images.to(next(net.parameters()).device))
+    return {k: v.argmax(1).cpu() for k, v in out.items()}
+
+
+def accuracy(pred: dict, scenes) -> dict:
+    """Per-attribute accuracy, and ``colour_shape``: both right on the same image."""
+    targets = _targets(scenes)
+    acc = {k: float((pred[k] == targets[k]).float().mean()) for k in HEADS}
+    acc["colour_shape"] = float(((pred["colour"] == targets["colour"]) & (pred["shape"] == targets["shape"])).float().mean())
+    return acc
+
+
+def save_evaluator(net, path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata={"heads": ",".join(f"{k}:{n}" for k, n in HEADS.items())})
+    return path
+
+
+def load_evaluator(path: Path, device: str = "cpu"):
+    from safetensors.torch import load_file
+
+    net = _net()
+    net.load_state_dict(load_file(str(path)))
+    return net.to(device).eval()

@@ -1,0 +1,204 @@
+"""Stages 2 and 4: cache latents with the frozen VAE, then train UNet + text encoder.
+
+Epsilon prediction on SD's noise schedule (scaled_linear 0.00085 -> 0.012,
+1000 steps), so LCMScheduler and the LCM-LoRA recipe apply as to SD1.5.
+Min-SNR-5 loss weighting, 10% empty captions (so CFG has an unconditional
+branch), captions drop size / background / position at 30% each, an EMA of
+the weights (exported), gradient clipping, and resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import dataset, text
+from .common import Deadline, Log, load_state, lr_at, save_state, seeded, set_lr, setup_torch
+
+SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                prediction_type="epsilon")
+
+
+@dataclass
+class UnetConfig:
+    block_out_channels: tuple = (32, 64, 128)
+    layers_per_block: int = 1
+    attention_head_dim: int = 4  # diffusers' legacy name: the number of heads
+    norm_num_groups: int = 8
+    cross_attention_dim: int = 64
+    sample_size: int = 16
+    text: dict = field(default_factory=lambda: asdict(text.TextConfig()))
+
+
+@dataclass
+class UnetTrain:
+    steps: int = 20000
+    batch: int = 32
+    lr: float = 1e-3
+    warmup: int = 200
+    ema: float = 0.999
+    snr_gamma: float = 5.0
+    uncond: float = 0.1
+    drop: float = 0.3
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 20
+    eval_every: int = 500
+
+
+def make_unet(cfg: UnetConfig, seed: int = 3):
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.block_out_channels)
+    return seeded(seed, lambda: UNet2DConditionModel(
+        sample_size=cfg.sample_size, in_channels=4, out_channels=4, block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block, down_block_types=("CrossAttnDownBlock2D",) * n,
+        up_block_types=("CrossAttnUpBlock2D",) * n, attention_head_dim=cfg.attention_head_dim,
+        norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cfg.cross_attention_dim,
+    ))
+
+
+def noise_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SCHEDULE)
+
+
+# -- latents ------------------------------------------------------------------------
+def cache_latents(run: Path, vae, count: int = 8192, data_seed: int = 0, chunk: int = 64, quiet: bool = False):
+    """Encode items ``0..count`` of the data set (posterior means) into ``run/latents.pt``
+    with their scenes' labels and the latent scaling factor (1 / std). Resumes by chunk."""
+    import torch
+
+    run = Path(run)
+    log = Log(run, "latents", quiet)
+    path = run / "latents.pt"
+    state = load_state(path) or {"latents": [], "data_seed": data_seed}
+    done = sum(len(x) for x in state["latents"])
+    while done < count:
+        n = min(chunk, count - done)
+        images, _ = dataset.batch(data_seed, done, n)
+        with torch.no_grad():
+            state["latents"].append(vae.encode(images.to(vae.device)).latent_dist.mode().cpu())
+        done += n
+        if len(state["latents"]) % 16 == 0 or done >= count:
+            save_state(path, state)
+            log(encoded=done, of=count)
+    latents = torch.cat(state["latents"])[:count]
+    scale = float(1.0 / latents.std())
+    if state.get("scaling_factor") != scale:
+        state["scaling_factor"] = scale
+        save_state(path, state)
+    return latents, scale
+
+
+# -- training -------------------------------------------------------------------------
+class Models:
+    """UNet + text encoder + tokenizer, with an EMA copy of the two trained nets."""
+
+    def __init__(self, cfg: UnetConfig, seed: int):
+        import copy
+
+        self.tokenizer = text.make_tokenizer()
+        self.unet = make_unet(cfg, seed + 3)
+        self.text_encoder = text.make_text_encoder(text.TextConfig(**cfg.text), self.tokenizer, seed + 2)
+        self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False).eval()
+        self.ema_text = copy.deepcopy(self.text_encoder).requires_grad_(False).eval()
+
+    def to(self, device):
+        for m in (self.unet, self.text_encoder, self.ema_unet, self.ema_text):
+            m.to(device)
+        return self
+
+    def trainable(self):
+        return [*self.unet.parameters(), *self.text_encoder.parameters()]
+
+    def update_ema(self, decay: float):
+        import torch
+
+        with torch.no_grad():
+            for live, ema in ((self.unet, self.ema_unet), (self.text_encoder, self.ema_text)):
+                for p, q in zip(live.parameters(), ema.parameters(), strict=True):
+                    q.lerp_(p, 1 - decay)
+
+
+def _captions(scenes, rng, uncond: float, drop: float) -> list[str]:
+    return ["" if rng.random() < uncond else dataset.caption(s, rng, drop) for s in scenes]
+
+
+def min_snr_weights(scheduler, timesteps, gamma: float):
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    snr = alphas / (1 - alphas)
+    return snr.clamp(max=gamma) / snr
+
+
+def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, tc: UnetTrain | None = None,
+               minutes: float | None = None, device: str = "auto", evaluate=None, quiet: bool = False) -> Models:
+    """Train (or resume from ``run/unet.pt``). ``evaluate(models, step)`` -> dict, logged every eval_every."""
+    import numpy as np
+    import torch
+
+    cfg, tc = cfg or UnetConfig(), tc or UnetTrain()
+    dev = setup_torch(device=device)
+    run = Path(run)
+    log = Log(run, "unet", quiet)
+    state = load_state(run / "unet.pt")
+    if state is not None:
+        cfg = UnetConfig(**state["config"])
+        tc = UnetTrain(**{**state["train"], "steps": tc.steps, "eval_every": tc.eval_every})
+    models = Models(cfg, tc.seed).to(dev)
+    opt = torch.optim.AdamW(models.trainable(), lr=tc.lr, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(tc.seed)
+    step = 0
+    if state is not None:
+        models.unet.load_state_dict(state["unet"])
+        models.text_encoder.load_state_dict(state["text_encoder"])
+        models.ema_unet.load_state_dict(state["ema_unet"])
+        models.ema_text.load_state_dict(state["ema_text"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step = state["step"]
+    sched = noise_scheduler()
+    n = len(latents)
+
+    def checkpoint():
+        save_state(run / "unet.pt", dict(
+            config=asdict(cfg), train=asdict(tc), scaling_factor=scale, step=step, generator=gen.get_state(),
+            unet=models.unet.state_dict(), text_encoder=models.text_encoder.state_dict(),
+            ema_unet=models.ema_unet.state_dict(), ema_text=models.ema_text.state_dict(), optimizer=opt.state_dict()))
+
+    deadline = Deadline(minutes)
+    models.unet.train()
+    models.text_encoder.train()
+    data_seed = 0
+    running = None
+    while step < tc.steps and not deadline.passed():
+        idx = torch.randint(0, n, (tc.batch,), generator=gen)
+        rng = np.random.default_rng([tc.seed, step])
+        scenes = [dataset.sample_scene(data_seed, int(i)) for i in idx]
+        ids = text.token_ids(models.tokenizer, _captions(scenes, rng, tc.uncond, tc.drop)).to(dev)
+        z0 = latents[idx].to(dev) * scale
+        noise = torch.randn(z0.shape, generator=gen).to(dev)
+        t = torch.randint(0, sched.config.num_train_timesteps, (tc.batch,), generator=gen).to(dev)
+        zt = sched.add_noise(z0, noise, t)
+        set_lr(opt, lr_at(step, tc.lr, tc.warmup, tc.steps))
+        cond = models.text_encoder(ids)[0]
+        pred = models.unet(zt, t, encoder_hidden_states=cond).sample
+        per = (pred - noise).pow(2).flatten(1).mean(1)
+        loss = (per * min_snr_weights(sched, t, tc.snr_gamma)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(models.trainable(), 1.0)
+        opt.step()
+        step += 1
+        models.update_ema(min(tc.ema, (1 + step) / (10 + step)))
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % tc.log_every == 0 or step == 1:
+            log(step=step, loss=loss.item(), avg=running, lr=opt.param_groups[0]["lr"])
+        if step % tc.checkpoint_every == 0:
+            checkpoint()
+        if evaluate is not None and tc.eval_every and step % tc.eval_every == 0:
+            log(step=step, **evaluate(models, step))
+    checkpoint()
+    log(step=step, done=step >= tc.steps)
+    return models
