@@ -1,0 +1,198 @@
+"""Saving and loading workflows (the CLI's format), PNG drop, image upload."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lcmgraph.pngmeta import WORKFLOW_KEY
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+
+
+def semantics(doc: dict, schema: dict) -> dict:
+    """What a workflow means to the engine: types, titles, inputs with defaults filled in, outputs."""
+    nodes = {}
+    for node_id, node in doc["nodes"].items():
+        spec = schema["nodes"][node["type"]]
+        given = node.get("inputs", {})
+        inputs = {}
+        for inp in spec["inputs"]:
+            if inp["name"] in given:
+                inputs[inp["name"]] = given[inp["name"]]
+            elif "default" in inp:
+                inputs[inp["name"]] = inp["default"]
+        inputs.update({k: v for k, v in given.items() if k not in inputs})
+        nodes[node_id] = {"type": node["type"], "title": node.get("title"), "inputs": inputs}
+    return {"nodes": nodes, "outputs": doc.get("outputs"), "meta": doc.get("meta")}
+
+
+def save_via_button(editor) -> dict:
+    with editor.page.expect_download() as info:
+        editor.page.click("#save")
+    path = info.value.path()
+    assert info.value.suggested_filename.endswith(".json")
+    return json.loads(Path(path).read_text())
+
+
+def validate_cli(doc: dict, tmp_path: Path, server) -> subprocess.CompletedProcess:
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(doc))
+    env = {**os.environ, "LCMGRAPH_HOME": str(server.tmp / "home")}
+    env.pop("LCMGRAPH_PLUGINS", None)
+    return subprocess.run([sys.executable, "-m", "lcmgraph", "validate", str(path)],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+
+
+def test_save_load_round_trip_of_every_example(editor, server, tmp_path):
+    schema = server.get("/api/nodes")
+    for name in EXAMPLES:
+        original = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+        editor.page.select_option("#examples", name)
+        editor.page.wait_for_function("n => lcmgraph.nodeIds().length === n", arg=len(original["nodes"]))
+        saved = save_via_button(editor)
+
+        assert saved["format"] == "lcmgraph.workflow" and saved["version"] == 1
+        assert semantics(saved, schema) == semantics(original, schema), name
+        assert list(saved["nodes"]) == list(original["nodes"]), "node order is kept"
+        assert set(saved["ui"]["nodes"]) == set(original["nodes"])
+        for layout in saved["ui"]["nodes"].values():
+            assert len(layout["pos"]) == 2 and len(layout["size"]) == 2
+        done = validate_cli(saved, tmp_path, server)
+        assert done.returncode == 0, f"{name}: lcmgraph validate refused the saved file:\n{done.stdout}{done.stderr}"
+
+        # Loading the saved file (through the Load button) and saving again changes nothing.
+        path = tmp_path / f"{name}.saved.json"
+        path.write_text(json.dumps(saved))
+        with editor.page.expect_file_chooser() as chooser:
+            editor.page.click("#load")
+        chooser.value.set_files(str(path))
+        editor.page.wait_for_function("s => document.querySelector('#status').textContent.includes(s)",
+                                      arg=original["meta"]["title"])
+        again = save_via_button(editor)
+        assert again == saved, name
+
+
+def test_layout_and_unknown_parts_survive(editor, server, tmp_path):
+    """Positions, sizes, titles, extra ui keys and even unknown node types come back as they were."""
+    doc = json.loads((REPO / "workflows" / "txt2img_lcm.json").read_text())
+    doc["nodes"]["sampler"]["title"] = "My sampler"
+    doc["nodes"]["mystery"] = {"type": "NotInstalled", "inputs": {"x": {"link": ["latent", "latent"]}, "k": 3}}
+    doc["ui"] = {"nodes": {"ckpt": {"pos": [11, 22], "size": [300, 120]}}, "theme": "dark"}
+    editor.load_doc(doc)
+    assert "NotInstalled" in editor.status()
+    saved = editor.workflow()
+    assert saved["nodes"]["sampler"]["title"] == "My sampler"
+    assert saved["nodes"]["mystery"] == doc["nodes"]["mystery"]
+    assert saved["ui"]["nodes"]["ckpt"] == {"pos": [11, 22], "size": [300, 120]}
+    assert saved["ui"]["theme"] == "dark"
+    # The unknown type is what validation reports; the editor marks it on the node after Queue.
+    editor.page.click("#queue")
+    editor.page.wait_for_function("lcmgraph.nodes().find(n => n.id === 'mystery').hasErrors")
+    problems = editor.nodes()["mystery"]["problems"]
+    assert any("NotInstalled" in p["message"] for p in problems), problems
+
+
+def make_png(server, *, seed: int, text: str) -> tuple[bytes, dict]:
+    """Run a workflow through the API and fetch the PNG it wrote (with the workflow embedded)."""
+    doc = json.loads((REPO / "workflows" / "txt2img_lcm.json").read_text())
+    doc["nodes"]["sampler"]["inputs"]["seed"] = seed
+    doc["nodes"]["positive"]["inputs"]["text"] = text
+    doc["meta"]["title"] = "made for the drop test"
+    doc["ui"] = {"nodes": {nid: {"pos": [40 + 320 * i, 100 + 20 * i], "size": [300, 420]}
+                           for i, nid in enumerate(doc["nodes"])}}
+    job = server.post("/api/jobs", {"workflow": doc, "client_id": "png-maker"})["job"]
+    done = server.wait_job(job["id"])
+    assert done["status"] == "done", done
+    url = done["outputs"]["save"]["images"][0]["url"]
+    return server.get(url), doc
+
+
+def drop_file(editor, data: bytes, name: str, mime: str, at=(700, 700)) -> None:
+    """Drop a file on the canvas, as a file dragged from the desktop arrives."""
+    page = editor.page
+    transfer = page.evaluate_handle("""([b64, name, mime]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0))
+        const dt = new DataTransfer()
+        dt.items.add(new File([bytes], name, { type: mime }))
+        return dt
+    }""", [base64.b64encode(data).decode(), name, mime])
+    init = {"dataTransfer": transfer, "clientX": at[0], "clientY": at[1]}
+    page.dispatch_event("#graph", "dragenter", init)
+    page.dispatch_event("#graph", "dragover", init)
+    page.dispatch_event("#graph", "drop", init)
+
+
+def test_png_drop_restores_the_embedded_workflow(editor, server):
+    png, submitted = make_png(server, seed=1234, text="dropped on the editor")
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(BytesIO(png)) as image:
+        image.load()
+        embedded = json.loads(image.text[WORKFLOW_KEY])
+    assert embedded["nodes"] == submitted["nodes"]
+
+    editor.page.click("#clear")
+    drop_file(editor, png, "txt2img.png", "image/png")
+    editor.page.wait_for_function("lcmgraph.nodeIds().length === 6")
+    restored = editor.workflow()
+    schema = server.get("/api/nodes")
+    assert semantics(restored, schema) == semantics(embedded, schema)
+    assert restored["meta"] == embedded["meta"]
+    assert restored["ui"]["nodes"] == embedded["ui"]["nodes"]
+    assert editor.js("lcmgraph.widgetValue('sampler', 'seed')") == 1234
+    assert "made for the drop test" in editor.status()
+
+    # A PNG without a workflow is refused with a message; the graph stays.
+    plain = BytesIO()
+    Image.new("RGB", (8, 8), "red").save(plain, "PNG")
+    drop_file(editor, plain.getvalue(), "plain.png", "image/png")
+    editor.page.wait_for_function("document.querySelector('#status').textContent.includes('no embedded')")
+    assert editor.workflow()["nodes"] == restored["nodes"]
+
+    # A workflow .json dropped on the canvas loads too.
+    other = json.loads((REPO / "workflows" / "img2img_lcm.json").read_text())
+    drop_file(editor, json.dumps(other).encode(), "img2img.json", "application/json")
+    editor.page.wait_for_function("lcmgraph.nodeIds().includes('encode')")
+    assert set(editor.workflow()["nodes"]) == set(other["nodes"])
+
+
+def test_image_upload_into_load_image(editor, server):
+    from io import BytesIO
+
+    from PIL import Image
+
+    editor.page.select_option("#examples", "img2img_lcm")
+    editor.page.wait_for_function("lcmgraph.nodeIds().includes('image')")
+    editor.js("lcmgraph.resetView()")
+    image = BytesIO()
+    Image.new("RGB", (48, 32), (10, 200, 30)).save(image, "JPEG")
+    button = editor.widget("image", "upload image…")
+    with editor.page.expect_file_chooser() as chooser:
+        editor.page.mouse.click(button["center"]["x"], button["center"]["y"])
+    chooser.value.set_files(files=[{"name": "green.jpg", "mimeType": "image/jpeg", "buffer": image.getvalue()}])
+    # The server re-encodes uploads (a JPEG is stored as PNG) and says under which name.
+    editor.page.wait_for_function("lcmgraph.widgetValue('image', 'image').startsWith('green.')")
+    name = editor.js("lcmgraph.widgetValue('image', 'image')")
+    assert name in server.get("/api/models/input")["files"]
+    assert "uploaded" in editor.status()
+    # The node shows the uploaded picture.
+    editor.page.wait_for_function("lcmgraph.nodes().find(n => n.id === 'image').loadedImages === 1")
+    assert editor.workflow()["nodes"]["image"]["inputs"]["image"] == name
+    # The file chooser (a combo) offers the uploaded file among the input folder's files.
+    assert name in editor.js("lcmgraph.app.files.input")
+
+
+@pytest.mark.parametrize("name", ["txt2img_lcm"])
+def test_default_workflow_on_first_open(editor, name):
+    original = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    assert editor.js("lcmgraph.nodeIds()") == list(original["nodes"])
