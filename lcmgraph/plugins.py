@@ -11,7 +11,9 @@ A pack is a Python module (or package) that defines:
   ``scheme:rest`` (e.g. ``hub:org/model``); a handler has
   ``check(engine, folder, rest) -> sentence | None`` (validation, must not
   download), ``resolve(engine, folder, rest) -> Path`` and
-  ``identity(engine, folder, rest) -> str`` (cache key).
+  ``identity(engine, folder, rest) -> str`` (cache key);
+* ``COMFY_MAPPINGS`` — optional ``{ComfyUI class name: lcmgraph.comfy.ComfyMapping}``:
+  how ComfyUI workflows using that class import (and export back).
 
 Built-in packs (``nodes/`` in the source tree) are found through the very
 same entry-point group as third-party ones.
@@ -46,6 +48,7 @@ def register_module(registry: NodeRegistry, name: str, module: ModuleType, sourc
         services=getattr(module, "SERVICES", None),
         builtin_files=getattr(module, "BUILTIN_FILES", None),
         file_schemes=getattr(module, "FILE_SCHEMES", None),
+        comfy_mappings=getattr(module, "COMFY_MAPPINGS", None),
     )
 
 

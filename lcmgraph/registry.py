@@ -39,6 +39,7 @@ class NodeRegistry:
         self._services: dict[str, Callable[[Any], Any]] = {}
         self._file_providers: dict[tuple[str, str], Callable[[Any], Any]] = {}
         self._file_schemes: dict[str, Any] = {}
+        self._comfy: dict[str, Any] = {}
         self.packs: list[PackInfo] = []
 
     # -- node types ---------------------------------------------------------
@@ -50,6 +51,7 @@ class NodeRegistry:
         services: dict[str, Callable[[Any], Any]] | None = None,
         builtin_files: dict[tuple[str, str], Callable[[Any], Any]] | None = None,
         file_schemes: dict[str, Any] | None = None,
+        comfy_mappings: dict[str, Any] | None = None,
     ) -> PackInfo:
         """Register a whole pack atomically: all of its nodes, or none."""
         nodes = list(nodes)
@@ -73,6 +75,9 @@ class NodeRegistry:
         for scheme in file_schemes or {}:
             if scheme in self._file_schemes or scheme == "builtin":
                 raise RegistryError(f"pack {name!r}: file scheme {scheme!r}: is already provided")
+        for comfy_class in comfy_mappings or {}:
+            if comfy_class in self._comfy:
+                raise RegistryError(f"pack {name!r}: ComfyUI class {comfy_class!r} is already mapped")
         info = PackInfo(name=name, source=source, nodes=sorted(seen))
         for type_name, cls in seen.items():
             self._nodes[type_name] = cls
@@ -80,6 +85,7 @@ class NodeRegistry:
         self._services.update(services or {})
         self._file_providers.update(builtin_files or {})
         self._file_schemes.update(file_schemes or {})
+        self._comfy.update(comfy_mappings or {})
         self.packs.append(info)
         return info
 
@@ -112,6 +118,10 @@ class NodeRegistry:
 
     def file_scheme(self, scheme: str) -> Any | None:
         return self._file_schemes.get(scheme)
+
+    def comfy_mappings(self) -> dict[str, Any]:
+        """ComfyUI class name -> how it maps to this registry's nodes (lcmgraph.comfy reads them)."""
+        return dict(self._comfy)
 
     def builtin_folders(self) -> set[str]:
         return {f for f, _ in self._file_providers}

@@ -1,0 +1,35 @@
+"""Errors of the ComfyUI import/export: every problem at once, one per line."""
+
+from __future__ import annotations
+
+from ..workflow import WorkflowFileError
+
+ALLOW_MISSING_HINT = "(--allow-missing keeps unknown node types as placeholders)"
+
+
+class ComfyError(WorkflowFileError):
+    """A ComfyUI workflow that cannot be converted. A WorkflowFileError, so the
+    CLI reports it like any unreadable workflow (exit code 2)."""
+
+    what = "converted"
+
+    def __init__(self, problems: list[str], hint: str = ""):
+        self.problems = list(problems)
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        head = f"the ComfyUI workflow cannot be {self.what} ({count} problem{'s' if count != 1 else ''}):"
+        lines = [head, *(f"  - {p}" for p in self.problems)]
+        if self.hint:
+            lines.append(self.hint)
+        return "\n".join(lines)
+
+
+class ComfyImportError(ComfyError):
+    what = "imported"
+
+
+class ComfyExportError(ComfyError):
+    what = "exported"

@@ -1,0 +1,36 @@
+"""Workflows in PNG text chunks: lcmgraph's own, or ComfyUI's ``prompt`` (API
+format, the values that ran) and ``workflow`` (UI format, with the layout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..pngmeta import WORKFLOW_KEY, read_text_chunks
+from ..workflow import WorkflowFileError
+
+COMFY_PROMPT, COMFY_WORKFLOW = "prompt", "workflow"
+
+
+def document_from_png(path: str | Path) -> Any:
+    """The workflow document a PNG carries. For ComfyUI's pair it is shaped
+    like the body ComfyUI's /prompt endpoint receives, which load_any reads
+    as "the UI workflow, with the values of the prompt that ran"."""
+    chunks = read_text_chunks(path)
+    if WORKFLOW_KEY in chunks:
+        return _json(path, WORKFLOW_KEY, chunks[WORKFLOW_KEY])
+    prompt = _json(path, COMFY_PROMPT, chunks[COMFY_PROMPT]) if COMFY_PROMPT in chunks else None
+    ui = _json(path, COMFY_WORKFLOW, chunks[COMFY_WORKFLOW]) if COMFY_WORKFLOW in chunks else None
+    if isinstance(ui, dict) and isinstance(prompt, dict):
+        return {"prompt": prompt, "extra_data": {"extra_pnginfo": {"workflow": ui}}}
+    if ui is not None or prompt is not None:
+        return ui if ui is not None else prompt
+    raise WorkflowFileError(f"{path}: this PNG has no embedded workflow (neither lcmgraph's nor ComfyUI's)")
+
+
+def _json(path, key: str, text: str) -> Any:
+    try:
+        return json.loads(text)  # ComfyUI may write NaN: Python's json reads it
+    except json.JSONDecodeError as exc:
+        raise WorkflowFileError(f"{path}: the PNG's {key!r} text is not JSON ({exc.msg} at line {exc.lineno})") from None
