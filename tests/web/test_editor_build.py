@@ -65,8 +65,7 @@ def test_build_txt2img_from_empty_canvas_and_run(editor, server):
     editor.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
 
     # The server ran exactly the graph that was drawn.
-    submitted = server.get(f"/api/jobs/{job['id']}?workflow=1")
-    ran = submitted.get("workflow") or submitted["job"].get("workflow")
+    ran = server.get(f"/api/jobs/{job['id']}?workflow=1")["job"]["workflow"]
     assert ran["nodes"] == doc["nodes"]
     executed = server.get(f"/api/jobs/{job['id']}")["job"]["executed"]
     assert set(executed) == set(ids.values())

@@ -361,6 +361,8 @@ class App {
         this.status(`could not load ${name}: ${err.message}`, "error")
       }
     })
+    // Files may have been added to the model folders meanwhile: list them again on return.
+    window.addEventListener("focus", () => this.refreshModels())
     window.addEventListener("keydown", (e) => {
       if ((e.ctrlKey || e.metaKey) && e.key === "Enter") { e.preventDefault(); this.runner.queue() }
       if ((e.ctrlKey || e.metaKey) && e.key === "s") { e.preventDefault(); this.save() }

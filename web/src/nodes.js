@@ -1,7 +1,7 @@
 // Node classes made from the server's node schema (GET /api/nodes): every
 // node a pack registers appears in the palette with no change here.
 
-import { LGraphBadge, LGraphNode, LiteGraph, SlotShape } from "@comfyorg/litegraph"
+import { LGraphBadge, LGraphCanvas, LGraphNode, LiteGraph, SlotShape } from "@comfyorg/litegraph"
 
 import { typeColor } from "./types.js"
 import { addWidgetFor } from "./widgets.js"
@@ -86,6 +86,23 @@ function drawBodyImages(node, ctx) {
   })
 }
 
+function wrapText(ctx, text, width) {
+  const lines = []
+  let line = ""
+  for (const word of String(text).split(/\s+/)) {
+    const next = line ? `${line} ${word}` : word
+    if (line && ctx.measureText(next).width > width) {
+      lines.push(line)
+      line = word
+    } else {
+      line = next
+    }
+  }
+  if (line) lines.push(line)
+  return lines
+}
+
+/** The node's validation / run problems, in a red box under the node. */
 function drawProblems(node, ctx) {
   const problems = node.lcm.problems
   if (!problems.length) return
@@ -93,8 +110,8 @@ function drawProblems(node, ctx) {
   ctx.font = "12px Arial, sans-serif"
   ctx.textBaseline = "top"
   ctx.textAlign = "left"
-  const width = Math.max(node.size[0], 260)
-  const lines = problems.map((p) => (p.input ? `${p.input}: ` : "") + p.message)
+  const width = Math.max(node.size[0], 300)
+  const lines = problems.flatMap((p) => wrapText(ctx, (p.input ? `${p.input}: ` : "") + p.message, width - 12))
   const lineHeight = 15
   const y0 = node.size[1] + 14
   ctx.fillStyle = "rgba(80, 10, 10, 0.92)"
@@ -102,12 +119,18 @@ function drawProblems(node, ctx) {
   ctx.roundRect(0, y0, width, lines.length * lineHeight + 8, 4)
   ctx.fill()
   ctx.fillStyle = "#ffb4b4"
-  lines.forEach((line, i) => {
-    let shown = line
-    while (shown.length > 4 && ctx.measureText(shown).width > width - 12) shown = shown.slice(0, -2)
-    if (shown !== line) shown += "…"
-    ctx.fillText(shown, 6, y0 + 4 + i * lineHeight)
-  })
+  lines.forEach((line, i) => ctx.fillText(line, 6, y0 + 4 + i * lineHeight))
+  // Outline the widget of each input that has a problem.
+  ctx.strokeStyle = "#ff5050"
+  ctx.lineWidth = 2
+  for (const p of problems) {
+    const w = p.input && node.widgets?.find((x) => x.name === p.input)
+    if (!w || w.y == null) continue
+    const h = (w.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT + 4) - 4
+    ctx.beginPath()
+    ctx.roundRect(12, w.y - 2, node.size[0] - 24, h + 4, 6)
+    ctx.stroke()
+  }
   ctx.restore()
 }
 
@@ -131,6 +154,10 @@ function decorate(node, nodeId) {
 export function registerSchema(schema, env) {
   // Replace whatever an earlier schema registered (plugins may have changed).
   for (const type of Object.keys(LiteGraph.registered_node_types)) LiteGraph.unregisterNodeType(type)
+  // Links take their type's colour, for the built-in types and every pack's own.
+  for (const spec of Object.values(schema.nodes)) {
+    for (const slot of [...spec.inputs, ...spec.outputs]) LGraphCanvas.link_type_colors[slot.type] ??= typeColor(slot.type)
+  }
   for (const [type, spec] of Object.entries(schema.nodes)) {
     class SchemaNode extends LGraphNode {
       static title = spec.display_name || type

@@ -81,7 +81,9 @@ export class Runner {
     }
     this.clearProblems()
     const job = body.job
-    this.track(job.id, { live, status: job.status })
+    // The WebSocket may have reported this job (even its end) before this response arrived.
+    const known = this.jobs.get(job.id)
+    this.track(job.id, known ? { live } : { live, status: job.status })
     this.app.status(`queued job ${job.id}${body.position ? ` (position ${body.position})` : ""}`)
     return job
   }
