@@ -2,8 +2,9 @@
 
 A diffusers ``AutoencoderKL`` with SD's shape — 8x downscale (4 levels), 4
 latent channels — but ~0.94 M parameters and no attention in the mid block,
-so it is fully convolutional and trains on 32x32 crops (16x fewer pixels than
-whole 128px images; a convolution does not care), then runs on whole images.
+so it is almost fully convolutional: it starts on 32x32 crops (16x fewer pixels
+than whole 128px images), then moves to whole images, because GroupNorm's
+statistics are per image (see ``VaeTrain.full_after``).
 Tricks that matter on a CPU budget: the posterior log-variance starts at -8
 (the sampled latent is the mean, almost noise-free, from step one) and the KL
 weight is tiny (1e-6); no quant convs (1x1 convs that only slow the start).
@@ -35,6 +36,11 @@ class VaeTrain:
     steps: int = 3000
     batch: int = 24
     crop: int = 32
+    # From this step on, whole images (``full_batch`` of them). GroupNorm normalises over
+    # the whole image, so crop statistics differ from whole-image ones: after 600 crop
+    # steps the same VAE scored 27.1 dB on 32px crops but 18.7 dB on whole images.
+    full_after: int = 600
+    full_batch: int = 4
     lr: float = 8e-4
     warmup: int = 50
     kl_weight: float = 1e-6
@@ -117,8 +123,10 @@ def train_vae(run: Path, cfg: VaeConfig | None = None, tc: VaeTrain | None = Non
     vae.train()
     while step < tc.steps and not deadline.passed():
         index = int(torch.randint(0, 1 << 30, (1,), generator=gen))
-        images, _ = dataset.batch(tc.data_seed, index, tc.batch)
-        x = _crops(images, tc.crop, gen).to(dev)
+        if step >= tc.full_after:
+            x = dataset.batch(tc.data_seed, index, tc.full_batch)[0].to(dev)
+        else:
+            x = _crops(dataset.batch(tc.data_seed, index, tc.batch)[0], tc.crop, gen).to(dev)
         set_lr(opt, lr_at(step, tc.lr, tc.warmup, tc.steps))
         post = vae.encode(x).latent_dist
         y = vae.decode(post.sample(generator=None)).sample
