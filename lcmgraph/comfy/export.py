@@ -32,7 +32,7 @@ class ExportContext:
         self.titles = titles
         self.registry = registry
         self.prompt: dict[str, dict] = {}
-        self.problems: list[str] = []
+        self.problems: list[tuple[str, str]] = []  # (node id, sentence)
         #: Scratch space for exporters (e.g. nodes they already wrote for others).
         self.memo: dict[str, Any] = {}
         self._outputs: dict[tuple[str, str], list] = {}
@@ -135,7 +135,7 @@ class ExportContext:
         try:
             self._export(spec)
         except ConversionError as exc:
-            self.problems.append(f"node {node_id!r} ({spec.type}): {exc}")
+            self.problems.append((node_id, f"node {node_id!r} ({spec.type}): {exc}"))
             # Dependants would repeat the problem; they get a stand-in link.
             for out in _output_names(self.registry, spec):
                 self._outputs.setdefault((node_id, out), [node_id, 0])
@@ -208,9 +208,10 @@ def export(document: Any, registry) -> dict:
         try:
             ctx.export_node(spec.id)
         except ConversionError as exc:
-            ctx.problems.append(f"node {spec.id!r} ({spec.type}): {exc}")
+            ctx.problems.append((spec.id, f"node {spec.id!r} ({spec.type}): {exc}"))
     if ctx.problems:
-        raise ComfyExportError(ctx.problems)
+        position = {node_id: i for i, node_id in enumerate(workflow.nodes)}  # the document's order
+        raise ComfyExportError([p for _, p in sorted(ctx.problems, key=lambda p: position.get(p[0], 0))])
     for node in ctx.prompt.values():  # the format's own rule, checked once for every exporter
         for name, value in node["inputs"].items():
             if isinstance(value, list) and not is_link(value):

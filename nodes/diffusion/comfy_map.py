@@ -52,11 +52,13 @@ def keep_fraction(keep: int, total: int) -> float:
     that runs the last ``keep`` of ``total`` steps."""
     if keep >= total:
         return 1.0
-    for digits in range(2, 7):
-        x = round(keep / total, digits)
-        if int(total * x) == keep:
-            return x
-    return math.ceil(keep / total * 1e6) / 1e6
+    for digits in range(2, 10):
+        near = round(keep / total, digits)
+        # keep/total itself may land a hair low in floating point (int(100 * 0.29) == 28).
+        for x in (near, round(near + 10.0**-digits, digits)):
+            if int(total * x) == keep:
+                return x
+    raise ValueError(f"no denoise keeps {keep} of {total} steps")
 
 
 def truncation(steps: int, denoise: float) -> tuple[int, float]:
