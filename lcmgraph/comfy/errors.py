@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..workflow import WorkflowFileError
 
-ALLOW_MISSING_HINT = "(--allow-missing keeps unknown node types as placeholders)"
+ALLOW_MISSING_HINT = "(lcmgraph import-comfy --allow-missing keeps unknown node types as placeholders for the editor)"
 
 
 class ComfyError(WorkflowFileError):

@@ -170,6 +170,14 @@ def _model_sampling(ctx, node) -> Converted:
     return Converted(None, outputs={0: Through("model")})
 
 
+def _clip_skip(ctx, node) -> Converted:
+    layer = ctx.literal(node, "stop_at_clip_layer", -1)
+    if layer != -1:
+        raise ConversionError(f"stop_at_clip_layer {layer} (CLIP skip) has no lcmgraph equivalent; "
+                              "-1, the last layer, converts")
+    return Converted(None, outputs={0: Through("clip")})
+
+
 def _text_encode(ctx, node) -> Converted:
     if node.meta.get(ADDED) and node.inputs.get("text") == "":
         return Converted(None)  # the empty negative export added: lcmgraph's sampler default
@@ -416,6 +424,8 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     "CLIPTextEncodeSDXL": ComfyMapping(
         "TextEncode", outputs=("conditioning",), title="CLIPTextEncodeSDXL", convert=_text_encode_sdxl,
         widgets=("width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l")),
+    "CLIPSetLastLayer": ComfyMapping(outputs=(Through("clip"),), widgets=("stop_at_clip_layer",),
+                                     title="CLIP Set Last Layer", convert=_clip_skip),
     "EmptyLatentImage": ComfyMapping(
         "EmptyLatent", {"width": "width", "height": "height", "batch_size": "batch"}, ("latent",),
         ("width", "height", "batch_size"), title="Empty Latent Image", export=True),

@@ -131,7 +131,7 @@ def test_unknown_node_types_are_all_named(registry):
         "the ComfyUI workflow cannot be imported (2 problems):\n"
         "  - node 12: ComfyUI node type 'UltimateSDUpscale' has no lcmgraph equivalent\n"
         "  - node 20: ComfyUI node type 'IPAdapterApply' has no lcmgraph equivalent\n"
-        "(--allow-missing keeps unknown node types as placeholders)")
+        "(lcmgraph import-comfy --allow-missing keeps unknown node types as placeholders for the editor)")
     assert isinstance(err.value, WorkflowFileError)  # the CLI's exit code 2
 
 

@@ -82,7 +82,8 @@ def test_ksampler_denoise_becomes_the_truncation_that_runs_the_same_steps(regist
 
 def test_ksampler_lcm_keeps_its_denoise(registry):
     node = _sampler(registry, _with({"denoise": 0.6, "cfg": 1.5}))
-    assert node == {"type": "LCMSampler", "inputs": {**node["inputs"], "denoise": 0.6, "guidance": 1.5, "steps": 4}}
+    assert node["type"] == "LCMSampler"
+    assert {k: node["inputs"][k] for k in ("denoise", "guidance", "steps")} == {"denoise": 0.6, "guidance": 1.5, "steps": 4}
 
 
 @pytest.mark.parametrize("sampler, scheduler, message", [
@@ -229,3 +230,13 @@ def test_controlnet_advanced_passes_the_negative_through(registry):
         "conditioning": {"link": ["6", "conditioning"]}, "control_net": {"link": ["12", "control_net"]},
         "image": {"link": ["13", "image"]}, "strength": 0.8, "start": 0.0, "end": 0.75}}
     assert nodes["3"]["inputs"]["negative"] == {"link": ["7", "conditioning"]}
+
+
+def test_clip_set_last_layer_minus_one_is_a_no_op_and_others_are_refused(registry):
+    api = _with(**{"11": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -1}}})
+    api["6"]["inputs"]["clip"] = ["11", 0]
+    assert load_any(api, registry)["nodes"]["6"]["inputs"]["clip"] == {"link": ["4", "clip"]}
+    api["11"]["inputs"]["stop_at_clip_layer"] = -2
+    assert _error(registry, api) == [
+        "node 11 (CLIPSetLastLayer): stop_at_clip_layer -2 (CLIP skip) has no lcmgraph equivalent; -1, the last "
+        "layer, converts"]
