@@ -5,7 +5,7 @@ tiled VAE, and the messages for what has no lcmgraph equivalent."""
 from __future__ import annotations
 
 import pytest
-from lcmgraph_nodes.diffusion.comfy_map import comfy_denoise, keep_fraction, truncation
+from lcmgraph_nodes.diffusion.comfy_map.samplers import comfy_denoise, keep_fraction, truncation
 
 from lcmgraph.comfy import ComfyImportError, load_any
 
@@ -240,3 +240,14 @@ def test_clip_set_last_layer_minus_one_is_a_no_op_and_others_are_refused(registr
     assert _error(registry, api) == [
         "node 11 (CLIPSetLastLayer): stop_at_clip_layer -2 (CLIP skip) has no lcmgraph equivalent; -1, the last "
         "layer, converts"]
+
+
+@pytest.mark.parametrize("text, noted", [
+    ("a (red:1.3) circle", True), ("embedding:easynegative, blurry", True), ("a red circle (round)", False),
+])
+def test_comfy_prompt_syntax_is_noted(registry, text, noted):
+    api = _with()
+    api["6"]["inputs"]["text"] = text
+    notes = load_any(api, registry)["meta"]["comfy_import"].get("notes", [])
+    assert notes == (["node 6 (CLIPTextEncode): prompt weights like (word:1.2) and embedding:NAME are ComfyUI "
+                      "syntax; lcmgraph encodes the text as written"] if noted else [])

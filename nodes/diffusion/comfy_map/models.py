@@ -1,0 +1,65 @@
+"""Model-side classes: model sampling and CLIP skip (no lcmgraph node), LoRA
+loaders, tiled VAE."""
+
+from __future__ import annotations
+
+from lcmgraph.comfy import ComfyMapping, ConversionError, Converted, Through
+from lcmgraph.comfy.export import default_export
+
+from .common import literal, present
+
+LORA = ComfyMapping(
+    "ApplyLoRA", {"model": "model", "clip": "clip", "lora_name": "lora", "strength_model": "weight",
+                  "strength_clip": "clip_weight"}, ("model", "clip"), ("lora_name", "strength_model", "strength_clip"),
+    title="Load LoRA")
+LORA_MODEL_ONLY = ComfyMapping(
+    "ApplyLoRA", {"model": "model", "lora_name": "lora", "strength_model": "weight"}, ("model",),
+    ("lora_name", "strength_model"), title="LoraLoaderModelOnly")
+VAE = {
+    "VAEDecode": ComfyMapping("VAEDecode", {"samples": "latent", "vae": "vae"}, ("image",), title="VAE Decode"),
+    "VAEEncode": ComfyMapping("VAEEncode", {"pixels": "image", "vae": "vae"}, ("latent",), title="VAE Encode"),
+}
+
+TILES = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
+
+
+def model_sampling(ctx, node) -> Converted:
+    sampling, zsnr = ctx.literal(node, "sampling"), ctx.literal(node, "zsnr", False)
+    if zsnr:
+        raise ConversionError("zsnr (zero terminal SNR) has no lcmgraph equivalent")
+    if sampling not in ("lcm", "eps"):
+        raise ConversionError(f"sampling {sampling!r} has no lcmgraph equivalent (lcmgraph takes the prediction "
+                              "type from the checkpoint; 'eps' and 'lcm' convert)")
+    return Converted(None, outputs={0: Through("model")})
+
+
+def clip_skip(ctx, node) -> Converted:
+    layer = ctx.literal(node, "stop_at_clip_layer", -1)
+    if layer != -1:
+        raise ConversionError(f"stop_at_clip_layer {layer} (CLIP skip) has no lcmgraph equivalent; "
+                              "-1, the last layer, converts")
+    return Converted(None, outputs={0: Through("clip")})
+
+
+def tiled(node_type: str, comfy_input: str, our_input: str, output: str):
+    def convert(ctx, node) -> Converted:
+        ctx.note("tile size and overlap are not carried over (lcmgraph tiles with diffusers' VAE tiling)")
+        inputs = present(vae=node.inputs.get("vae"), tiled=True, **{our_input: node.inputs.get(comfy_input)})
+        return Converted(node_type, inputs, {0: output})
+    return convert
+
+
+def export_lora(ctx, spec) -> None:
+    if ctx.value(spec, "clip") is None:  # clip_weight means nothing without a CLIP
+        default_export(ctx, spec, "LoraLoaderModelOnly", LORA_MODEL_ONLY, drop=("clip_weight",))
+    else:
+        default_export(ctx, spec, "LoraLoader", LORA)
+
+
+def export_vae(plain: str, tiled: str):
+    def export(ctx, spec) -> None:
+        if literal(ctx, spec, "tiled"):
+            default_export(ctx, spec, tiled, VAE[plain], extra=dict(TILES), drop=("tiled",))
+        else:
+            default_export(ctx, spec, plain, VAE[plain])
+    return export
