@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMFY_API", "COMFY_UI", "LCMGRAPH", "SEED_CONTROL", "ComfyError", "ComfyExportError", "ComfyImportError",
-    "ComfyMapping", "ConversionError", "Converted", "Through", "detect", "load_any", "read_any", "to_api",
+    "ComfyMapping", "ConversionError", "Converted", "Through", "detect", "import_notes", "load_any", "read_any",
+    "to_api",
 ]
 
 
@@ -72,6 +73,14 @@ def read_any(path: str | Path, registry: NodeRegistry, allow_missing: bool = Fal
     else:
         document = wf.read_file(path)
     return load_any(document, registry, allow_missing)
+
+
+def import_notes(document: Any) -> list[str]:
+    """The semantic differences an import noted (for the CLI to print as warnings)."""
+    meta = document.get("meta") if isinstance(document, dict) else None
+    comfy = meta.get("comfy_import") if isinstance(meta, dict) else None
+    notes = comfy.get("notes") if isinstance(comfy, dict) else None
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 def to_api(document: Any, registry: NodeRegistry) -> dict:

@@ -43,10 +43,10 @@ def _write(document: dict, output: str | None) -> None:
 
 
 def import_main(args) -> int:
-    from . import read_any
+    from . import import_notes, read_any
 
     document = read_any(args.workflow, _registry(args.plugins), allow_missing=args.allow_missing)
-    for note in ((document.get("meta") or {}).get("comfy_import") or {}).get("notes", []):
+    for note in import_notes(document):
         print(f"note: {note}", file=sys.stderr)
     _write(document, args.output)
     return EXIT_OK
