@@ -152,6 +152,9 @@ class Editor:
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         page.on("console", self._console)
+        # Subscribe to file choosers from the start: Playwright turns their interception on
+        # asynchronously, and a chooser opened before that is lost (seen on a busy machine).
+        page.on("filechooser", lambda chooser: None)
 
     def _console(self, msg) -> None:
         # The browser logs every 4xx response; a 400 for an invalid workflow is expected and shown.
