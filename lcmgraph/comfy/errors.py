@@ -11,7 +11,7 @@ class ComfyError(WorkflowFileError):
     """A ComfyUI workflow that cannot be converted. A WorkflowFileError, so the
     CLI reports it like any unreadable workflow (exit code 2)."""
 
-    what = "converted"
+    what = "the ComfyUI workflow cannot be converted"
 
     def __init__(self, problems: list[str], hint: str = ""):
         self.problems = list(problems)
@@ -20,7 +20,7 @@ class ComfyError(WorkflowFileError):
 
     def __str__(self) -> str:
         count = len(self.problems)
-        head = f"the ComfyUI workflow cannot be {self.what} ({count} problem{'s' if count != 1 else ''}):"
+        head = f"{self.what} ({count} problem{'s' if count != 1 else ''}):"
         lines = [head, *(f"  - {p}" for p in self.problems)]
         if self.hint:
             lines.append(self.hint)
@@ -28,8 +28,8 @@ class ComfyError(WorkflowFileError):
 
 
 class ComfyImportError(ComfyError):
-    what = "imported"
+    what = "the ComfyUI workflow cannot be imported"
 
 
 class ComfyExportError(ComfyError):
-    what = "exported"
+    what = "the workflow cannot be exported to ComfyUI's API format"

@@ -224,7 +224,7 @@ def test_what_comfyui_cannot_express_is_refused_naming_it(registry):
     with pytest.raises(ComfyExportError) as err:
         to_api(doc, registry)
     assert str(err.value) == "\n".join([
-        "the ComfyUI workflow cannot be exported (5 problems):",
+        "the workflow cannot be exported to ComfyUI's API format (5 problems):",
         "  - node 'pos' (TextEncode): SDXL sizes of 0 mean the image size, which ComfyUI's CLIPTextEncodeSDXL "
         "needs written out and lcmgraph cannot tell here; set the original and target sizes",
         "  - node 'sampler' (Sampler): scheduler 'tcd' has no ComfyUI equivalent",
