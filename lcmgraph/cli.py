@@ -12,6 +12,9 @@ from pathlib import Path
 
 from . import sweep
 from . import workflow as wf
+from .comfy import import_notes, read_any
+from .comfy.cli import COMMANDS as COMFY_COMMANDS
+from .comfy.cli import add_comfy_parsers
 from .context import RunControl
 from .engine import Engine, EngineConfig
 from .executor import NodeFailed, RunInterrupted
@@ -38,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcmgraph", description="Node-graph engine for fast few-step image generation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="validate and run a workflow (.json, or a PNG made by lcmgraph)")
+    run = sub.add_parser("run", help="validate and run a workflow (.json or PNG, lcmgraph's or ComfyUI's)")
     run.add_argument("workflow")
     run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="override a literal input (value parsed as JSON, else a string)")
@@ -65,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of the workflow format")
     add_serve_parser(sub)
+    add_comfy_parsers(sub)
     return parser
 
 
@@ -94,8 +98,11 @@ def _make_engine(args, **extra) -> Engine:
     return engine
 
 
-def _load(args) -> dict:
-    document = wf.read_file(args.workflow)
+def _load(args, registry) -> dict:
+    # lcmgraph's workflows, and ComfyUI's (API or UI JSON, PNGs) converted on the way in.
+    document = read_any(args.workflow, registry)
+    for note in import_notes(document):
+        print(f"note: {note}", file=sys.stderr)
     assignments = dict(wf.parse_assignment(s) for s in getattr(args, "set", []) or [])
     if assignments:
         document = wf.apply_overrides(document, assignments)
@@ -103,8 +110,8 @@ def _load(args) -> dict:
 
 
 def cmd_run(args) -> int:
-    document = _load(args)
     engine = _make_engine(args, cache_dir=args.cache_dir, output_dir=args.out)
+    document = _load(args, engine.registry)
     if not args.debug:
         _quiet_library_bars()
     sinks = []
@@ -145,8 +152,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    document = _load(args)
     engine = _make_engine(args)
+    document = _load(args, engine.registry)
     problems = engine.validate(document)
     if args.json:
         print(json.dumps({"ok": not problems, "problems": [p.to_json() for p in problems]}, indent=2))
@@ -189,7 +196,7 @@ def cmd_schema(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "schema": cmd_schema,
-            "serve": serve_main}
+            "serve": serve_main, **COMFY_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from . import controlnet, images, img2img, loaders, samplers, text, vae
 from .builtin_files import BUILTIN_FILES
+from .comfy_map import COMFY_MAPPINGS
 from .hub_files import FILE_SCHEMES
 from .manager import SERVICE, factory
 
@@ -9,4 +10,4 @@ NODES = [*loaders.NODES, *text.NODES, *samplers.NODES, *img2img.NODES, *vae.NODE
 
 SERVICES = {SERVICE: factory}
 
-__all__ = ["BUILTIN_FILES", "FILE_SCHEMES", "NODES", "SERVICES"]
+__all__ = ["BUILTIN_FILES", "COMFY_MAPPINGS", "FILE_SCHEMES", "NODES", "SERVICES"]

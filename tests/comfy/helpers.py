@@ -12,7 +12,7 @@ from lcmgraph.registry import NodeRegistry
 
 HERE = Path(__file__).parent
 WORKFLOWS = HERE / "workflows"
-PACKS = [HERE / "packs", HERE.parent / "diffusion" / "packs"]
+PACKS = [HERE.parent / "diffusion" / "packs"]
 
 
 def load(name: str) -> dict:

@@ -23,6 +23,7 @@ from ..bodies import (
 )
 from ..errors import ApiError, bad_request, dumps, json_response, not_found
 from ..queue import QueueFull
+from . import comfy
 
 log = logging.getLogger("lcmgraph.server")
 
@@ -82,6 +83,7 @@ async def validate(request: web.Request) -> web.Response:
     body = await _body(request, server)
     check_keys(body, ("workflow", "outputs"), here)
     document, outputs = _workflow_fields(body, here)
+    document = comfy.convert(server, document, here)
     problems = await _problems(server, document, outputs, here)
     return json_response({"ok": not problems, "problems": problems})
 
@@ -94,6 +96,7 @@ async def submit(request: web.Request) -> web.Response:
     body = await _body(request, server)
     check_keys(body, SUBMIT_FIELDS, here)
     document, outputs = _workflow_fields(body, here)
+    document = comfy.convert(server, document, here)
     owner = client_id(body.get("client_id"), here)
     front = optional_bool(body, "front", here)
     title = optional_str(body, "title", here, 200)
