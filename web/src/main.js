@@ -4,7 +4,7 @@
 import "@comfyorg/litegraph/style.css"
 import "./style.css"
 
-import { LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegraph"
+import { CanvasPointer, LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegraph"
 
 import { Api } from "./api.js"
 import { setNodeImages, registerSchema } from "./nodes.js"
@@ -41,6 +41,7 @@ class App {
     LiteGraph.alt_drag_do_clone_nodes = true
     LiteGraph.middle_click_slot_add_default_node = true
     LiteGraph.snaps_for_comfy = true
+    CanvasPointer.doubleClickTime = 500 // the usual desktop double-click time (litegraph: 300 ms)
 
     this.graph = new LGraph()
     const el = $("#graph")
