@@ -75,14 +75,14 @@ def ensure_dist() -> None:
 
 
 class Server:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, plugins: bool = True):
         self.tmp = tmp
         env = {k: v for k, v in os.environ.items() if k not in ("LCMGRAPH_PLUGINS", "LCMGRAPH_TOKEN")}
         env["LCMGRAPH_HOME"] = str(tmp / "home")
         self.log = tmp / "server.log"
         command = [sys.executable, "-m", "lcmgraph.server", "--port", "0",
                    "--data-dir", str(tmp / "data"), "--models-dir", str(tmp / "models"),
-                   "--web-dir", str(DIST), "--plugins", str(PACKS)]
+                   "--web-dir", str(DIST)] + (["--plugins", str(PACKS)] if plugins else [])
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log.open("wb"),
                                      env=env, text=True, cwd=REPO)
         line = self.proc.stdout.readline()

@@ -196,3 +196,24 @@ def test_image_upload_into_load_image(editor, server):
 def test_default_workflow_on_first_open(editor, name):
     original = json.loads((REPO / "workflows" / f"{name}.json").read_text())
     assert editor.js("lcmgraph.nodeIds()") == list(original["nodes"])
+
+
+def test_comfyui_workflow_drop_is_converted_by_the_server(editor, server):
+    """A ComfyUI workflow (editor or API format) dropped on the canvas goes through /api/comfy/import."""
+    schema = server.get("/api/nodes")
+    for name in ("ui_txt2img", "api_txt2img"):
+        comfy = (REPO / "tests" / "comfy" / "workflows" / f"{name}.json").read_bytes()
+        editor.page.click("#clear")
+        drop_file(editor, comfy, f"{name}.json", "application/json")
+        editor.page.wait_for_function("document.querySelector('#status').textContent.includes('ComfyUI')")
+        assert "converted" in editor.status(), editor.status()
+        doc = editor.workflow()
+        assert doc["nodes"], name
+        assert all(node["type"] in schema["nodes"] for node in doc["nodes"].values()), doc["nodes"]
+        assert any(node["type"] == "SaveImage" for node in doc["nodes"].values())
+    # Something that is neither lcmgraph's nor ComfyUI's format is refused with a reason.
+    before = editor.workflow()["nodes"]
+    drop_file(editor, b'{"hello": "world"}', "other.json", "application/json")
+    editor.page.wait_for_function("document.querySelector('#status').textContent.startsWith('other.json: ')")
+    assert editor.page.locator("#status.error").count() == 1
+    assert editor.workflow()["nodes"] == before

@@ -107,7 +107,7 @@ def test_live_mode_reruns_only_what_changed(editor):
     editor.page.wait_for_timeout(800)
     jobs = editor.wait_for_jobs(4)
     downs = editor.js("__downs")
-    gaps = [b - a for a, b in zip(downs, downs[1:])]
+    gaps = [b - a for a, b in zip(downs, downs[1:], strict=False)]
     assert len(downs) == 3
     assert submitted_seed(editor, jobs[-1]["id"]) == seed + 4
     if max(gaps) < 250:  # the clicks really came within the 300 ms window (a busy machine may be slower)
@@ -176,3 +176,23 @@ def test_link_rule_matches_the_engine(editor, server):
     js = editor.js("pairs => pairs.map(([a, b]) => lcmgraph.linkCompatible(a, b))", pairs)
     assert js == [link_compatible(a, b) for a, b in pairs]
     assert len(pairs) > 100
+
+
+def test_links_into_widget_inputs(editor):
+    """A primitive node wired into widget inputs: the link replaces the literal (INT also feeds FLOAT)."""
+    editor.js("lcmgraph.resetView()")
+    number = editor.palette_drop("Int", 300, 640)
+    editor.set_number(number, "value", 7)
+    editor.connect(number, "value", "sampler", "seed")
+    editor.connect(number, "value", "sampler", "guidance")  # INT -> FLOAT is allowed
+    text = editor.palette_drop("String", 620, 640)
+    editor.connect(text, "value", "sampler", "steps")  # STRING -> INT is not
+    links = editor.links()
+    assert {(number, "value", "sampler", "seed"), (number, "value", "sampler", "guidance")} <= links
+    assert (text, "value", "sampler", "steps") not in links
+    inputs = editor.workflow()["nodes"]["sampler"]["inputs"]
+    assert inputs["seed"] == {"link": [number, "value"]}
+    assert inputs["guidance"] == {"link": [number, "value"]}
+    assert inputs["steps"] == 4
+    job = editor.queue_and_wait()
+    assert job["status"] == "done", editor.status()

@@ -9,7 +9,7 @@ import { CanvasPointer, LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegr
 import { Api } from "./api.js"
 import { setNodeImages, registerSchema } from "./nodes.js"
 import { Palette } from "./palette.js"
-import { isPng, workflowFromPng } from "./png.js"
+import { WORKFLOW_KEY, isPng, pngTextChunks } from "./png.js"
 import { Runner } from "./runner.js"
 import { installTestHook } from "./testhook.js"
 import { linkCompatible } from "./types.js"
@@ -48,6 +48,7 @@ class App {
     this.canvas = new LGraphCanvas(el, this.graph)
     this.canvas.show_info = false
     this.canvas.render_canvas_border = false
+    this.canvas.low_quality_zoom_threshold = 0.45 // keep text readable when a whole graph is fitted
     this.canvas.allow_searchbox = true
     this.fitCanvas()
     new ResizeObserver(() => this.fitCanvas()).observe(el.parentElement)
@@ -402,23 +403,48 @@ class App {
     return doc
   }
 
-  /** Load a workflow .json or an lcmgraph PNG. Returns true when a workflow was loaded. */
+  /**
+   * Load a workflow .json or a PNG with an embedded workflow: lcmgraph's own, or a
+   * ComfyUI one (converted by the server). Returns true when a workflow was loaded.
+   */
   async openFile(file) {
     const bytes = new Uint8Array(await file.arrayBuffer())
     try {
+      let doc
       if (isPng(bytes)) {
-        const doc = await workflowFromPng(bytes)
-        if (!doc) { this.status(`${file.name}: this PNG has no embedded lcmgraph workflow`, "error"); return false }
-        this.load(doc, { source: file.name })
-        return true
+        const chunks = await pngTextChunks(bytes)
+        // lcmgraph's chunk first; ComfyUI writes "workflow" (editor graph) and "prompt" (API format).
+        const text = chunks[WORKFLOW_KEY] ?? chunks.workflow ?? chunks.prompt
+        if (!text) { this.status(`${file.name}: this PNG has no embedded lcmgraph workflow`, "error"); return false }
+        doc = JSON.parse(text)
+      } else {
+        doc = JSON.parse(new TextDecoder().decode(bytes))
       }
-      const doc = JSON.parse(new TextDecoder().decode(bytes))
-      this.load(doc, { source: file.name })
-      return true
+      return await this.openDocument(doc, file.name)
     } catch (err) {
       this.status(`${file.name}: ${err.message}`, "error")
       return false
     }
+  }
+
+  async openDocument(doc, source) {
+    if (isLcmgraphWorkflow(doc)) {
+      this.load(doc, { source })
+      return true
+    }
+    // Anything else may be a ComfyUI workflow: the server converts it (docs/comfyui.md).
+    let body
+    try {
+      body = await this.api.post("/api/comfy/import", { workflow: doc, allow_missing: true })
+    } catch (err) {
+      const problems = err.body?.problems?.map((p) => p.message ?? String(p)).join("; ")
+      throw new Error(`not an lcmgraph workflow, and not a ComfyUI workflow the server could convert: ${problems || err.message}`)
+    }
+    this.load(body.workflow, { source: `${source} (converted from ComfyUI)` })
+    const notes = Array.isArray(body.notes) ? body.notes.map(String) : []
+    const more = notes.length > 1 ? ` (and ${notes.length - 1} more notes in meta.comfy_import)` : ""
+    this.status(`converted ${source} from ComfyUI${notes.length ? `: ${notes[0]}${more}` : ""}`, "ok")
+    return true
   }
 
   bindDrops() {
@@ -449,6 +475,15 @@ class App {
       await this.openFile(file)
     }, true)
   }
+}
+
+/** lcmgraph's format: "nodes" maps ids to {type, inputs} (ComfyUI's is a list, or uses class_type). */
+function isLcmgraphWorkflow(doc) {
+  if (!doc || typeof doc !== "object" || Array.isArray(doc)) return false
+  if (doc.format !== undefined) return true // a wrong format/version is reported by load()
+  const nodes = doc.nodes
+  return !!nodes && typeof nodes === "object" && !Array.isArray(nodes) &&
+    Object.values(nodes).every((n) => n && typeof n === "object" && "type" in n && !("class_type" in n))
 }
 
 const app = new App()

@@ -129,7 +129,7 @@ function textBoxWidget(node, spec, value, onChange, { lines }) {
     options: { multiline: lines > 1 },
     y: 0,
     computeSize(width) { return [width ?? node.size[0], height] },
-    draw(ctx, drawNode, width, y) {
+    draw(ctx, drawNode, width, y, _H, lowQuality) {
       const margin = 15
       ctx.save()
       ctx.fillStyle = LiteGraph.WIDGET_BGCOLOR
@@ -137,6 +137,7 @@ function textBoxWidget(node, spec, value, onChange, { lines }) {
       ctx.beginPath()
       ctx.roundRect(margin, y, width - margin * 2, height, lines > 1 ? 4 : height * 0.5)
       ctx.fill()
+      if (lowQuality) { ctx.restore(); return }
       ctx.stroke()
       ctx.font = "12px Arial, sans-serif"
       ctx.textBaseline = "middle"

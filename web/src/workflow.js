@@ -136,7 +136,7 @@ export function graphToWorkflow(graph, canvas, base = {}) {
 }
 
 /** Columns by longest path from a source: a readable layout for documents without positions. */
-function autoLayout(doc) {
+function layoutColumns(doc) {
   const nodes = doc.nodes
   const depth = {}
   const visiting = new Set()
@@ -150,14 +150,31 @@ function autoLayout(doc) {
     depth[id] = d
     return d
   }
-  const rows = {}
-  const pos = {}
-  for (const id of Object.keys(nodes)) {
-    const d = depthOf(id)
-    rows[d] = (rows[d] ?? 0) + 1
-    pos[id] = [40 + d * 300, 60 + (rows[d] - 1) * 230]
+  const columns = {}
+  for (const id of Object.keys(nodes)) columns[id] = depthOf(id)
+  return columns
+}
+
+/** Place nodes that have no position: columns by depth, stacked by their real heights. */
+function placeNodes(byId, columns) {
+  const widths = {}
+  for (const [id, node] of Object.entries(byId)) {
+    const d = columns[id]
+    widths[d] = Math.max(widths[d] ?? 0, node.size[0])
   }
-  return pos
+  const xs = {}
+  let x = 40
+  for (const d of Object.keys(widths).map(Number).sort((a, b) => a - b)) {
+    xs[d] = x
+    x += widths[d] + 60
+  }
+  const ys = {}
+  for (const [id, node] of Object.entries(byId)) {
+    const d = columns[id]
+    const y = ys[d] ?? 60
+    node.pos = [xs[d], y]
+    ys[d] = y + node.size[1] + LiteGraph.NODE_TITLE_HEIGHT + 30
+  }
 }
 
 /** Problems found while loading (links to nothing, unknown types), for the status line. */
@@ -178,7 +195,7 @@ export function workflowToGraph(doc, graph, canvas, env) {
   const report = new LoadReport()
   graph.clear()
   const uiNodes = doc.ui?.nodes ?? {}
-  const layout = Object.keys(doc.nodes).some((id) => !Array.isArray(uiNodes[id]?.pos)) ? autoLayout(doc) : {}
+  const unplaced = {}
   const byId = {}
   const pendingLinks = []
   for (const [id, raw] of Object.entries(doc.nodes)) {
@@ -209,14 +226,16 @@ export function workflowToGraph(doc, graph, canvas, env) {
     if (Object.keys(extra).length) node.lcmExtraInputs = extra
     node.properties.id = id
     const ui = uiNodes[id] ?? {}
-    node.pos = Array.isArray(ui.pos) && ui.pos.length === 2 ? [Number(ui.pos[0]), Number(ui.pos[1])] : layout[id]
+    if (Array.isArray(ui.pos) && ui.pos.length === 2) node.pos = [Number(ui.pos[0]), Number(ui.pos[1])]
+    else unplaced[id] = node
     if (Array.isArray(ui.size) && ui.size.length === 2) node.setSize([Number(ui.size[0]), Number(ui.size[1])])
-    if (ui.collapsed) node.collapse(true)
     if (typeof ui.color === "string") { node.lcmColor = ui.color; node.color = ui.color }
     graph.add(node)
+    if (ui.collapsed) node.collapse(true)
     byId[id] = node
     for (const [name, value] of Object.entries(inputs)) if (isLink(value)) pendingLinks.push([node, name, value])
   }
+  if (Object.keys(unplaced).length) placeNodes(unplaced, layoutColumns(doc))
   for (const [target, name, value] of pendingLinks) {
     const [fromId, outName] = value.link
     const origin = byId[fromId]
