@@ -157,8 +157,9 @@ class Editor:
         page.on("filechooser", lambda chooser: None)
 
     def _console(self, msg) -> None:
-        # The browser logs every 4xx response; a 400 for an invalid workflow is expected and shown.
-        if msg.type == "error" and "status of 400" not in msg.text:
+        # The browser logs every 4xx response. Expected ones: 400 for an invalid workflow (shown on
+        # the nodes) and 409 when live mode cancels a job that finished a moment earlier.
+        if msg.type == "error" and "status of 400" not in msg.text and "status of 409" not in msg.text:
             self.errors.append(f"console.{msg.type}: {msg.text}")
 
     def open(self) -> Editor:

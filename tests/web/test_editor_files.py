@@ -93,6 +93,12 @@ def test_layout_and_unknown_parts_survive(editor, server, tmp_path):
     assert saved["nodes"]["mystery"] == doc["nodes"]["mystery"]
     assert saved["ui"]["nodes"]["ckpt"] == {"pos": [11, 22], "size": [300, 120]}
     assert saved["ui"]["theme"] == "dark"
+    # Selecting a node brings it to the front; the saved order stays the document's.
+    editor.js("lcmgraph.resetView()")
+    title = editor.js("lcmgraph.titlePos('ckpt')")
+    editor.page.mouse.click(title["x"], title["y"])
+    assert editor.js("lcmgraph.nodeIds()")[-1] == "ckpt"
+    assert list(editor.workflow()["nodes"]) == list(doc["nodes"])
     # The unknown type is what validation reports; the editor marks it on the node after Queue.
     editor.page.click("#queue")
     editor.page.wait_for_function("lcmgraph.nodes().find(n => n.id === 'mystery').hasErrors")

@@ -196,3 +196,19 @@ def test_links_into_widget_inputs(editor):
     assert inputs["steps"] == 4
     job = editor.queue_and_wait()
     assert job["status"] == "done", editor.status()
+
+
+def test_catches_up_after_a_lost_websocket(editor, server):
+    """Events missed while disconnected: on reconnect the editor asks how its jobs ended."""
+    editor.js("lcmgraph.app.api.close()")  # stay disconnected until told
+    editor.page.wait_for_function("document.querySelector('#connection').textContent.startsWith('reconnecting')")
+    editor.page.click("#queue")
+    editor.page.wait_for_function("lcmgraph.jobs.length === 1")
+    job = editor.jobs()[0]
+    assert not job["finished"]
+    assert server.wait_job(job["id"])["status"] == "done"
+    editor.js("lcmgraph.app.api.connect()")
+    editor.wait_for_jobs(1)
+    assert editor.jobs()[0]["status"] == "done"
+    editor.page.wait_for_function("lcmgraph.nodes().find(n => n.id === 'save').loadedImages === 1")
+    assert editor.page.locator(f'#outputs img[data-job="{job["id"]}"]').count() == 1

@@ -57,9 +57,12 @@ class App {
     this.graph.onNodeRemoved = () => this.changed()
 
     this.runner = new Runner(this)
+    let connectedBefore = false
     this.api.onStatus((up) => {
       $("#connection").textContent = up ? "connected" : "reconnecting…"
       $("#connection").className = up ? "ok" : "error"
+      if (up && connectedBefore) this.runner.catchUp()
+      connectedBefore ||= up
     })
     this.api.connect()
 
@@ -113,6 +116,9 @@ class App {
 
   nodeAdded(node) {
     if (!node.lcm) return
+    // Creation order, kept for saving: selecting a node moves it to the end of litegraph's list.
+    this._seq = (this._seq ?? 0) + 1
+    node.lcmSeq = this._seq
     const id = node.properties.id
     // New nodes (palette, search box, paste, alt-drag clone) get a fresh, unique id.
     if (!id || usedIds(this.graph, node).has(id)) node.properties.id = uniqueId(this.graph, idBase(node.type), node)

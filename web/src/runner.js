@@ -192,6 +192,27 @@ export class Runner {
     this.app.canvas.setDirty(true, true)
   }
 
+  /** After a reconnect: events may have been missed, so ask how our unfinished jobs ended. */
+  async catchUp() {
+    for (const job of this.unfinished()) {
+      let state
+      try {
+        state = (await this.api.get(`/api/jobs/${encodeURIComponent(job.id)}`)).job
+      } catch {
+        continue
+      }
+      if (!["done", "failed", "interrupted", "cancelled"].includes(state.status)) continue
+      for (const [nodeId, results] of Object.entries(state.outputs ?? {})) {
+        const node = this.app.nodeById(nodeId)
+        const images = imagesOf(results)
+        if (node && images.length) setNodeImages(node, images.map((im) => this.api.fileUrl(im.url)))
+        this.app.showOutputs(job.id, nodeId, images)
+      }
+      this.finish(job, { type: `job_${state.status}`, ...state, job: job.id })
+    }
+    this.app.canvas.setDirty(true, true)
+  }
+
   stopRunning() {
     for (const n of this.app.graph._nodes) {
       if (!n.lcm) continue

@@ -73,7 +73,8 @@ export function graphToWorkflow(graph, canvas, base = {}) {
   const nodes = {}
   const uiNodes = {}
   const outputNodes = []
-  for (const node of graph._nodes) {
+  const ordered = [...graph._nodes].sort((a, b) => (a.lcmSeq ?? Infinity) - (b.lcmSeq ?? Infinity))
+  for (const node of ordered) {
     const id = node.properties?.id
     if (!id) continue
     const inputs = {}
