@@ -130,6 +130,8 @@ class App {
   }
 
   widgetChanged(node, name) {
+    // A literal kept verbatim from the file (one the widget could not hold) gives way to the edit.
+    if (node.lcmExtraInputs && name in node.lcmExtraInputs) delete node.lcmExtraInputs[name]
     if (node.lcm?.problems.length) {
       node.lcm.problems = node.lcm.problems.filter((p) => p.input !== name)
       node.has_errors = node.lcm.problems.length > 0
