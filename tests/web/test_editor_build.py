@@ -93,6 +93,11 @@ def test_search_box_and_palette_filter(editor):
             continue
     box.wait_for(state="visible")
     box.type("Empty Lat")
-    editor.page.locator(".litesearchbox .lite-search-item").first.wait_for()
+    # The box filters on a timer: wait until the results are those of the whole query.
+    editor.page.wait_for_function("""() => {
+        const items = [...document.querySelectorAll('.litesearchbox .lite-search-item')]
+        return items.length > 0 && items[0].textContent.includes('Empty Latent')
+            && items.every(e => /latent/i.test(e.textContent))
+    }""")
     box.press("Enter")
     assert "empty_latent" in editor.js("lcmgraph.nodeIds()")
