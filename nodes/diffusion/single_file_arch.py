@@ -96,6 +96,26 @@ def _heads_rule(width: int, head_dim: int) -> int:
     return width // 8 if width % 8 == 0 else 1
 
 
+def unet_heads(arch: str, channels, base_heads):
+    """``attention_head_dim`` for a UNet (or its ControlNet) with these level widths."""
+    if arch == "sdxl":
+        return [_heads_rule(c, 64) for c in channels]
+    return base_heads if all(c % base_heads == 0 for c in channels) else _heads_rule(channels[0], 64)
+
+
+def input_levels(keys, what: str = "UNet") -> tuple[int, int]:
+    """(levels, resnets per level) of LDM ``input_blocks.*`` names (prefix removed);
+    ControlNets (controlnet_files) share the UNet's encoder layout."""
+    keys = set(keys)
+    inputs = _indices(keys, "input_blocks.")
+    downs = [i for i in inputs if f"input_blocks.{i}.0.op.weight" in keys]
+    levels = len(downs) + 1
+    per_level, rest = divmod(len(inputs) - 1 - len(downs), levels)
+    if rest or per_level < 1:
+        raise LayoutError(f"the {what}'s input blocks do not form equal levels; not an SD-style {what}")
+    return levels, per_level
+
+
 def infer_unet(sd, arch: str, base: dict, pooled_dim: int | None) -> dict:
     keys = [k[len(UNET):] for k in sd if k.startswith(UNET)]
 
@@ -104,12 +124,7 @@ def infer_unet(sd, arch: str, base: dict, pooled_dim: int | None) -> dict:
             raise LayoutError(f"the UNet has no {UNET}{key} tensor")
         return sd.shape(UNET + key)
 
-    inputs = _indices(keys, "input_blocks.")
-    downs = [i for i in inputs if f"input_blocks.{i}.0.op.weight" in keys]
-    levels = len(downs) + 1
-    per_level, rest = divmod(len(inputs) - 1 - len(downs), levels)
-    if rest or per_level < 1:
-        raise LayoutError("the UNet's input blocks do not form equal levels; not an SD-style UNet")
+    levels, per_level = input_levels(keys)
     first = [1 + lvl * (per_level + 1) for lvl in range(levels)]
     channels = [shape(f"input_blocks.{i}.0.out_layers.3.weight")[0] for i in first]
     attn = [f"input_blocks.{i}.1.proj_in.weight" in keys for i in first]
@@ -143,12 +158,9 @@ def infer_unet(sd, arch: str, base: dict, pooled_dim: int | None) -> dict:
         if rest or time_dim <= 0:
             raise LayoutError(f"the UNet's conditioning width {adm} does not fit a pooled text width of {pooled_dim}")
         config.update(projection_class_embeddings_input_dim=adm, addition_time_embed_dim=time_dim)
-        config["attention_head_dim"] = [_heads_rule(c, 64) for c in channels]
     elif "label_emb.0.0.weight" in keys:
         raise LayoutError("this UNet has class/size conditioning (label_emb) but no SDXL text encoders")
-    else:
-        heads = base["attention_head_dim"]
-        config["attention_head_dim"] = heads if all(c % heads == 0 for c in channels) else _heads_rule(channels[0], 64)
+    config["attention_head_dim"] = unet_heads(arch, channels, base["attention_head_dim"])
     return _fill(base, config)
 
 
