@@ -24,6 +24,10 @@ def controlnet_arch(config: dict) -> str:
 
 
 def _read_config(path: Path) -> dict:
+    if path.is_file():  # a single-file ControlNet: the config is read from its tensor shapes
+        from .controlnet_files import controlnet_file_config
+
+        return controlnet_file_config(path)
     config = path / "config.json" if path.is_dir() else None
     if config is None or not config.is_file():
         raise ValueError(f"{path.name!r} is not a diffusers ControlNet folder (it needs a config.json)")
@@ -37,10 +41,11 @@ def _read_config(path: Path) -> dict:
 
 
 class LoadControlNet(Node):
-    """Load a ControlNet (a diffusers ControlNetModel folder)."""
+    """Load a ControlNet: a diffusers ControlNetModel folder, or one .safetensors file
+    (original ControlNet or diffusers key layout, SD1.5 or SDXL)."""
 
     category = "loaders"
-    inputs = (Input("controlnet", T.STRING, folder="controlnet", description="a folder in the controlnet folder, or builtin:NAME"),)
+    inputs = (Input("controlnet", T.STRING, folder="controlnet", description="a folder or .safetensors file in the controlnet folder, or builtin:NAME"),)
     outputs = (Output("control_net", T.CONTROL_NET),)
 
     def execute(self, ctx, controlnet):

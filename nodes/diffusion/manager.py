@@ -196,10 +196,17 @@ class ModelManager:
             self._trim(set(keep), incoming=_files_bytes(Path(ref.path)))
             if ctx is not None:
                 ctx.progress(0, 1, stage="loading controlnet")
-            try:
-                from diffusers import ControlNetModel
+            from .controlnet_files import ControlNetFileError, load_controlnet_file
 
-                model = ControlNetModel.from_pretrained(ref.path, torch_dtype=self.dtype, local_files_only=True)
+            try:
+                if Path(ref.path).is_file():
+                    model = load_controlnet_file(ref.path, self.dtype)
+                else:
+                    from diffusers import ControlNetModel
+
+                    model = ControlNetModel.from_pretrained(ref.path, torch_dtype=self.dtype, local_files_only=True)
+            except ControlNetFileError as exc:  # already a sentence naming the file
+                raise ModelLoadError(str(exc)) from exc
             except Exception as exc:
                 raise ModelLoadError(f"could not load ControlNet {Path(ref.path).name!r}: {type(exc).__name__}: {exc}") from exc
             model.to(self.device).eval()
