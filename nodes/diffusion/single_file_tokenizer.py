@@ -24,7 +24,7 @@ _N_BYTE_SYMBOLS = 512
 MIN_VOCAB_SIZE = _N_BYTE_SYMBOLS + 2
 
 
-def _bytes_to_unicode() -> list[str]:
+def bytes_to_unicode() -> list[str]:
     # CLIP's (and GPT-2's) reversible byte -> printable character table.
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     bs += list(range(ord("®"), ord("ÿ") + 1))
@@ -45,7 +45,7 @@ def _full_table() -> tuple[tuple[str, ...], tuple[str, ...]]:
     with gzip.open(_BPE_FILE, "rt", encoding="utf-8") as f:
         next(f)  # version header
         merges = tuple(line.rstrip("\n") for line in itertools.islice(f, CLIP_VOCAB_SIZE - _N_BYTE_SYMBOLS - 2))
-    symbols = _bytes_to_unicode()
+    symbols = bytes_to_unicode()
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     return tuple(vocab), merges
 

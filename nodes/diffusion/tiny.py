@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .single_file_tokenizer import bytes_to_unicode
+
 #: Bump when a builder changes: built-in folders are keyed by it.
 BUILD_VERSION = 1
 
@@ -36,26 +38,13 @@ _WORDS = (
 
 
 # -- tokenizer ------------------------------------------------------------------
-def _byte_chars() -> list[str]:
-    """CLIP's byte -> printable unicode table (GPT-2 style)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 def tokenizer_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A small CLIP BPE vocabulary: every byte (word-inner and word-final),
     merges that spell a few common words, then the two special tokens."""
     vocab: dict[str, int] = {}
-    for ch in _byte_chars():
+    for ch in bytes_to_unicode():
         vocab.setdefault(ch, len(vocab))
-    for ch in _byte_chars():
+    for ch in bytes_to_unicode():
         vocab.setdefault(ch + "</w>", len(vocab))
     merges: list[tuple[str, str]] = []
     for word in _WORDS:
