@@ -123,6 +123,12 @@ def test_live_mode_reruns_only_what_changed(editor):
         return lcmgraph.jobs.length === n + 1 && lcmgraph.events.some(e => e.job === j.id && e.type === 'node_progress' && e.node === 'sampler')
     }""", arg=count, timeout=60_000)
     long_job = editor.jobs()[-1]["id"]
+    # While it runs: the sampler is marked running with a progress bar, and its step preview shows.
+    sampler = editor.nodes()["sampler"]
+    assert sampler["running"] and 0 < sampler["progress"] <= 1 and sampler["hasPreview"], sampler
+    assert editor.page.locator("#progress").is_visible()
+    assert "sampler: step" in editor.page.inner_text("#progress-label")
+    assert editor.page.get_attribute("#progress-preview", "src").startswith("data:image/jpeg;base64,")
     editor.set_number("sampler", "steps", 2)
     jobs = editor.wait_for_jobs(count + 2)
     final = {e["job"]: e["type"] for e in editor.events() if e["type"].startswith("job_") and e["type"] not in ("job_queued", "job_started")}
