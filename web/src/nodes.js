@@ -253,4 +253,3 @@ export function ensureMissingOutput(node, name) {
   return index
 }
 
-export { decorate }

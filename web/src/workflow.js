@@ -3,7 +3,7 @@
 
 import { LGraphGroup, LiteGraph } from "@comfyorg/litegraph"
 
-import { MissingNode, decorate, ensureMissingOutput, setNodeImages } from "./nodes.js"
+import { MissingNode, ensureMissingOutput } from "./nodes.js"
 import { setWidgetValue } from "./widgets.js"
 
 export const FORMAT = "lcmgraph.workflow"
@@ -290,4 +290,3 @@ export function fitView(graph, canvas) {
   canvas.ds.offset[1] = -y0 + (rect.height / canvas.ds.scale - (y1 - y0)) / 2
 }
 
-export { decorate, setNodeImages }
