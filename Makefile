@@ -8,10 +8,24 @@ TORCH ?= torch==2.13.0
 WORKFLOW ?= workflows/txt2img_lcm.json
 OUT ?= outputs
 STAMP := $(VENV)/.installed
+# The browser editor: npm packages pinned by web/package-lock.json, built to web/dist.
+WEB_SRC := web/index.html web/vite.config.js web/package.json $(shell find web/src -type f 2>/dev/null)
+WEB_DEPS := web/node_modules/.package-lock.json
+WEB_DIST := web/dist/index.html
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean web chromium
 
-setup: $(STAMP)
+setup: $(STAMP) $(WEB_DIST)
+
+web: $(WEB_DIST)
+
+$(WEB_DEPS): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+$(WEB_DIST): $(WEB_DEPS) $(WEB_SRC)
+	cd web && npm run build
+	touch $@
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +37,14 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/lcmgraph run $(WORKFLOW) --out $(OUT)
 
-test: $(STAMP)
+# The editor tests drive Debian's chromium through Playwright (which cannot download browsers here).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "the editor tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+test: $(STAMP) $(WEB_DIST) chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -33,4 +54,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/executor_overhead.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache *.egg-info web/dist web/node_modules
