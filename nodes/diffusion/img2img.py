@@ -51,7 +51,7 @@ class Img2Img(Node):
 
     def execute(self, ctx, model, vae, positive, negative, image, strength, seed, steps, guidance,
                 original_inference_steps):
-        loaded = ctx.service(SERVICE).checkpoint(vae, ctx)
+        loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
         image = _crop_to_multiple(image, loaded.pipe.vae_scale_factor)
         init = Latent(encode(loaded.vae, image, False, loaded.arch))
         req = SampleRequest(

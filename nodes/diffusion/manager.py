@@ -117,6 +117,12 @@ class ModelManager:
         self.budget = int(budget) if budget is not None else _default_budget(self.device)
         #: LoRA adapters kept loaded per model; older unused ones are unloaded.
         self.max_adapters = int(options.get("max_lora_adapters", 16))
+        #: Model-level CPU offload for small cards: weights live in CPU memory and
+        #: only the stage that runs (text encoders, denoiser + ControlNets, or VAE)
+        #: sits on the device. Peak device memory ~ the largest stage, not the sum.
+        #: (On the CPU the moves are no-ops; the bookkeeping still runs, which is what the tests check.)
+        self.offload = bool(options.get("offload", False))
+        self.stages: dict[str, str] = {}  # checkpoint key -> stage on the device
         self._uses = 0
         self._entries: OrderedDict[str, LoadedCheckpoint | LoadedControlNet] = OrderedDict()
         self._lock = threading.RLock()
@@ -181,7 +187,7 @@ class ModelManager:
         except Exception as exc:  # diffusers/safetensors errors are not sentences on their own
             raise ModelLoadError(f"could not load checkpoint {Path(path).name!r}: {type(exc).__name__}: {exc}") from exc
         pipe = _pipeline_from(ckpt)
-        pipe.to(self.device)
+        pipe.to("cpu" if self.offload else self.device)
         self.loads += 1
         size = _module_bytes(pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
         return LoadedCheckpoint(key, path, ckpt.arch, pipe, dict(ckpt.scheduler_config), size)
@@ -192,7 +198,7 @@ class ModelManager:
         with self._lock:
             entry = self._touch(key)
             if entry is not None:
-                return entry.model
+                return self._on_device(entry.model)
             self._trim(set(keep), incoming=_files_bytes(Path(ref.path)))
             if ctx is not None:
                 ctx.progress(0, 1, stage="loading controlnet")
@@ -209,11 +215,11 @@ class ModelManager:
                 raise ModelLoadError(str(exc)) from exc
             except Exception as exc:
                 raise ModelLoadError(f"could not load ControlNet {Path(ref.path).name!r}: {type(exc).__name__}: {exc}") from exc
-            model.to(self.device).eval()
+            model.to("cpu" if self.offload else self.device).eval()
             self.loads += 1
             self._entries[key] = LoadedControlNet(key, model, _module_bytes(model))
             self._trim(set(keep) | {key})
-            return model
+            return self._on_device(model)
 
     # -- LoRA ---------------------------------------------------------------------------
     def ensure_lora(self, loaded: LoadedCheckpoint, patch: LoraPatch, protect: set[str] = frozenset()) -> set[str]:
@@ -247,14 +253,49 @@ class ModelManager:
         loaded = self.checkpoint(ref, ctx, keep)
         self._ensure_all(loaded, ref.loras)
         realise_adapters(loaded.unet, "unet", ref.loras, loaded.adapters)
-        return loaded
+        return self.activate(loaded, "denoise")
 
     def realise_text(self, ref: ClipRef, ctx: Any = None) -> LoadedCheckpoint:
         loaded = self.checkpoint(ref, ctx)
         self._ensure_all(loaded, ref.loras)
         for name, encoder in loaded.text_encoders().items():
             realise_adapters(encoder, name, ref.loras, loaded.adapters)
+        return self.activate(loaded, "text")
+
+    def realise_vae(self, ref: VaeRef, ctx: Any = None) -> LoadedCheckpoint:
+        return self.activate(self.checkpoint(ref, ctx), "vae")
+
+    # -- offload ------------------------------------------------------------------------
+    def activate(self, loaded: LoadedCheckpoint, stage: str) -> LoadedCheckpoint:
+        """With offload on, put ``stage``'s modules of ``loaded`` on the device and
+        everything else in CPU memory; without offload, nothing moves."""
+        if not self.offload:
+            return loaded
+        with self._lock:
+            for key, entry in self._entries.items():
+                active = STAGES[stage] if key == loaded.key else ()
+                if isinstance(entry, LoadedControlNet):
+                    if stage != "denoise":
+                        entry.model.to("cpu")
+                    continue
+                for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
+                    module = getattr(entry.pipe, name, None)
+                    if module is not None:
+                        module.to(self.device if name in active else "cpu")
+                self.stages[key] = stage if key == loaded.key else "cpu"
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
         return loaded
+
+    def _on_device(self, model):
+        # A ControlNet runs beside the denoiser: with offload it joins the device now.
+        return model.to(self.device) if self.offload else model
+
+
+#: Which pipeline modules each stage needs on the device.
+STAGES = {"text": ("text_encoder", "text_encoder_2"), "denoise": ("unet",), "vae": ("vae",)}
 
 
 def _pipeline_from(ckpt: Any):

@@ -93,7 +93,7 @@ class VAEDecode(Node):
     outputs = (Output("image", T.IMAGE),)
 
     def execute(self, ctx, vae: VaeRef, latent: Latent, tiled):
-        loaded = ctx.service(SERVICE).checkpoint(vae, ctx)
+        loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
         return {"image": decode(loaded.vae, latent.samples, tiled, loaded.arch)}
 
 
@@ -109,7 +109,7 @@ class VAEEncode(Node):
     outputs = (Output("latent", T.LATENT),)
 
     def execute(self, ctx, vae: VaeRef, image, tiled):
-        loaded = ctx.service(SERVICE).checkpoint(vae, ctx)
+        loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
         image = _crop_to_multiple(image, loaded.pipe.vae_scale_factor)
         return {"latent": Latent(encode(loaded.vae, image, tiled, loaded.arch))}
 
