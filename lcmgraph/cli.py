@@ -34,6 +34,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help="load node packs from DIR (repeatable; also $LCMGRAPH_PLUGINS)")
     p.add_argument("--models-dir", metavar="DIR", help="root of checkpoints/, loras/, controlnet/, input/ (default ./models)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--offload", action="store_true",
+                   help="keep weights in CPU memory; only the running stage sits on the GPU (small cards)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -86,6 +88,7 @@ def _make_engine(args, **extra) -> Engine:
         device=args.device,
         plugin_dirs=list(args.plugins),
         models_dir=args.models_dir,
+        options={"offload": True} if getattr(args, "offload", False) else {},
         **extra,
     )
     engine = Engine(config)
