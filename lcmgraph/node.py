@@ -236,7 +236,8 @@ def _unique(cls: type, what: str, items: Sequence[Any]) -> dict[str, Any]:
 
 
 def _spaced(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    """"ApplyLoRA" -> "Apply LoRA", "VAEDecode" -> "VAE Decode", "Img2Img" stays."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z][a-z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
 
 
 def _describe(value: Any) -> str:

@@ -195,3 +195,11 @@ def test_pack_file_schemes_resolve_validate_and_key(tmp_path):
     # an unknown scheme is just a (missing) file name in the folder
     (problem,) = engine.validate(doc({"s": ("ShowFile", {"name": "nope:a.txt"})}))
     assert "'nope:a.txt' was not found in the loras folder" in problem.message
+
+
+def test_display_names_are_derived_from_type_names():
+    from lcmgraph import Node
+
+    names = {n: type(n, (Node,), {}).display_name for n in ("ApplyLoRA", "VAEDecode", "LCMSampler", "Img2Img")}
+    assert names == {"ApplyLoRA": "Apply LoRA", "VAEDecode": "VAE Decode", "LCMSampler": "LCM Sampler",
+                     "Img2Img": "Img2Img"}
