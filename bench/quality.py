@@ -41,6 +41,26 @@ def save_grid(images, path: Path, columns: int = 8, labels: list[str] | None = N
     Image.fromarray(np.concatenate(rows, axis=0)).save(path, optimize=True)
 
 
+def _reconstruction_row(pipe, judge, prompts) -> None:
+    """The prompts' own scenes, rendered, through the VAE and back: the ceiling the
+    generated images can reach (what the VAE loses, the UNet cannot win back)."""
+    import torch
+
+    from lcmgraph.train import dataset
+    from lcmgraph.train.evaluator import accuracy, predict
+
+    scenes = [s for _, s in prompts]
+    x = torch.stack([torch.from_numpy(dataset.render(s)).permute(2, 0, 1).float() / 127.5 - 1 for s in scenes])
+    with torch.no_grad():
+        y = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    mse = ((y - x) / 2).pow(2).flatten(1).mean(1)
+    db = float((-10 * torch.log10(mse)).mean())
+    r = accuracy(predict(judge, y), scenes)
+    clean = accuracy(predict(judge, x), scenes)["colour_shape"]
+    print(f"{'VAE recon':<10}{'-':>6}{'-':>5}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}{r['shape']:>7.3f}"
+          f"{r['background']:>6.3f}{r['position']:>6.3f}{r['size']:>6.3f}{'':>9}  PSNR {db:.1f} dB; clean renders {clean:.3f}")
+
+
 def main(argv=None) -> int:
     import torch
     from diffusers import StableDiffusionPipeline
@@ -55,7 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--grid", type=Path, default=None, help="save the first run's images as a PNG grid")
+    p.add_argument("--grid", type=Path, default=None, help="save the first run's first 16 images as a PNG grid (2 rows of 8)")
     p.add_argument("--only", default=None, help="run only SCHEDULER:STEPS[:GUIDANCE], e.g. euler:25")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -74,13 +94,14 @@ def main(argv=None) -> int:
     header = f"{'scheduler':<10}{'steps':>6}{'cfg':>5}{'colour+shape':>14}{'colour':>8}{'shape':>7}{'bg':>6}{'pos':>6}{'size':>6}{'s/image':>9}"
     print(header)
     start = time.perf_counter()
+    _reconstruction_row(pipe, judge, prompts)
     for i, (name, steps, guidance) in enumerate(runs):
         set_scheduler(pipe, name)
         r = prompt_accuracy(pipe, judge, prompts, steps, guidance, batch=args.batch)
         print(f"{name:<10}{steps:>6}{guidance:>5.1f}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}{r['shape']:>7.3f}"
               f"{r['background']:>6.3f}{r['position']:>6.3f}{r['size']:>6.3f}{r['seconds_per_image']:>9.4f}", flush=True)
         if i == 0 and args.grid:
-            save_grid(r["images"], args.grid)
+            save_grid(r["images"][:16], args.grid)
     print(f"chance: colour+shape {1 / (len(dataset.SHAPES) * len(dataset.FG_NAMES)):.3f}, "
           f"colour {1 / len(dataset.FG_NAMES):.3f}, shape {1 / len(dataset.SHAPES):.3f}; total {time.perf_counter() - start:.0f} s")
     return 0

@@ -13,7 +13,16 @@ import json
 from pathlib import Path
 
 DEFAULT_RUN = Path("train-runs/tiny-shapes")
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "nodes" / "diffusion" / "builtin"
+
+
+def builtin_dir() -> Path:
+    """nodes/diffusion/builtin: where the shipped weights live (installed or source tree)."""
+    try:
+        import lcmgraph_nodes.diffusion as pack
+
+        return Path(pack.__file__).resolve().parent / "builtin"
+    except ImportError:
+        return Path(__file__).resolve().parents[2] / "nodes" / "diffusion" / "builtin"
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,9 +39,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-steps", type=int, default=None, help="VAE steps target (default: 2400)")
     p.add_argument("--unet-steps", type=int, default=None, help="UNet steps target, the lr schedule's length (default: 20000)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock bound for each of the vae / unet stages")
-    p.add_argument("--latents", type=int, default=8192, help="data set items to encode (default %(default)s)")
+    p.add_argument("--latents", type=int, default=4096, help="data set items to encode (default %(default)s)")
     p.add_argument("--eval-every", type=int, default=500, help="UNet steps between prompt-accuracy checks (0: none)")
-    p.add_argument("--out", type=Path, default=BUILTIN_DIR / "tiny-shapes", help="export folder (default: the shipped one)")
+    p.add_argument("--out", type=Path, default=None, help="export folder (default: the shipped nodes/diffusion/builtin/tiny-shapes)")
     p.add_argument("--no-ema", action="store_true", help="export the live weights instead of the EMA")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1; env LCMGRAPH_TRAIN_THREADS)")
@@ -110,7 +119,7 @@ def _export(args):
     from .evaluator import _net, save_evaluator
     from .export import export
 
-    target = export(args.run, args.out, ema=not args.no_ema)
+    target = export(args.run, args.out or builtin_dir() / "tiny-shapes", ema=not args.no_ema)
     state = load_state(args.run / "evaluator.pt")
     if state is not None:
         judge = _net()

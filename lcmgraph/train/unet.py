@@ -65,7 +65,7 @@ def noise_scheduler():
 
 
 # -- latents ------------------------------------------------------------------------
-def cache_latents(run: Path, vae, count: int = 8192, data_seed: int = 0, chunk: int = 64, quiet: bool = False):
+def cache_latents(run: Path, vae, count: int = 4096, data_seed: int = 0, chunk: int = 64, quiet: bool = False):
     """Encode items ``0..count`` of the data set (posterior means) into ``run/latents.pt``
     with their scenes' labels and the latent scaling factor (1 / std). Resumes by chunk."""
     import torch

@@ -24,10 +24,12 @@ BUILTIN = ROOT / "nodes" / "diffusion" / "builtin"
 MODEL = BUILTIN / "tiny-shapes"
 PACKS = ROOT / "tests" / "diffusion" / "packs"
 
-#: 4-step LCMSampler colour+shape accuracy over the 8 prompts below must reach this.
-#: Measured: see docs/embedded-model.md (chance is 1/40).
-FLOOR_COLOUR_SHAPE = 0.25
-PROMPTS = 8
+#: 4-step LCMSampler (guidance 1.0) accuracy over the 16 prompts below must reach these.
+#: Measured with the shipped weights (UNet step 3456): colour+shape 0.3125 (5/16), colour
+#: 0.625; chance is 0.025 and 0.125. Raise the floors when better weights ship.
+FLOOR_COLOUR_SHAPE = 0.18
+FLOOR_COLOUR = 0.37
+PROMPTS = 16
 
 pytestmark = pytest.mark.skipif(not (MODEL / "model_index.json").is_file(), reason="no shipped tiny-shapes weights")
 
@@ -72,6 +74,7 @@ def test_loads_through_load_checkpoint_and_reaches_the_accuracy_floor(tmp_path):
 
     acc = accuracy(predict(judge, images), [s for _, s in prompts])
     assert acc["colour_shape"] >= FLOOR_COLOUR_SHAPE, acc
+    assert acc["colour"] >= FLOOR_COLOUR, acc
 
 
 def test_builtin_name(tmp_path):

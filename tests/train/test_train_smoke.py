@@ -69,3 +69,15 @@ def test_tokenizer_gives_each_caption_word_one_token():
 def test_evaluator_trains(tmp_path):
     net = train_evaluator(tmp_path, EvalTrain(steps=3, batch=8), quiet=True)
     assert set(net.heads) == {"shape", "colour", "background", "position", "size"}
+
+
+def test_cli_parser_wires_into_a_subcommand_table(tmp_path):
+    import argparse
+
+    from lcmgraph.train.cli import add_train_parser, builtin_dir, run_train
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "unet", "--run", str(tmp_path), "--minutes", "1.5", "--unet-steps", "10"])
+    assert args.handler is run_train and args.stage == "unet" and args.minutes == 1.5 and args.unet_steps == 10
+    assert builtin_dir().name == "builtin"
