@@ -13,7 +13,7 @@ WEB_SRC := web/index.html web/vite.config.js web/package.json $(shell find web/s
 WEB_DEPS := web/node_modules/.package-lock.json
 WEB_DIST := web/dist/index.html
 
-.PHONY: setup run test lint bench clean web chromium
+.PHONY: setup run test lint bench clean web chromium train
 
 setup: $(STAMP) $(WEB_DIST)
 
@@ -49,6 +49,10 @@ test: $(STAMP) $(WEB_DIST) chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Retrain / resume the embedded model (hours on a CPU; minutes on a GPU: add ARGS=--device cuda).
+train: $(STAMP)
+	$(BIN)/lcmgraph train all --run train-runs/tiny-shapes $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/executor_overhead.py

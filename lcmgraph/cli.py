@@ -21,6 +21,7 @@ from .executor import NodeFailed, RunInterrupted
 from .problems import WorkflowInvalid
 from .progress import JsonLines, ProgressBars
 from .server.cli import add_serve_parser, serve_main
+from .train.cli import add_train_parser
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of the workflow format")
     add_serve_parser(sub)
     add_comfy_parsers(sub)
+    add_train_parser(sub)
     return parser
 
 
@@ -198,8 +200,14 @@ def cmd_schema(args) -> int:
     return EXIT_OK
 
 
+def cmd_train(args) -> int:
+    from .train.cli import run_train
+
+    return run_train(args)
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "schema": cmd_schema,
-            "serve": serve_main, **COMFY_COMMANDS}
+            "serve": serve_main, "train": cmd_train, **COMFY_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,12 +8,17 @@ from pathlib import Path
 
 from . import tiny, tiny_addons
 
+#: Weights committed in the repository (trained by lcmgraph.train; docs/embedded-model.md).
+_SHIPPED = Path(__file__).parent / "builtin"
+
 
 def _root(engine) -> Path:
     return Path(engine.home) / "builtin" / f"v{tiny.BUILD_VERSION}"
 
 
 BUILTIN_FILES = {
+    # The embedded default: a small SD-architecture model trained on synthetic shapes.
+    ("checkpoints", "tiny-shapes"): lambda e: _SHIPPED / "tiny-shapes",
     ("checkpoints", "tiny-random"): lambda e: tiny.build_checkpoint(_root(e) / "tiny-random", "sd15"),
     ("checkpoints", "tiny-random-xl"): lambda e: tiny.build_checkpoint(_root(e) / "tiny-random-xl", "sdxl"),
     # Like a real LCM-LoRA: UNet only, peft/diffusers naming.

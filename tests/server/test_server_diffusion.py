@@ -34,7 +34,7 @@ def test_example_workflow_runs_through_the_server(tmp_path):
         _, png = await h.call("GET", image["url"], 200)
         with Image.open(io.BytesIO(png)) as saved:
             saved.load()
-            assert saved.size == (64, 64) and WORKFLOW_KEY in saved.text
+            assert saved.size == (128, 128) and WORKFLOW_KEY in saved.text
         _, thumb = await h.call("GET", image["thumbnail"], 200)
         assert thumb.startswith(b"\xff\xd8")
         await ws.close()

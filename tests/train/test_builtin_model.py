@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from lcmgraph import Engine, EngineConfig
@@ -31,7 +30,6 @@ FLOOR_COLOUR_SHAPE = 0.18
 FLOOR_COLOUR = 0.37
 PROMPTS = 16
 
-pytestmark = pytest.mark.skipif(not (MODEL / "model_index.json").is_file(), reason="no shipped tiny-shapes weights")
 
 
 def _engine(tmp_path: Path) -> Engine:
@@ -79,8 +77,7 @@ def test_loads_through_load_checkpoint_and_reaches_the_accuracy_floor(tmp_path):
 
 def test_builtin_name(tmp_path):
     engine = _engine(tmp_path)
-    if "tiny-shapes" not in engine.registry.builtin_files("checkpoints"):
-        pytest.skip("builtin:tiny-shapes is not registered yet (nodes/diffusion/builtin_files.py)")
+    assert "tiny-shapes" in engine.registry.builtin_files("checkpoints")
     assert engine.files.resolve("checkpoints", "builtin:tiny-shapes").resolve() == MODEL.resolve()
     image = _image(engine, "builtin:tiny-shapes", "a red circle on a blue background", 0)
     assert image.shape == (1, 3, 128, 128)
