@@ -11,30 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lcmgraph_nodes.diffusion.single_file_tokenizer import bytes_to_unicode
+
 from . import dataset
 from .common import seeded
 
 MAX_LENGTH = 20
 
 
-def _byte_chars() -> list[str]:
-    """CLIP's byte -> printable unicode table (GPT-2 style)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 def vocab_and_merges(words=dataset.WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
     vocab: dict[str, int] = {}
-    for ch in _byte_chars():
+    for ch in bytes_to_unicode():
         vocab.setdefault(ch, len(vocab))
-    for ch in _byte_chars():
+    for ch in bytes_to_unicode():
         vocab.setdefault(ch + "</w>", len(vocab))
     merges: list[tuple[str, str]] = []
     for word in sorted(set(words) | {","}):
