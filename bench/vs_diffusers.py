@@ -4,7 +4,7 @@ Builds a small SD1.5-shaped model (random weights, bigger than the test
 models so the denoiser dominates), then times, warm, per image:
 
 * diffusers: ``StableDiffusionPipeline(...)(prompt, 4 steps, guidance 1)`` with
-  LCMScheduler — it encodes the prompt on every call;
+  LCMScheduler, then ``image.save(png)`` — it encodes the prompt on every call;
 * lcmgraph, new prompt each image (nothing to reuse: the fair ratio, goal <= 1.05);
 * lcmgraph, same prompt, new seed (text encoding and model load come from the cache).
 
@@ -91,14 +91,21 @@ def main() -> None:
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
 
+    saved = root / "diffusers-out"
+    saved.mkdir()
+
     def diffusers_image(prompt: str, seed: int) -> np.ndarray:
-        out = pipe(prompt, num_inference_steps=4, guidance_scale=1.0, height=args.size, width=args.size,
-                   generator=torch.Generator("cpu").manual_seed(seed), output_type="np")
-        return out.images[0]
+        # What a hand-written script does: generate, then save the PNG (as SaveImage does).
+        image = pipe(prompt, num_inference_steps=4, guidance_scale=1.0, height=args.size, width=args.size,
+                     generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+        image.save(saved / f"{seed}.png")
+        return np.asarray(image, dtype=np.float32) / 255.0
 
     def lcmgraph_image(prompt: str, seed: int) -> np.ndarray:
         result = engine.run(workflow(prompt, seed, args.size))
-        return result.values["decode"]["image"][0].numpy()
+        # the same 8-bit rounding as diffusers' PIL output, for the pixel comparison
+        image = result.values["decode"]["image"][0].numpy()
+        return (image * 255).round().astype(np.float32) / 255.0
 
     # warm-up both (first call pays loading and allocator growth), and compare pixels
     diff = float(np.abs(diffusers_image("warm up", 0) - lcmgraph_image("warm up", 0)).max())
