@@ -200,6 +200,7 @@ class Node:
         cls.output_map = _unique(cls, "output", cls.outputs)
 
     def execute(self, ctx: Any, **inputs: Any) -> Mapping[str, Any] | tuple | None:
+        # Abstract: the registry refuses a node class that does not override this.
         raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
 
     @classmethod

@@ -58,6 +58,8 @@ class NodeRegistry:
         for cls in nodes:
             if not (isinstance(cls, type) and issubclass(cls, Node)):
                 raise RegistryError(f"pack {name!r}: {cls!r} is not a Node subclass")
+            if cls.execute is Node.execute:
+                raise RegistryError(f"pack {name!r}: node {cls.type_name!r} does not implement execute()")
         seen: dict[str, type[Node]] = {}
         for cls in nodes:
             other = self._pack_of.get(cls.type_name)

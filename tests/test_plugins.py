@@ -203,3 +203,17 @@ def test_display_names_are_derived_from_type_names():
     names = {n: type(n, (Node,), {}).display_name for n in ("ApplyLoRA", "VAEDecode", "LCMSampler", "Img2Img")}
     assert names == {"ApplyLoRA": "Apply LoRA", "VAEDecode": "VAE Decode", "LCMSampler": "LCM Sampler",
                      "Img2Img": "Img2Img"}
+
+
+def test_a_node_without_execute_is_refused_at_registration():
+    from lcmgraph import Node
+    from lcmgraph.registry import NodeRegistry, RegistryError
+
+    registry = NodeRegistry()
+    try:
+        registry.register_pack("lazy", [type("Lazy", (Node,), {})])
+    except RegistryError as exc:
+        assert str(exc) == "pack 'lazy': node 'Lazy' does not implement execute()"
+    else:
+        raise AssertionError("expected RegistryError")
+    assert "Lazy" not in registry

@@ -10,6 +10,15 @@ from .values import Latent
 
 _SEED = dict(default=0, min=0, max=2**63 - 1, description="noise is drawn on the CPU: a seed means the same image on every device")
 
+#: What every sampler takes before its own settings.
+_SAMPLER_INPUTS = (
+    Input("model", T.MODEL),
+    Input("positive", T.CONDITIONING),
+    Input("negative", T.CONDITIONING, optional=True),
+    Input("latent", T.LATENT),
+    Input("seed", T.INT, **_SEED),
+)
+
 
 class EmptyLatent(Node):
     """An all-zero latent batch to start text-to-image from (1/8 of the image size)."""
@@ -44,11 +53,7 @@ class LCMSampler(Node):
 
     category = "sampling"
     inputs = (
-        Input("model", T.MODEL),
-        Input("positive", T.CONDITIONING),
-        Input("negative", T.CONDITIONING, optional=True),
-        Input("latent", T.LATENT),
-        Input("seed", T.INT, **_SEED),
+        *_SAMPLER_INPUTS,
         Input("steps", T.INT, default=4, min=1, max=50),
         Input("guidance", T.FLOAT, default=1.0, min=0.0, max=30.0, step=0.1),
         Input("original_inference_steps", T.INT, default=50, min=1, max=1000),
@@ -86,11 +91,7 @@ class Sampler(Node):
 
     category = "sampling"
     inputs = (
-        Input("model", T.MODEL),
-        Input("positive", T.CONDITIONING),
-        Input("negative", T.CONDITIONING, optional=True),
-        Input("latent", T.LATENT),
-        Input("seed", T.INT, **_SEED),
+        *_SAMPLER_INPUTS,
         Input("scheduler", T.ENUM, default="euler", choices=tuple(SCHEDULERS)),
         Input("steps", T.INT, default=20, min=1, max=1000),
         Input("cfg", T.FLOAT, default=7.0, min=0.0, max=30.0, step=0.1),
