@@ -73,11 +73,15 @@ class NodeContext:
 
     def progress(self, step: int, total: int, preview: Any = None, **info: Any) -> None:
         """Report progress; also the point where an interrupt takes effect."""
+        self.emit_progress(step, total, preview, **info)
+        self._control.check()
+
+    def emit_progress(self, step: int, total: int, preview: Any = None, **info: Any) -> None:
+        """Report progress without checking for an interrupt (batched calls check once for all)."""
         self._sink(
             E.Event(E.NODE_PROGRESS, self.run_id, self.node_id, self.node_type,
                     {"step": step, "total": total, **info}, preview=preview)
         )
-        self._control.check()
 
     def add_result(self, **results: Any) -> None:
         """Output nodes report what they produced (``images=[...]``) here."""

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import batch, plugins
 from . import events as E
-from . import plugins
 from . import workflow as wf
+from .batch import Outcome, RunRequest
 from .cache import DEFAULT_CACHE_BYTES, OutputCache
 from .context import RunControl
 from .executor import RunResult, execute
@@ -114,3 +115,14 @@ class Engine:
                 workflow_json=dict(document),
                 run_id=run_id,
             )
+
+    def run_batch(self, requests: Sequence[RunRequest]) -> list[Outcome]:
+        """Run several workflows; those with the same graph (node ids, types,
+        links, outputs) run in lockstep, sharing equal nodes and calling the
+        nodes' ``execute_batch`` hooks (see lcmgraph.batch). Returns, per
+        request and in order, its RunResult or the exception ``run`` would have
+        raised for it (WorkflowInvalid, NodeFailed, RunInterrupted); one
+        request failing never fails the others."""
+        prepared = [batch.prepare(self, request) for request in requests]
+        with self._run_lock:
+            return batch.run_prepared(self, prepared)

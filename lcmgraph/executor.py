@@ -111,6 +111,52 @@ def _normalise_outputs(cls: type[Node], result: Any) -> dict[str, Any]:
     return {n: result[n] for n in names}
 
 
+@dataclass
+class Plan:
+    """What a run needs: its nodes in order, their keys, and which must execute."""
+
+    order: list[str]
+    keys: dict[str, str]
+    #: Nodes to execute, in topological order.
+    run: list[str]
+    #: Values found in the cache, by node id (in the order the walk found them).
+    cached: dict[str, Mapping[str, Any]]
+
+
+def plan_order(workflow: Workflow, outputs: list[str]) -> list[str]:
+    """The nodes the outputs need, in a topological order."""
+    graph = build_graph(workflow)
+    needed: set[str] = set(outputs)
+    for node_id in outputs:
+        needed |= nx.ancestors(graph, node_id)
+    return [n for n in nx.topological_sort(graph) if n in needed]
+
+
+def make_plan(engine: Engine, workflow: Workflow, outputs: list[str]) -> Plan:
+    order = plan_order(workflow, outputs)
+    keys = compute_keys(engine, workflow, order)
+
+    # Walk back from the outputs: cached values cut the walk short.
+    cached: dict[str, Mapping[str, Any]] = {}
+    to_run: set[str] = set()
+    stack = list(outputs)
+    visited: set[str] = set()
+    while stack:
+        node_id = stack.pop()
+        if node_id in visited:
+            continue
+        visited.add(node_id)
+        cls = engine.registry.get(workflow.nodes[node_id].type)
+        if not cls.output_node:
+            value = engine.cache.get(keys[node_id])
+            if value is not None:
+                cached[node_id] = value
+                continue
+        to_run.add(node_id)
+        stack.extend(link.node for link in workflow.nodes[node_id].links().values())
+    return Plan(order, keys, [n for n in order if n in to_run], cached)
+
+
 def execute(
     engine: Engine,
     workflow: Workflow,
@@ -128,34 +174,10 @@ def execute(
     result = RunResult(run_id=run_id)
     registry = engine.registry
 
-    graph = build_graph(workflow)
-    needed: set[str] = set(outputs)
-    for node_id in outputs:
-        needed |= nx.ancestors(graph, node_id)
-    order = [n for n in nx.topological_sort(graph) if n in needed]
-    keys = compute_keys(engine, workflow, order)
+    planned = make_plan(engine, workflow, outputs)
+    keys, plan, values = planned.keys, planned.run, dict(planned.cached)
     result.keys = keys
-
-    # Walk back from the outputs: cached values cut the walk short.
-    values: dict[str, Mapping[str, Any]] = {}
-    to_run: set[str] = set()
-    stack = list(outputs)
-    visited: set[str] = set()
-    while stack:
-        node_id = stack.pop()
-        if node_id in visited:
-            continue
-        visited.add(node_id)
-        cls = registry.get(workflow.nodes[node_id].type)
-        if not cls.output_node:
-            cached = engine.cache.get(keys[node_id])
-            if cached is not None:
-                values[node_id] = cached
-                result.cached.append(node_id)
-                continue
-        to_run.add(node_id)
-        stack.extend(link.node for link in workflow.nodes[node_id].links().values())
-    plan = [n for n in order if n in to_run]
+    result.cached = list(planned.cached)
 
     sink(E.Event(E.RUN_START, run_id, data={"to_run": plan, "cached": sorted(result.cached), "total": len(plan)}))
     for node_id in sorted(result.cached):

@@ -181,6 +181,12 @@ class Node:
     cacheable: ClassVar[bool] = True
     inputs: ClassVar[Sequence[Input]] = ()
     outputs: ClassVar[Sequence[Output]] = ()
+    #: Literal inputs whose values may differ between jobs that the server merges
+    #: into one batch (a sampler: ``("seed", "guidance")``). ``None``: any literal
+    #: may differ. Only a grouping hint: correctness never depends on it, since a
+    #: node without ``execute_batch`` runs once per job, and ``execute_batch``
+    #: refuses what it cannot merge.
+    batch_inputs: ClassVar[tuple[str, ...] | None] = None
 
     # Derived by __init_subclass__.
     input_map: ClassVar[Mapping[str, Input]] = {}
@@ -198,10 +204,33 @@ class Node:
         cls.outputs = tuple(cls.outputs)
         cls.input_map = _unique(cls, "input", cls.inputs)
         cls.output_map = _unique(cls, "output", cls.outputs)
+        if cls.batch_inputs is not None:
+            cls.batch_inputs = tuple(cls.batch_inputs)
+            unknown = [n for n in cls.batch_inputs if n not in cls.input_map]
+            if unknown:
+                raise ValueError(f"node {cls.__name__} lists unknown batch_inputs {', '.join(unknown)}")
 
     def execute(self, ctx: Any, **inputs: Any) -> Mapping[str, Any] | tuple | None:
         # Abstract: the registry refuses a node class that does not override this.
         raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
+
+    def execute_batch(self, ctx: Any, inputs_list: list[dict[str, Any]]) -> list[Any] | None:
+        """Optional: run this node for several jobs of a batch in one call.
+
+        When jobs that run in lockstep (``Engine.run_batch``) reach this node
+        with different inputs, the engine calls ``execute_batch`` once instead
+        of ``execute`` per job. ``inputs_list`` holds one ``{input: value}``
+        mapping per distinct set of inputs (jobs with equal inputs share one
+        entry); ``ctx`` is a :class:`lcmgraph.batch.BatchContext`, whose
+        ``progress`` reports to every job (``previews=[...]`` gives each entry
+        its own preview). Return one result per entry, in order, each what
+        ``execute`` would return for it; or ``None`` to refuse (inputs that
+        cannot share one call, e.g. different step counts): the engine then
+        runs ``execute`` per entry. If it raises, the engine also falls back
+        to ``execute`` per entry, so a bad input fails only its own job. The
+        results must equal what ``execute`` gives for each entry alone.
+        """
+        return None
 
     @classmethod
     def check_inputs(cls, literals: Mapping[str, Any]) -> list[tuple[str | None, str]]:
