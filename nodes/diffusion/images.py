@@ -125,6 +125,9 @@ class SaveImage(Node):
         Input("image", T.IMAGE),
         Input("filename_prefix", T.STRING, default="lcmgraph"),
     )
+    #: It runs once per job (an output node): in a batch each job saves its own
+    #: files, with its own workflow embedded.
+    batch_inputs = ("filename_prefix",)
 
     def execute(self, ctx, image, filename_prefix):
         ctx.add_result(images=write_pngs(ctx, image, Path(ctx.output_dir), filename_prefix, "output"))

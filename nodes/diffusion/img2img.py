@@ -14,7 +14,7 @@ from lcmgraph import types as T
 
 from .manager import SERVICE
 from .samplers import _SEED
-from .sampling import SampleRequest, sample
+from .sampling import SampleRequest, sample, sample_batch
 from .vae import _crop_to_multiple, encode
 from .values import Latent
 
@@ -41,6 +41,7 @@ class Img2Img(Node):
         Input("original_inference_steps", T.INT, default=50, min=1, max=1000),
     )
     outputs = (Output("latent", T.LATENT),)
+    batch_inputs = ("seed", "guidance")
 
     @classmethod
     def check_inputs(cls, literals):
@@ -49,16 +50,24 @@ class Img2Img(Node):
             return [("steps", f"{steps} steps do not fit in original_inference_steps x strength = {int(ois * strength)}")]
         return []
 
-    def execute(self, ctx, model, vae, positive, negative, image, strength, seed, steps, guidance,
+    def execute(self, ctx, **inputs):
+        return {"latent": Latent(sample(ctx, self.request(ctx, **inputs)))}
+
+    def execute_batch(self, ctx, inputs_list):
+        """Each image is encoded on its own, then one LCM loop samples them all."""
+        latents = sample_batch(ctx, [self.request(ctx, **inputs) for inputs in inputs_list])
+        return None if latents is None else [{"latent": Latent(x)} for x in latents]
+
+    @staticmethod
+    def request(ctx, model, vae, positive, negative, image, strength, seed, steps, guidance,
                 original_inference_steps):
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
         image = _crop_to_multiple(image, loaded.pipe.vae_scale_factor)
         init = Latent(encode(loaded.vae, image, False, loaded.arch))
-        req = SampleRequest(
+        return SampleRequest(
             model, positive, negative, init, seed, steps, guidance, scheduler="lcm", denoise=strength,
             original_inference_steps=original_inference_steps, strength_mode="lcm",
         )
-        return {"latent": Latent(sample(ctx, req))}
 
 
 NODES = [Img2Img]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from .sampling import SCHEDULERS, SampleRequest, sample
+from .sampling import SCHEDULERS, SampleRequest, sample, sample_batch
 from .values import Latent
 
 _SEED = dict(default=0, min=0, max=2**63 - 1, description="noise is drawn on the CPU: a seed means the same image on every device")
@@ -30,6 +30,7 @@ class EmptyLatent(Node):
         Input("batch", T.INT, default=1, min=1, max=64),
     )
     outputs = (Output("latent", T.LATENT),)
+    batch_inputs = ()  # jobs batched together have the same size
 
     def execute(self, ctx, width, height, batch):
         import torch
@@ -60,6 +61,8 @@ class LCMSampler(Node):
         Input("denoise", T.FLOAT, default=1.0, min=0.0, max=1.0, step=0.01),
     )
     outputs = (Output("latent", T.LATENT),)
+    #: Jobs batched together share one denoising loop: only these may differ (and the prompts).
+    batch_inputs = ("seed", "guidance")
 
     @classmethod
     def check_inputs(cls, literals):
@@ -71,12 +74,18 @@ class LCMSampler(Node):
             return [("steps", f"{steps} steps do not fit in original_inference_steps x denoise = {int(ois * denoise)}")]
         return []
 
-    def execute(self, ctx, model, positive, negative, latent, seed, steps, guidance, original_inference_steps, denoise):
-        req = SampleRequest(
+    def execute(self, ctx, **inputs):
+        return {"latent": Latent(sample(ctx, self.request(**inputs)))}
+
+    def execute_batch(self, ctx, inputs_list):
+        return _batched(ctx, [self.request(**inputs) for inputs in inputs_list])
+
+    @staticmethod
+    def request(model, positive, negative, latent, seed, steps, guidance, original_inference_steps, denoise):
+        return SampleRequest(
             model, positive, negative, latent, seed, steps, guidance, scheduler="lcm", denoise=denoise,
             original_inference_steps=original_inference_steps, strength_mode="lcm",
         )
-        return {"latent": Latent(sample(ctx, req))}
 
 
 class Sampler(Node):
@@ -101,6 +110,7 @@ class Sampler(Node):
         Input("eta", T.FLOAT, default=0.0, min=0.0, max=1.0, step=0.01, description="stochasticity of ddim / tcd"),
     )
     outputs = (Output("latent", T.LATENT),)
+    batch_inputs = ("seed", "cfg", "eta")
 
     @classmethod
     def check_inputs(cls, literals):
@@ -109,13 +119,25 @@ class Sampler(Node):
             return [("start_step", f"start_step {start} must be below end_step {end}")]
         return []
 
-    def execute(self, ctx, model, positive, negative, latent, seed, scheduler, steps, cfg, denoise,
-                start_step, end_step, eta):
-        req = SampleRequest(
+    def execute(self, ctx, **inputs):
+        return {"latent": Latent(sample(ctx, self.request(**inputs)))}
+
+    def execute_batch(self, ctx, inputs_list):
+        return _batched(ctx, [self.request(**inputs) for inputs in inputs_list])
+
+    @staticmethod
+    def request(model, positive, negative, latent, seed, scheduler, steps, cfg, denoise, start_step, end_step,
+                eta):
+        return SampleRequest(
             model, positive, negative, latent, seed, steps, cfg, scheduler=scheduler, denoise=denoise,
             start_step=start_step, end_step=end_step, eta=eta, strength_mode="truncate",
         )
-        return {"latent": Latent(sample(ctx, req))}
+
+
+def _batched(ctx, reqs: list[SampleRequest]) -> list[dict] | None:
+    """The samplers' execute_batch: one loop for all, or None (run one by one)."""
+    latents = sample_batch(ctx, reqs)
+    return None if latents is None else [{"latent": Latent(x)} for x in latents]
 
 
 NODES = [EmptyLatent, LCMSampler, Sampler]

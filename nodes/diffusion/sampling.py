@@ -1,4 +1,5 @@
-"""The denoising loop shared by LCMSampler and Sampler.
+"""The denoising loop shared by LCMSampler, Sampler and Img2Img, for one
+request or a batch of them (``sample_batch``: the server's batching).
 
 It follows diffusers' StableDiffusionPipeline / StableDiffusionXLPipeline
 step for step (prompt batching, CFG, guidance embedding for LCM-distilled
@@ -18,10 +19,15 @@ Semantics chosen (and documented on the nodes):
   other latent is noised to the first timestep with ``add_noise`` (img2img).
 * Noise is drawn in float32 on a CPU generator seeded with ``seed`` and then
   moved to the device, so a seed means the same image everywhere.
+* A batch of requests shares the UNet (and ControlNet) calls only: each
+  request keeps its own generator (initial noise and the noise LCM / Euler
+  ancestral / TCD add between steps), scheduler instance and CFG mix, so its
+  image is its single run's up to the batched arithmetic of the UNet.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +35,8 @@ from .controlnet import ControlRunner
 from .manager import SERVICE
 from .preview import latent_preview
 from .values import Conditioning, Latent, ModelRef
+
+log = logging.getLogger(__name__)
 
 SCHEDULERS = {
     "lcm": ("LCMScheduler", {}),
@@ -107,64 +115,185 @@ def _check_arch(name: str, cond: Conditioning | None, arch: str) -> None:
 
 def sample(ctx: Any, req: SampleRequest):
     """Run the loop; returns the resulting latents ``[B, 4, h, w]`` (float32, CPU)."""
+
+    def report(step: int, total: int, previews: list) -> None:
+        ctx.progress(step, total, preview=previews[0])
+
+    return _denoise(ctx, [req], report)[0]
+
+
+def sample_batch(ctx: Any, reqs: list[SampleRequest]) -> list | None:
+    """One loop for several requests (``ctx``: a BatchContext, one entry per
+    request): the UNet runs on all their latents at once, while noise, seeds,
+    scheduler state and CFG stay per request, so each result is what ``sample``
+    gives for it alone, up to the UNet's batched arithmetic. None when the
+    requests cannot share a loop (different model, schedule or size)."""
+    why = batch_mismatch(reqs)
+    if why is None:
+        latents = _denoise(ctx, reqs, lambda step, total, previews: ctx.progress(step, total, previews=previews))
+        if latents is not None:
+            return latents
+        why = "the loaded model needs CFG for some of them only"
+    log.info("%s: sampling %d inputs one by one: %s", ctx.node_id, len(reqs), why)
+    return None
+
+
+#: What requests sharing one loop must agree on (seed, prompts and guidance may differ).
+_SHARED = ("model", "scheduler", "steps", "denoise", "start_step", "end_step", "original_inference_steps",
+           "strength_mode")
+
+
+def batch_mismatch(reqs: list[SampleRequest]) -> str | None:
+    """Why these requests cannot share one denoising loop, or None."""
+    first = reqs[0]
+    for req in reqs[1:]:
+        for name in _SHARED:
+            if getattr(req, name) != getattr(first, name):
+                return f"different {name}"
+        if tuple(req.latent.samples.shape[1:]) != tuple(first.latent.samples.shape[1:]):
+            return "different latent sizes"
+        if not _same_hints(req.positive.controls, first.positive.controls):
+            return "different ControlNet hints"
+    if len(reqs) > 1 and any(h.image.shape[0] != 1 for h in first.positive.controls):
+        return "a ControlNet hint of several images"
+    return None
+
+
+def _same_hints(a, b) -> bool:
     import torch
 
-    if req.scheduler not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {req.scheduler!r}")
-    manager = ctx.service(SERVICE)
-    loaded = manager.realise_unet(req.model, ctx)
-    _check_arch("positive", req.positive, loaded.arch)
-    _check_arch("negative", req.negative, loaded.arch)
-    unet, pipe = loaded.unet, loaded.pipe
-    device, dtype = unet.device, unet.dtype
+    def same(x, y) -> bool:
+        if (x.controlnet, x.strength, x.start, x.end) != (y.controlnet, y.strength, y.start, y.end):
+            return False
+        return x.image is y.image or (x.image.shape == y.image.shape and bool(torch.equal(x.image, y.image)))
 
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+
+
+@dataclass
+class _Run:
+    """One request's part of a loop: its own scheduler, generator, latents and conditioning."""
+
+    req: SampleRequest
+    scheduler: Any
+    plan: tuple
+    extra: dict
+    latents: Any
+    embeds: Any
+    added: dict | None
+    timestep_cond: Any
+
+
+def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
+    import torch
+
+    unet, pipe = loaded.unet, loaded.pipe
     scheduler = make_scheduler(req.scheduler, loaded.scheduler_config)
     timesteps, start, end = plan_timesteps(scheduler, req, device)
     init = req.latent.samples
     batch = init.shape[0]
     generator = torch.Generator("cpu").manual_seed(int(req.seed))
     extra = _step_kwargs(scheduler, generator, req.eta)
+    if start > 0:  # resuming a partly denoised latent (base -> refiner)
+        latents = init.to(device=device, dtype=dtype)
+    else:
+        noise = torch.randn(init.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+        if req.denoise >= 1.0 and not bool(init.any()):
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            first = timesteps[:1].repeat(batch)
+            latents = scheduler.add_noise(init.to(device=device, dtype=dtype), noise, first)
+    embeds, added = _conditioning(req, loaded, batch, cfg, init.shape, device, dtype)
+    timestep_cond = None
+    if unet.config.time_cond_proj_dim is not None:
+        w = torch.tensor(req.guidance - 1).repeat(batch)
+        timestep_cond = pipe.get_guidance_scale_embedding(w, embedding_dim=unet.config.time_cond_proj_dim)
+        timestep_cond = timestep_cond.to(device=device, dtype=dtype)
+    return _Run(req, scheduler, (timesteps, start, end), extra, latents, embeds, added, timestep_cond)
+
+
+def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
+    """The loop for requests that passed ``batch_mismatch``; None if they turn
+    out unable to share it. ``report(step, total, previews)`` after each step."""
+    import torch
+
+    for req in reqs:
+        if req.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {req.scheduler!r}")
+    manager = ctx.service(SERVICE)
+    loaded = manager.realise_unet(reqs[0].model, ctx)
+    for req in reqs:
+        _check_arch("positive", req.positive, loaded.arch)
+        _check_arch("negative", req.negative, loaded.arch)
+    unet = loaded.unet
+    device, dtype = unet.device, unet.dtype
+    modes = {req.guidance > 1.0 and unet.config.time_cond_proj_dim is None for req in reqs}
+    if len(modes) > 1:
+        return None
+    cfg = modes.pop()
+    k = 2 if cfg else 1  # blocks per request along the UNet batch: [negative; positive] under CFG
 
     with torch.no_grad():
-        if start > 0:  # resuming a partly denoised latent (base -> refiner)
-            latents = init.to(device=device, dtype=dtype)
-        else:
-            noise = torch.randn(init.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
-            if req.denoise >= 1.0 and not bool(init.any()):
-                latents = noise * scheduler.init_noise_sigma
-            else:
-                first = timesteps[:1].repeat(batch)
-                latents = scheduler.add_noise(init.to(device=device, dtype=dtype), noise, first)
-
-        cfg = req.guidance > 1.0 and unet.config.time_cond_proj_dim is None
-        embeds, added = _conditioning(req, loaded, batch, cfg, init.shape, device, dtype)
-        timestep_cond = None
-        if unet.config.time_cond_proj_dim is not None:
-            w = torch.tensor(req.guidance - 1).repeat(batch)
-            timestep_cond = pipe.get_guidance_scale_embedding(w, embedding_dim=unet.config.time_cond_proj_dim)
-            timestep_cond = timestep_cond.to(device=device, dtype=dtype)
-        controls = ControlRunner(ctx, manager, loaded, req.positive.controls, init.shape, batch, cfg, len(timesteps))
+        runs = [_prepare(req, loaded, cfg, device, dtype) for req in reqs]
+        timesteps, start, end = runs[0].plan
+        if any(not torch.equal(r.plan[0], timesteps) or r.plan[1:] != (start, end) for r in runs[1:]):
+            return None
+        sizes = [r.latents.shape[0] for r in runs]
+        embeds = _stack([r.embeds for r in runs], k)
+        added = None
+        if runs[0].added is not None:
+            added = {name: _stack([r.added[name] for r in runs], k) for name in runs[0].added}
+        timestep_cond = None if runs[0].timestep_cond is None else _stack([r.timestep_cond for r in runs], 1)
+        shape = (sum(sizes), *runs[0].latents.shape[1:])
+        controls = ControlRunner(ctx, manager, loaded, reqs[0].positive.controls, shape, sum(sizes), cfg,
+                                 len(timesteps))
 
         run = timesteps[start:end]
         for i, t in enumerate(run):
-            model_input = torch.cat([latents] * 2) if cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
+            model_input = _stack([r.scheduler.scale_model_input(torch.cat([r.latents] * 2) if cfg else r.latents, t)
+                                  for r in runs], k)
             down, mid = controls.residuals(start + i, model_input, t, embeds, added)
             noise_pred = unet(
                 model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
                 added_cond_kwargs=added, down_block_additional_residuals=down,
                 mid_block_additional_residual=mid, return_dict=False,
             )[0]
-            if cfg:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + req.guidance * (cond - uncond)
-            out = scheduler.step(noise_pred, t, latents, **extra, return_dict=True)
-            latents = out.prev_sample
-            x0 = getattr(out, "denoised", None)
-            if x0 is None:
-                x0 = getattr(out, "pred_original_sample", None)
-            ctx.progress(i + 1, len(run), preview=latent_preview(x0 if x0 is not None else latents, loaded.arch))
-    return latents.to(dtype=torch.float32, device="cpu")
+            previews = []
+            for index, r in enumerate(runs):
+                own = _unstack(noise_pred, sizes, index, k)
+                if cfg:
+                    uncond, cond = own.chunk(2)
+                    own = uncond + r.req.guidance * (cond - uncond)
+                out = r.scheduler.step(own, t, r.latents, **r.extra, return_dict=True)
+                r.latents = out.prev_sample
+                x0 = getattr(out, "denoised", None)
+                if x0 is None:
+                    x0 = getattr(out, "pred_original_sample", None)
+                previews.append(latent_preview(x0 if x0 is not None else r.latents, loaded.arch))
+            report(i + 1, len(run), previews)
+    return [r.latents.to(dtype=torch.float32, device="cpu") for r in runs]
+
+
+def _stack(parts: list, k: int):
+    """Per-request tensors of ``k`` equal blocks each (negative block first under
+    CFG) as one batch: every request's first block in order, then every second
+    block — the layout of a single request's own batch, widened."""
+    if len(parts) == 1:
+        return parts[0]
+    import torch
+
+    blocks = [part.chunk(k) for part in parts]
+    return torch.cat([b[h] for h in range(k) for b in blocks])
+
+
+def _unstack(batch, sizes: list[int], index: int, k: int):
+    """Request ``index``'s rows of a batch laid out by ``_stack``, in its own layout."""
+    if len(sizes) == 1:
+        return batch
+    import torch
+
+    total, offset = sum(sizes), sum(sizes[:index])
+    return torch.cat([batch[h * total + offset:h * total + offset + sizes[index]] for h in range(k)])
 
 
 def _step_kwargs(scheduler: Any, generator: Any, eta: float) -> dict:

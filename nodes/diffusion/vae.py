@@ -96,6 +96,22 @@ class VAEDecode(Node):
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
         return {"image": decode(loaded.vae, latent.samples, tiled, loaded.arch)}
 
+    def execute_batch(self, ctx, inputs_list):
+        """Latents of one VAE and size decode as one batch, then split per job."""
+        import torch
+
+        first = inputs_list[0]
+        shape = tuple(first["latent"].samples.shape[1:])
+        for inputs in inputs_list[1:]:
+            if (inputs["vae"], inputs["tiled"], tuple(inputs["latent"].samples.shape[1:])) != (
+                    first["vae"], first["tiled"], shape):
+                return None
+        loaded = ctx.service(SERVICE).realise_vae(first["vae"], ctx)
+        sizes = [inputs["latent"].samples.shape[0] for inputs in inputs_list]
+        samples = torch.cat([inputs["latent"].samples for inputs in inputs_list])
+        images = decode(loaded.vae, samples, first["tiled"], loaded.arch)
+        return [{"image": part.clone()} for part in images.split(sizes)]
+
 
 class VAEEncode(Node):
     """Turn images into latents (for img2img). Sides are centre-cropped to a multiple of 8."""
