@@ -14,8 +14,9 @@ own ``load_lora_weights`` + ``set_adapters`` result.
 Before a module runs, the patch list of the value that asked for it is
 *realised*: ``set_adapters`` with the listed weights, or adapters disabled
 when the list is empty, so a no-LoRA branch sees the untouched base weights.
-Nothing is fused: unfusing is not bitwise exact, and a fused model could not
-serve two branches with different weights.
+This module never fuses: unfusing by subtraction is not bitwise exact. The
+fast path's fusion (lora_fuse.py, option ``fuse_lora``) folds the UNet's list
+into its weights and copies the saved originals back when the list changes.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import fastpath
 from .lora import LoraMismatch, drop_adapter, load_adapter, realise_adapters
+from .lora_fuse import FusedLora, realise_fused, wanted_weights
 from .values import ClipRef, ControlNetRef, LoraPatch, ModelRef, VaeRef
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,11 @@ class LoadedCheckpoint:
     adapters: dict[str, set[str]] = field(default_factory=dict)
     #: adapter name -> last use (a counter), to unload the least recently used
     adapter_use: dict[str, int] = field(default_factory=dict)
+    #: LoRA fused into the UNet's weights (fast path), per patch list
+    fused: FusedLora = field(default_factory=FusedLora)
+    #: sampler runs so far (compilation waits for ``compile_after`` of them)
+    denoise_runs: int = 0
+    compiled: bool = False
 
     @property
     def unet(self):
@@ -78,13 +85,8 @@ def pick_device(requested: str = "auto") -> str:
 
 
 def pick_dtype(device: str, requested: str | None = None):
-    """fp16 on CUDA (what LCM checkpoints are used in); fp32 elsewhere, since
-    CPU fp16 is slow and MPS fp16 is known to produce NaNs in some VAEs."""
-    import torch
-
-    if requested:
-        return getattr(torch, requested)
-    return torch.float16 if device.startswith("cuda") else torch.float32
+    """fp16 on CUDA (what LCM checkpoints are used in); fp32 elsewhere (fastpath.resolve_dtype)."""
+    return fastpath.resolve_dtype(device, requested)
 
 
 def _module_bytes(*modules: Any) -> int:
@@ -112,7 +114,12 @@ class ModelManager:
     def __init__(self, engine: Any):
         options = getattr(engine.config, "options", {}) or {}
         self.device = pick_device(getattr(engine.config, "device", "auto"))
-        self.dtype = pick_dtype(self.device, options.get("dtype"))
+        #: The fast-path switches (fastpath.py): dtype, LoRA fusion, compilation, ...
+        self.fast = fastpath.resolve(options, self.device, getattr(engine, "home", None))
+        self.dtype = self.fast.dtype
+        self._compile_cache_ready = False
+        self._compile_cache_path: Path | None = None
+        self._artifacts_pending = False
         budget = options.get("model_memory_bytes")
         self.budget = int(budget) if budget is not None else _default_budget(self.device)
         #: LoRA adapters kept loaded per model; older unused ones are unloaded.
@@ -188,6 +195,7 @@ class ModelManager:
             raise ModelLoadError(f"could not load checkpoint {Path(path).name!r}: {type(exc).__name__}: {exc}") from exc
         pipe = _pipeline_from(ckpt)
         pipe.to("cpu" if self.offload else self.device)
+        fastpath.prepare_pipeline(pipe, ckpt.arch, self.fast)
         self.loads += 1
         size = _module_bytes(pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
         return LoadedCheckpoint(key, path, ckpt.arch, pipe, dict(ckpt.scheduler_config), size)
@@ -228,6 +236,7 @@ class ModelManager:
         with self._lock:
             name = patch.adapter_name
             if name not in loaded.adapters:
+                loaded.fused.wrap()  # peft must see its wrapper layers to add or remove adapters
                 self._unload_old_adapters(loaded, set(protect) | {name})
                 loaded.adapters[name] = load_adapter(loaded.pipe, patch.path, name, loaded.arch)
             self._uses += 1
@@ -250,10 +259,72 @@ class ModelManager:
             self.ensure_lora(loaded, patch, protect=names)
 
     def realise_unet(self, ref: ModelRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
-        loaded = self.checkpoint(ref, ctx, keep)
-        self._ensure_all(loaded, ref.loras)
-        realise_adapters(loaded.unet, "unet", ref.loras, loaded.adapters)
-        return self.activate(loaded, "denoise")
+        with self._lock:
+            loaded = self.checkpoint(ref, ctx, keep)
+            self._ensure_all(loaded, ref.loras)
+            self._realise_unet_loras(loaded, ref.loras)
+            self.activate(loaded, "denoise")
+            self._maybe_compile(loaded, ctx)
+            loaded.denoise_runs += 1
+            return loaded
+
+    def _realise_unet_loras(self, loaded: LoadedCheckpoint, patches) -> None:
+        unet = loaded.unet
+        fused = False
+        if self.fast.fuse_lora:
+            fused, changed = realise_fused(loaded.fused, unet, patches, loaded.adapters)
+            if changed and self.fast.fused_qkv:
+                fastpath.refresh_fused_projections(unet, changed)
+        else:
+            realise_adapters(unet, "unet", patches, loaded.adapters)
+        if self.fast.fused_qkv:
+            # Fused projections bypass peft's to_q/to_k/to_v: only with no live adapter there.
+            live = not fused and bool(wanted_weights(patches, loaded.adapters))
+            fastpath.set_attention(unet, self.fast.attention, fused=not live)
+
+    # -- compilation ---------------------------------------------------------------------
+    def _maybe_compile(self, loaded: LoadedCheckpoint, ctx: Any = None) -> None:
+        fast = self.fast
+        if loaded.compiled and self._artifacts_pending:
+            # The compiled UNet (and decoder) ran once: their artifacts exist now.
+            self._artifacts_pending = False
+            fastpath.save_artifacts(self._compile_dir())
+        if not fast.compiling or loaded.compiled or loaded.denoise_runs < fast.compile_after:
+            return
+        log.info("compiling %s with torch.compile(mode=%s); cache in %s", Path(loaded.path).name,
+                 fast.compile, self._compile_dir())
+        if ctx is not None:
+            ctx.progress(0, 1, stage="compiling (the first time takes minutes; cached after)")
+        fastpath.compile_module(loaded.unet, fast)
+        if fast.compile_vae:
+            fastpath.compile_module(loaded.vae.decoder, fast, mode="default")
+        loaded.compiled = True
+        self._artifacts_pending = fast.compile_cache is not None
+
+    def _compile_dir(self) -> Path | None:
+        """The persistent compile cache, set up (env, Inductor config, mega-cache) on first use."""
+        if not self._compile_cache_ready:
+            self._compile_cache_path = fastpath.configure_compile_cache(self.fast.compile_cache)
+            self._compile_cache_ready = True
+        return self._compile_cache_path
+
+    def save_compile_cache(self) -> bool:
+        """Write the portable compile cache (torch.compiler.save_cache_artifacts) to
+        the cache folder, so the next process skips compilation; True if written."""
+        if not any(getattr(e, "compiled", False) for e in self._entries.values()):
+            return False
+        return fastpath.save_artifacts(self._compile_dir())
+
+    def fast_path_stats(self) -> dict:
+        """Switches in effect plus LoRA-fusion counters per loaded checkpoint."""
+        models = {}
+        for key, entry in self._entries.items():
+            if isinstance(entry, LoadedCheckpoint):
+                f = entry.fused
+                models[key] = {"fuse_builds": f.builds, "fuse_hits": f.hits, "fuse_restores": f.restores,
+                               "fused": [list(s) for s in f.signature], "fallback": f.fallback,
+                               "compiled": entry.compiled, "denoise_runs": entry.denoise_runs}
+        return {"switches": self.fast.summary(), "models": models}
 
     def realise_text(self, ref: ClipRef, ctx: Any = None) -> LoadedCheckpoint:
         loaded = self.checkpoint(ref, ctx)
