@@ -18,6 +18,7 @@ from .comfy.cli import add_comfy_parsers
 from .context import RunControl
 from .engine import Engine, EngineConfig
 from .executor import NodeFailed, RunInterrupted
+from .model_flags import add_model_arguments, model_options
 from .problems import WorkflowInvalid
 from .progress import JsonLines, ProgressBars
 from .server.cli import add_serve_parser, serve_main
@@ -35,8 +36,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help="load node packs from DIR (repeatable; also $LCMGRAPH_PLUGINS)")
     p.add_argument("--models-dir", metavar="DIR", help="root of checkpoints/, loras/, controlnet/, input/ (default ./models)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--offload", action="store_true",
-                   help="keep weights in CPU memory; only the running stage sits on the GPU (small cards)")
+    add_model_arguments(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -90,7 +90,7 @@ def _make_engine(args, **extra) -> Engine:
         device=args.device,
         plugin_dirs=list(args.plugins),
         models_dir=args.models_dir,
-        options={"offload": True} if getattr(args, "offload", False) else {},
+        options=model_options(args),
         **extra,
     )
     engine = Engine(config)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..engine import Engine, EngineConfig
+from ..model_flags import add_model_arguments, model_options
 from .config import Limits, ServerConfig
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -56,6 +57,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", metavar="DIR", help="root of checkpoints/, loras/, input/, ... (default ./models)")
     p.add_argument("--cache-dir", metavar="DIR", help="on-disk cache tier shared between processes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    add_model_arguments(p)
     p.add_argument("--debug", action="store_true", help="verbose log with access lines")
 
 
@@ -105,7 +107,8 @@ def serve_main(args: argparse.Namespace) -> int:
         print(f"warning: serving {config.host} without a token (--insecure)", file=sys.stderr)
     engine = Engine(EngineConfig(device=args.device, plugin_dirs=list(args.plugins),
                                  load_entry_points=not args.no_entry_points, models_dir=args.models_dir,
-                                 output_dir=config.outputs_path, cache_dir=args.cache_dir))
+                                 output_dir=config.outputs_path, cache_dir=args.cache_dir,
+                                 options=model_options(args)))
     for pack in engine.registry.packs:
         if not pack.ok:
             last = pack.error.strip().splitlines()[-1] if pack.error else ""
