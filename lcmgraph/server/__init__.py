@@ -2,7 +2,8 @@
 
 One aiohttp process: the JSON API under /api, event streaming on /api/ws,
 the editor's static files at /. A single worker thread runs queued jobs in
-order while the event loop stays responsive; queue, history and the output
+order (``--batch N``: up to N jobs of one graph as one batch) while the event
+loop stays responsive; queue, history and the output
 index live in SQLite under the data directory. See docs/api.md.
 
 Names are imported on first use, so ``lcmgraph.server.cli`` (the argument
@@ -16,7 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "ServerApp": "app", "ServerConfig": "config", "Limits": "config", "BatchPolicy": "queue",
-    "OneAtATime": "queue", "add_serve_arguments": "cli", "add_serve_parser": "cli", "serve_main": "cli",
+    "OneAtATime": "queue", "SameGraphBatches": "batching", "add_serve_arguments": "cli", "add_serve_parser": "cli", "serve_main": "cli",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..engine import Engine
+from .batching import SameGraphBatches
 from .config import ServerConfig
 from .folders import ServedFolders
 from .hub import Hub
@@ -30,6 +31,8 @@ class ServerApp:
         self.config = config
         self.limits = config.limits
         self.engine = engine
+        if policy is None and config.max_batch > 1:
+            policy = SameGraphBatches(engine.registry, config.max_batch)
         self.policy = policy
         self.output_root = config.outputs_path.resolve()
         self.output_root.mkdir(parents=True, exist_ok=True)

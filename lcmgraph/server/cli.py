@@ -15,10 +15,12 @@ from pathlib import Path
 
 from ..engine import Engine, EngineConfig
 from ..model_flags import add_model_arguments, model_options
+from .batching import AUTO_BATCH_CUDA, AUTO_BATCH_OTHER, auto_batch
 from .config import Limits, ServerConfig
 
 EXIT_OK, EXIT_USAGE = 0, 2
 MIN_TOKEN = 16
+MAX_BATCH = 64
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -58,7 +60,23 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="on-disk cache tier shared between processes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     add_model_arguments(p)
+    p.add_argument("--batch", type=_batch_size, default="auto", metavar="N",
+                   help=f"run up to N queued jobs of the same graph as one batch (different prompts and "
+                        f"seeds, one sampler call); 1 turns batching off (default auto: "
+                        f"{AUTO_BATCH_CUDA} on CUDA, {AUTO_BATCH_OTHER} elsewhere)")
     p.add_argument("--debug", action="store_true", help="verbose log with access lines")
+
+
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number from 1 to {MAX_BATCH}, got {text!r}")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -88,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         workflows_dir=Path(args.workflows_dir) if args.workflows_dir else None,
         web_dir=Path(args.web_dir) if args.web_dir else None,
         allow_hosts=tuple(args.allow_host), allow_origins=tuple(args.allow_origin), limits=limits,
+        max_batch=auto_batch(args.device) if args.batch == "auto" else args.batch,
     )
 
 

@@ -66,6 +66,8 @@ class ServerConfig:
     #: Extra origins ("https://editor.example:8443") allowed to change state.
     allow_origins: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    #: Most jobs run as one batch (same graph, only batchable literals differ); 1: one at a time.
+    max_batch: int = 1
 
     @property
     def outputs_path(self) -> Path:

@@ -2,10 +2,10 @@
 
 It asks the queue for work on the event loop (``run_coroutine_threadsafe``),
 runs the batch it gets, and reports each result back with
-``call_soon_threadsafe``; the loop never waits for a run. ``run_batch`` is the
-seam for GPU batching: today it runs the jobs of a batch one after another
-(the default ``OneAtATime`` policy only ever hands it one); a batching runner
-would merge compatible jobs into one engine call there.
+``call_soon_threadsafe``; the loop never waits for a run. A batch of several
+jobs (from a batching policy such as ``SameGraphBatches``) goes to
+``engine.run_batch`` in one call: the jobs walk their common graph in
+lockstep and batched nodes (the samplers) serve them all at once.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..batch import RunRequest
 from ..engine import Engine
-from ..executor import NodeFailed, RunInterrupted
+from ..executor import NodeFailed, RunInterrupted, RunResult
 from ..problems import WorkflowInvalid
 from .config import Limits
 from .folders import ServedFolders
@@ -68,42 +69,65 @@ class Worker:
             self.run_batch(jobs)
 
     def run_batch(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            self.run_one(job)
+        """Run the jobs the policy chose together: one job alone, several through
+        ``engine.run_batch`` (lockstep, batched nodes). Should the engine fail
+        outside any job, each job runs again on its own, so none is lost."""
+        if len(jobs) < 2:
+            for job in jobs:
+                self.run_one(job)
+            return
+        try:
+            requests = [RunRequest(json.loads(job.workflow_text), job.outputs_requested, self._relay(job),
+                                   job.control, self.output_root / job.id, job.id) for job in jobs]
+            outcomes = self.engine.run_batch(requests)
+        except Exception:  # noqa: BLE001 - an engine bug must not lose the jobs
+            log.exception("a batch of %d jobs failed in the engine; running them one by one", len(jobs))
+            for job in jobs:
+                self.run_one(job)
+            return
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            self._finish(job, outcome)
 
     def run_one(self, job: Job) -> None:
-        post = self._post
-        relay = JobEventRelay(job, post, self.folders, interval=self.limits.progress_interval,
-                              preview_side=self.limits.preview_side,
-                              preview_quality=self.limits.preview_quality,
-                              thumbnail_side=self.limits.thumbnail_side)
-        status, files = FAILED, []
         try:
             document = json.loads(job.workflow_text)
-            result = self.engine.run(document, outputs=job.outputs_requested, sink=relay,
-                                     control=job.control, output_dir=self.output_root / job.id,
-                                     run_id=job.id)
-        except WorkflowInvalid as exc:  # valid at submit time; e.g. a file was removed since
-            job.error = {"code": "invalid_workflow", "message": str(exc).splitlines()[0],
-                         "problems": [p.to_json() for p in exc.problems]}
-        except NodeFailed as exc:
-            job.error = {"code": "node_failed", "message": str(exc), "node": exc.node_id,
-                         "node_type": exc.node_type, "exception": type(exc.cause).__name__}
-        except RunInterrupted as exc:
+            outcome = self.engine.run(document, outputs=job.outputs_requested, sink=self._relay(job),
+                                      control=job.control, output_dir=self.output_root / job.id,
+                                      run_id=job.id)
+        except Exception as exc:  # noqa: BLE001 - the worker must survive anything a job does
+            outcome = exc
+        self._finish(job, outcome)
+
+    def _relay(self, job: Job) -> JobEventRelay:
+        return JobEventRelay(job, self._post, self.folders, interval=self.limits.progress_interval,
+                             preview_side=self.limits.preview_side,
+                             preview_quality=self.limits.preview_quality,
+                             thumbnail_side=self.limits.thumbnail_side)
+
+    def _finish(self, job: Job, outcome: RunResult | Exception) -> None:
+        """Record what became of ``job``: its result, or why it did not finish."""
+        status, files = FAILED, []
+        if isinstance(outcome, WorkflowInvalid):  # valid at submit time; e.g. a file was removed since
+            job.error = {"code": "invalid_workflow", "message": str(outcome).splitlines()[0],
+                         "problems": [p.to_json() for p in outcome.problems]}
+        elif isinstance(outcome, NodeFailed):
+            job.error = {"code": "node_failed", "message": str(outcome), "node": outcome.node_id,
+                         "node_type": outcome.node_type, "exception": type(outcome.cause).__name__}
+        elif isinstance(outcome, RunInterrupted):
             status = INTERRUPTED
             if self.queue.closing:
-                job.error = {"code": "server_shutdown", "node": exc.node_id,
+                job.error = {"code": "server_shutdown", "node": outcome.node_id,
                              "message": "the server was stopped while this job was running; resubmit it"}
             else:
-                job.error = {"code": "interrupted", "message": str(exc), "node": exc.node_id}
-        except Exception as exc:  # noqa: BLE001 - the worker must survive anything a job does
-            log.exception("job %s failed outside any node", job.id)
-            job.error = {"code": "internal", "message": f"the run failed: {type(exc).__name__}: {exc}"}
+                job.error = {"code": "interrupted", "message": str(outcome), "node": outcome.node_id}
+        elif isinstance(outcome, Exception):
+            log.error("job %s failed outside any node", job.id, exc_info=outcome)
+            job.error = {"code": "internal", "message": f"the run failed: {type(outcome).__name__}: {outcome}"}
         else:
             status = DONE
-            job.outputs, files = public_results(result.outputs, self.folders, self.limits.thumbnail_side)
-            job.result = {"executed": result.executed, "cached": sorted(result.cached),
-                          "seconds": round(result.seconds, 6)}
+            job.outputs, files = public_results(outcome.outputs, self.folders, self.limits.thumbnail_side)
+            job.result = {"executed": outcome.executed, "cached": sorted(outcome.cached),
+                          "seconds": round(outcome.seconds, 6)}
         try:
             self.loop.call_soon_threadsafe(self.queue.finish, job, status, files)
         except RuntimeError:  # the loop is gone; the store marks the job failed on restart
