@@ -47,7 +47,8 @@ def job(value, factor=2.0, steps=1, label=""):
 
 def requests(docs, **kw):
     sinks = [[] for _ in docs]
-    reqs = [RunRequest(d, sink=s.append, run_id=f"job{i}", **kw) for i, (d, s) in enumerate(zip(docs, sinks, strict=True))]
+    reqs = [RunRequest(d, sink=s.append, run_id=f"job{i}", **kw)
+            for i, (d, s) in enumerate(zip(docs, sinks, strict=True))]
     return reqs, sinks
 
 

@@ -143,7 +143,8 @@ def test_different_steps_or_size_fall_back_to_one_loop_per_job(make_engine, loop
         # each sampler ran alone after all: bitwise its single run (the decode may still be batched)
         assert max_diff(outcome.values["sampler"]["latent"].samples.numpy(),
                         single.values["sampler"]["latent"].samples.numpy()) == 0.0
-        assert max_diff(outcome.values["decode"]["image"].numpy(), single.values["decode"]["image"].numpy()) <= TOLERANCE
+        assert max_diff(outcome.values["decode"]["image"].numpy(),
+                        single.values["decode"]["image"].numpy()) <= TOLERANCE
 
 
 def test_a_job_whose_sampler_fails_fails_alone(make_engine, loops, caplog):
@@ -204,3 +205,25 @@ def test_save_image_writes_one_file_per_job_with_its_own_workflow(make_engine, t
         assert saved["filename"] == f"job{index}_00001.png"
         assert saved["path"] == str(tmp_path / f"out{index}" / f"job{index}_00001.png")
         assert workflow_from_png(saved["path"]) == docs[index]
+
+
+def test_controlnet_jobs_with_the_same_hint_share_one_loop(make_engine, loops):
+    def flow(prompt: str, seed: int, strength: float = 0.9) -> dict:
+        f = txt2img(prompt=prompt, seed=seed, steps=3, guidance=1.5, negative="dull")
+        f.add("cn", "LoadControlNet", controlnet="cn")
+        f.add("hint", "LoadImage", image="hint.png")
+        f.add("apply", "ApplyControlNet", conditioning=link("pos", "conditioning"),
+              control_net=link("cn", "control_net"), image=link("hint", "image"), strength=strength, end=0.7)
+        f.nodes["sampler"]["inputs"]["positive"] = link("apply", "conditioning")
+        return captured(f)
+
+    docs = [flow("a city at night", 6), flow("a forest", 7)]
+    outcomes, _ = batch(make_engine(), docs)
+    assert loops == [2]
+    reference = make_engine()
+    for image, d in zip(images(outcomes), docs, strict=True):
+        assert max_diff(image, alone(reference, d)) <= TOLERANCE
+    # another hint strength: one loop per job
+    loops.clear()
+    outcomes, _ = batch(make_engine(), [flow("a city at night", 6), flow("a forest", 7, strength=0.5)])
+    assert loops == [1, 1] and all(isinstance(o, RunResult) for o in outcomes)
