@@ -30,7 +30,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -237,7 +237,6 @@ class _Entry:
     key: str
     jobs: list[_Job]
     kwargs: dict[str, Any]
-    results: dict[str, Any] = field(default_factory=dict)
 
 
 def _fan_out(jobs: list[_Job]) -> E.EventSink:
