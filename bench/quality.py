@@ -7,7 +7,13 @@ base model and a standard scheduler, read each image back with the evaluator
 per-attribute accuracy and seconds/image. ``colour+shape`` counts an image
 right when both its colour and its shape match the prompt.
 
+With the shipped LoRAs it adds the LCM-LoRA rows (LCMScheduler, guidance 1.0,
+1 / 2 / 4 / 8 steps) and LCM-LoRA 1.0 + the outline style LoRA 0.8 at 4 steps,
+whose ``style`` column is the fraction of images the style judge (a second
+classifier trained on plain and outlined renders) reads as outlined.
+
     .venv/bin/python bench/quality.py [--prompts 64] [--grid docs/img/tiny-shapes-grid.png]
+                                      [--steps-grid docs/img/lcm-lora-steps.png]
 """
 
 from __future__ import annotations
@@ -19,14 +25,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "nodes" / "diffusion" / "builtin" / "tiny-shapes"
-EVALUATOR = ROOT / "nodes" / "diffusion" / "builtin" / "tiny-shapes-evaluator.safetensors"
+BUILTIN = ROOT / "nodes" / "diffusion" / "builtin"
+EVALUATOR = BUILTIN / "tiny-shapes-evaluator.safetensors"
+STYLE_JUDGE = BUILTIN / "tiny-shapes-style-judge.safetensors"
+LCM_LORA = BUILTIN / "tiny-shapes-lcm-lora.safetensors"
+STYLE_LORA = BUILTIN / "tiny-shapes-outline-lora.safetensors"
 
-RUNS = [  # (scheduler, steps, guidance)
-    ("euler", 25, 1.0),
-    ("euler", 4, 1.0),
-    ("lcm", 4, 1.0),
-    ("euler", 25, 3.0),
+RUNS = [  # (label, scheduler, steps, guidance, {adapter: weight})
+    ("base", "euler", 25, 1.0, {}),
+    ("base", "euler", 4, 1.0, {}),
+    ("base", "lcm", 4, 1.0, {}),
+    ("base", "euler", 25, 3.0, {}),
+    ("lcm-lora", "lcm", 1, 1.0, {"lcm": 1.0}),
+    ("lcm-lora", "lcm", 2, 1.0, {"lcm": 1.0}),
+    ("lcm-lora", "lcm", 4, 1.0, {"lcm": 1.0}),
+    ("lcm-lora", "lcm", 8, 1.0, {"lcm": 1.0}),
+    ("lcm+style", "lcm", 4, 1.0, {"lcm": 1.0, "style": 0.8}),
+    ("base+style", "euler", 25, 1.0, {"style": 0.8}),
 ]
+GRID_STEPS = (1, 2, 4, 8)
 
 
 def save_grid(images, path: Path, columns: int = 8, labels: list[str] | None = None) -> None:
@@ -57,7 +74,7 @@ def _reconstruction_row(pipe, judge, prompts) -> None:
     db = float((-10 * torch.log10(mse)).mean())
     r = accuracy(predict(judge, y), scenes)
     clean = accuracy(predict(judge, x), scenes)["colour_shape"]
-    print(f"{'VAE recon':<10}{'-':>6}{'-':>5}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}{r['shape']:>7.3f}"
+    print(f"{'VAE recon':<21}{'-':>6}{'-':>5}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}{r['shape']:>7.3f}"
           f"{r['background']:>6.3f}{r['position']:>6.3f}{r['size']:>6.3f}{'':>9}  PSNR {db:.1f} dB; clean renders {clean:.3f}")
 
 
@@ -66,7 +83,7 @@ def main(argv=None) -> int:
     from diffusers import StableDiffusionPipeline
 
     from lcmgraph.train import dataset
-    from lcmgraph.train.evaluator import load_evaluator
+    from lcmgraph.train.evaluator import load_evaluator, load_style_judge, style_score
     from lcmgraph.train.generate import prompt_accuracy, set_scheduler
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,7 +93,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--grid", type=Path, default=None, help="save the first run's first 16 images as a PNG grid (2 rows of 8)")
-    p.add_argument("--only", default=None, help="run only SCHEDULER:STEPS[:GUIDANCE], e.g. euler:25")
+    p.add_argument("--only", default=None, help="run only rows whose label:scheduler:steps:cfg contains this, e.g. lcm-lora")
+    p.add_argument("--lcm-lora", type=Path, default=LCM_LORA)
+    p.add_argument("--style-lora", type=Path, default=STYLE_LORA)
+    p.add_argument("--style-judge", type=Path, default=STYLE_JUDGE)
+    p.add_argument("--steps-grid", type=Path, default=None,
+                   help="save a prompts x (LCM-LoRA 1/2/4/8 steps, base Euler 4 and 25) grid")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -84,27 +106,83 @@ def main(argv=None) -> int:
                                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     judge = load_evaluator(args.evaluator)
+    style_judge = load_style_judge(args.style_judge) if args.style_judge.exists() else None
+    adapters = {}
+    for name, path in (("lcm", args.lcm_lora), ("style", args.style_lora)):
+        if path.exists():
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+            adapters[name] = path
     prompts = dataset.eval_prompts(args.prompts)
-    runs = RUNS
+    runs = [r for r in RUNS if set(r[4]) <= set(adapters)]
     if args.only:
-        parts = args.only.split(":")
-        runs = [(parts[0], int(parts[1]), float(parts[2]) if len(parts) > 2 else 1.0)]
+        runs = [r for r in runs if args.only in ":".join(map(str, r[:4]))]
     print(f"model {args.model.name}: {args.prompts} prompts, seeds 0..{args.prompts - 1}, 128x128, "
-          f"torch threads {args.threads}, device cpu")
-    header = f"{'scheduler':<10}{'steps':>6}{'cfg':>5}{'colour+shape':>14}{'colour':>8}{'shape':>7}{'bg':>6}{'pos':>6}{'size':>6}{'s/image':>9}"
+          f"torch threads {args.threads}, device cpu; LoRAs: "
+          + (", ".join(f"{k}={v.name}" for k, v in adapters.items()) or "none found"))
+    header = (f"{'model':<11}{'scheduler':<10}{'steps':>6}{'cfg':>5}{'colour+shape':>14}{'colour':>8}{'shape':>7}"
+              f"{'bg':>6}{'pos':>6}{'size':>6}{'style':>7}{'s/image':>9}")
     print(header)
     start = time.perf_counter()
     _reconstruction_row(pipe, judge, prompts)
-    for i, (name, steps, guidance) in enumerate(runs):
+    for i, (label, name, steps, guidance, weights) in enumerate(runs):
+        _set_adapters(pipe, weights)
         set_scheduler(pipe, name)
         r = prompt_accuracy(pipe, judge, prompts, steps, guidance, batch=args.batch)
-        print(f"{name:<10}{steps:>6}{guidance:>5.1f}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}{r['shape']:>7.3f}"
-              f"{r['background']:>6.3f}{r['position']:>6.3f}{r['size']:>6.3f}{r['seconds_per_image']:>9.4f}", flush=True)
+        style = f"{float(style_score(style_judge, r['images']).mean()):>7.3f}" if style_judge else f"{'-':>7}"
+        print(f"{label:<11}{name:<10}{steps:>6}{guidance:>5.1f}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}"
+              f"{r['shape']:>7.3f}{r['background']:>6.3f}{r['position']:>6.3f}{r['size']:>6.3f}{style}"
+              f"{r['seconds_per_image']:>9.4f}", flush=True)
         if i == 0 and args.grid:
             save_grid(r["images"][:16], args.grid)
+    if args.steps_grid and "lcm" in adapters:
+        steps_grid(pipe, prompts[:6], args.steps_grid)
     print(f"chance: colour+shape {1 / (len(dataset.SHAPES) * len(dataset.FG_NAMES)):.3f}, "
           f"colour {1 / len(dataset.FG_NAMES):.3f}, shape {1 / len(dataset.SHAPES):.3f}; total {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _set_adapters(pipe, weights: dict) -> None:
+    if not weights:
+        if getattr(pipe.unet, "peft_config", None):
+            pipe.disable_lora()
+        return
+    pipe.enable_lora()
+    pipe.set_adapters(list(weights), list(weights.values()))
+
+
+def steps_grid(pipe, prompts, path: Path) -> None:
+    """Rows: prompts; columns: LCM-LoRA at 1, 2, 4, 8 steps, then the base model with Euler
+    at 4 and 25 steps; same seed per row; column labels on top."""
+    import torch
+    from PIL import Image, ImageDraw
+
+    from lcmgraph.train.generate import generate, set_scheduler
+
+    texts = [p for p, _ in prompts]
+    seeds = list(range(len(texts)))
+    columns, labels = [], []
+    for steps in GRID_STEPS:
+        _set_adapters(pipe, {"lcm": 1.0})
+        set_scheduler(pipe, "lcm")
+        columns.append(generate(pipe, texts, seeds, steps))
+        labels.append(f"LCM-LoRA {steps} step{'s' if steps > 1 else ''}")
+    for steps in (4, 25):
+        _set_adapters(pipe, {})
+        set_scheduler(pipe, "euler")
+        columns.append(generate(pipe, texts, seeds, steps))
+        labels.append(f"base Euler {steps}")
+    images = torch.stack(columns, 1).flatten(0, 1)  # row-major: prompt, then column
+    tmp = path.with_suffix(".tmp.png")
+    save_grid(images, tmp, columns=len(columns))
+    grid = Image.open(tmp)
+    side = images.shape[-1]
+    out = Image.new("RGB", (grid.width, grid.height + 18), "white")
+    out.paste(grid, (0, 18))
+    draw = ImageDraw.Draw(out)
+    for c, label in enumerate(labels):
+        draw.text((c * side + 4, 3), label, fill="black")
+    out.save(path, optimize=True)
+    tmp.unlink()
 
 
 if __name__ == "__main__":

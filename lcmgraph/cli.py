@@ -23,6 +23,7 @@ from .problems import WorkflowInvalid
 from .progress import JsonLines, ProgressBars
 from .server.cli import add_serve_parser, serve_main
 from .train.cli import add_train_parser
+from .train.lora_cli import add_lora_parsers
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_comfy_parsers(sub)
     add_train_parser(sub)
+    add_lora_parsers(sub)
     return parser
 
 
@@ -206,8 +208,15 @@ def cmd_train(args) -> int:
     return run_train(args)
 
 
+def cmd_train_lora(args) -> int:
+    from .train.lora_cli import run_lora
+
+    return run_lora(args)
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "schema": cmd_schema,
-            "serve": serve_main, "train": cmd_train, **COMFY_COMMANDS}
+            "serve": serve_main, "train": cmd_train, "train-lcm-lora": cmd_train_lora,
+            "train-lora": cmd_train_lora, **COMFY_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

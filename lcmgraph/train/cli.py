@@ -34,13 +34,17 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["vae", "latents", "evaluator", "unet", "export", "all"])
+    p.add_argument("stage", choices=["vae", "latents", "evaluator", "unet", "decoder", "export", "all"])
     p.add_argument("--run", type=Path, default=DEFAULT_RUN, help="run folder: checkpoints and logs (default %(default)s)")
     p.add_argument("--vae-steps", type=int, default=None, help="VAE steps target (default: 2400)")
     p.add_argument("--unet-steps", type=int, default=None, help="UNet steps target, the lr schedule's length (default: 20000)")
+    p.add_argument("--decoder-steps", type=int, default=None,
+                   help="decoder fine-tune steps target (default: 3000; encoder frozen, latents stay valid)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock bound for each of the vae / unet stages")
     p.add_argument("--latents", type=int, default=4096, help="data set items to encode (default %(default)s)")
     p.add_argument("--eval-every", type=int, default=500, help="UNet steps between prompt-accuracy checks (0: none)")
+    p.add_argument("--offset-noise", type=float, default=0.3,
+                   help="UNet training: per-channel constant noise added to epsilon (default %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="export folder (default: the shipped nodes/diffusion/builtin/tiny-shapes)")
     p.add_argument("--no-ema", action="store_true", help="export the live weights instead of the EMA")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
@@ -52,7 +56,7 @@ def run_train(args) -> int:
 
     if args.threads:
         os.environ["LCMGRAPH_TRAIN_THREADS"] = str(args.threads)
-    stages = ["vae", "latents", "evaluator", "unet", "export"] if args.stage == "all" else [args.stage]
+    stages = ["vae", "latents", "evaluator", "unet", "decoder", "export"] if args.stage == "all" else [args.stage]
     vae = None
     for stage in stages:
         print(f"== {stage}", flush=True)
@@ -66,6 +70,11 @@ def run_train(args) -> int:
             train_evaluator(args.run, device=args.device)
         elif stage == "unet":
             _unet(args, vae or _vae(args, train=False))
+        elif stage == "decoder":
+            from .vae import DecoderTrain, train_decoder
+
+            tc = DecoderTrain(**({"steps": args.decoder_steps} if args.decoder_steps else {}))
+            train_decoder(args.run, tc=tc, minutes=args.minutes, device=args.device)
         elif stage == "export":
             _export(args)
     return 0
@@ -110,7 +119,8 @@ def _unet(args, vae):
             res = prompt_accuracy(pipe, judge.to(models.unet.device), prompts, steps=10, batch=40)
             return {f"eval10_{k}": round(v, 3) for k, v in res.items() if k != "images"}
 
-    tc = UnetTrain(**({"steps": args.unet_steps} if args.unet_steps else {}), eval_every=args.eval_every)
+    tc = UnetTrain(**({"steps": args.unet_steps} if args.unet_steps else {}), eval_every=args.eval_every,
+                   offset_noise=args.offset_noise)
     return train_unet(args.run, latents, scale, tc=tc, minutes=args.minutes, device=args.device, evaluate=evaluate)
 
 

@@ -131,19 +131,30 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def render(scene: Scene, size: int = DEFAULT_SIZE, supersample: int = 4) -> np.ndarray:
-    """``uint8`` array ``[size, size, 3]``."""
+#: Styles a style LoRA can learn; the plain renders are the base model's training data.
+STYLES = ("plain", "outline")
+OUTLINE = (20, 20, 20)
+OUTLINE_ON_BLACK = (235, 235, 235)
+
+
+def render(scene: Scene, size: int = DEFAULT_SIZE, supersample: int = 4, style: str = "plain") -> np.ndarray:
+    """``uint8`` array ``[size, size, 3]``. ``style="outline"`` draws the shape with a thick
+    near-black outline (near-white on a black background) (the style LoRA's target look)."""
     from PIL import Image, ImageDraw
 
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; one of {', '.join(STYLES)}")
     big = size * supersample
     image = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(image)
     cx, cy, r = scene.cx * big, scene.cy * big, scene.radius * big
     fill = COLOURS[scene.colour]
+    edge = OUTLINE_ON_BLACK if scene.background == "black" else OUTLINE
+    extra = {"outline": edge, "width": max(1, round(0.035 * big))} if style == "outline" else {}
     if scene.shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, **extra)
     else:
-        draw.polygon(_polygon(scene.shape, cx, cy, r), fill=fill)
+        draw.polygon(_polygon(scene.shape, cx, cy, r), fill=fill, **extra)
     return np.asarray(image.resize((size, size), Image.BOX))
 
 
@@ -154,12 +165,12 @@ def item(seed: int, index: int, size: int = DEFAULT_SIZE, drop: float = 0.3) -> 
     return render(scene, size), caption(scene, rng, drop), scene
 
 
-def batch(seed: int, start: int, count: int, size: int = DEFAULT_SIZE):
+def batch(seed: int, start: int, count: int, size: int = DEFAULT_SIZE, style: str = "plain"):
     """Images as a float tensor ``[count, 3, size, size]`` in [-1, 1], and their scenes."""
     import torch
 
     scenes = [sample_scene(seed, i) for i in range(start, start + count)]
-    images = np.stack([render(s, size) for s in scenes])
+    images = np.stack([render(s, size, style=style) for s in scenes])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     return x, scenes
 

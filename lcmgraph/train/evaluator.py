@@ -17,8 +17,10 @@ from .common import Deadline, Log, load_state, save_state, seeded, setup_torch
 HEADS = {name: len(values) for name, values in dataset.ATTRIBUTES.items()}
 
 
-def _net():
+def _net(heads: dict[str, int] | None = None):
     import torch.nn as nn
+
+    heads = heads or HEADS
 
     class Classifier(nn.Module):
         def __init__(self):
@@ -29,7 +31,7 @@ def _net():
                 layers += [nn.Conv2d(a, b, 3, stride=1 if i == 0 else 2, padding=1), nn.BatchNorm2d(b), nn.ReLU()]
             self.features = nn.Sequential(*layers)  # 64 -> 4
             self.body = nn.Sequential(nn.Flatten(), nn.Linear(96 * 16, 192), nn.ReLU())
-            self.heads = nn.ModuleDict({k: nn.Linear(192, n) for k, n in HEADS.items()})
+            self.heads = nn.ModuleDict({k: nn.Linear(192, n) for k, n in heads.items()})
 
         def forward(self, x):
             """``x``: ``[B, 3, H, W]`` in [-1, 1], any H = W multiple of 64."""
@@ -135,13 +137,13 @@ def accuracy(pred: dict, scenes) -> dict:
     return acc
 
 
-def save_evaluator(net, path: Path) -> Path:
+def save_evaluator(net, path: Path, heads: dict[str, int] | None = None) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path),
-              metadata={"heads": ",".join(f"{k}:{n}" for k, n in HEADS.items())})
+              metadata={"heads": ",".join(f"{k}:{n}" for k, n in (heads or HEADS).items())})
     return path
 
 
@@ -149,5 +151,67 @@ def load_evaluator(path: Path, device: str = "cpu"):
     from safetensors.torch import load_file
 
     net = _net()
+    net.load_state_dict(load_file(str(path)))
+    return net.to(device).eval()
+
+
+# -- the style judge -------------------------------------------------------------------
+STYLE_HEADS = {"style": len(dataset.STYLES)}
+
+
+def train_style_judge(run: Path, steps: int = 300, batch: int = 64, lr: float = 2e-3, seed: int = 0,
+                      device: str = "auto", quiet: bool = False):
+    """A second classifier, same body, one head: which of ``dataset.STYLES`` an image is drawn
+    in (plain or outline). Trained on renders of data seed 7 in both styles, augmented like
+    the evaluator; it never sees a model's output. State in ``run/style-judge.pt``."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = setup_torch(device=device)
+    run = Path(run)
+    log = Log(run, "style-judge", quiet)
+    net = seeded(seed, lambda: _net(STYLE_HEADS)).to(dev)
+    state = load_state(run / "style-judge.pt")
+    if state is not None and state["step"] >= steps:
+        net.load_state_dict(state["model"])
+        return net.eval()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    half = batch // 2
+    for step in range(steps):
+        plain, _ = dataset.batch(7, step * batch, half, size=64)
+        outline, _ = dataset.batch(7, step * batch + half, half, size=64, style="outline")
+        x = _augment(torch.cat([plain, outline]), gen).to(dev)
+        y = torch.cat([torch.zeros(half), torch.ones(half)]).long().to(dev)
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.05 + 0.95 * (1 - step / steps))
+        loss = F.cross_entropy(net(x)["style"], y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 50 == 0:
+            log(step=step + 1, loss=loss.item())
+    net.eval()
+    save_state(run / "style-judge.pt", dict(model=net.state_dict(), step=steps))
+    held = style_score(net, torch.cat([dataset.batch(8, 0, 64, size=64)[0],
+                                       dataset.batch(8, 64, 64, size=64, style="outline")[0]]))
+    log(step=steps, held_out_outline_fraction_plain_then_outline=[float(held[:64].mean()), float(held[64:].mean())])
+    return net
+
+
+def style_score(judge, images):
+    """Per image: 1.0 where the judge reads it as outlined, else 0.0."""
+    import torch
+
+    with torch.no_grad():
+        out = judge(images.to(next(judge.parameters()).device))["style"]
+    return (out.argmax(1) == dataset.STYLES.index("outline")).float().cpu()
+
+
+def load_style_judge(path: Path, device: str = "cpu"):
+    from safetensors.torch import load_file
+
+    net = _net(STYLE_HEADS)
     net.load_state_dict(load_file(str(path)))
     return net.to(device).eval()

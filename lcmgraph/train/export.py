@@ -18,9 +18,7 @@ def build_parts(run: Path, ema: bool = True):
     from .common import load_state
 
     run = Path(run)
-    vstate = load_state(run / "vae.pt")
-    vae = vae_mod.make_vae(vae_mod.VaeConfig(**vstate["config"]))
-    vae.load_state_dict(vstate["model"])
+    vae = vae_mod.load_vae(run)
     ustate = load_state(run / "unet.pt")
     cfg = unet_mod.UnetConfig(**ustate["config"])
     models = unet_mod.Models(cfg, ustate["train"]["seed"])

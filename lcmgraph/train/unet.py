@@ -44,6 +44,13 @@ class UnetTrain:
     checkpoint_every: int = 200
     log_every: int = 20
     eval_every: int = 500
+    # Offset noise: a per-image, per-channel constant added to the noise. On SD's schedule
+    # sqrt(alpha_bar) is still 0.068 at t=999, and on a 16x16 latent the noise's own mean has
+    # std 1/16, so without this the background's latent mean survives in x_t at about the
+    # strength of the noise's mean: the UNet learns to copy the initial noise's mean as the
+    # background and ignores the prompt's background words (measured: background accuracy at
+    # chance after 3,456 steps while colour and shape rose). 0.3 makes that leak ~5x weaker.
+    offset_noise: float = 0.3
 
 
 def make_unet(cfg: UnetConfig, seed: int = 3):
@@ -145,7 +152,9 @@ def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, 
     state = load_state(run / "unet.pt")
     if state is not None:
         cfg = UnetConfig(**state["config"])
-        tc = UnetTrain(**{**state["train"], "steps": tc.steps, "eval_every": tc.eval_every})
+        # The stored recipe wins, except what the caller may change on resume.
+        tc = UnetTrain(**{**state["train"], "steps": tc.steps, "eval_every": tc.eval_every,
+                          "offset_noise": tc.offset_noise})
     models = Models(cfg, tc.seed).to(dev)
     opt = torch.optim.AdamW(models.trainable(), lr=tc.lr, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(tc.seed)
@@ -178,7 +187,10 @@ def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, 
         scenes = [dataset.sample_scene(data_seed, int(i)) for i in idx]
         ids = text.token_ids(models.tokenizer, _captions(scenes, rng, tc.uncond, tc.drop)).to(dev)
         z0 = latents[idx].to(dev) * scale
-        noise = torch.randn(z0.shape, generator=gen).to(dev)
+        noise = torch.randn(z0.shape, generator=gen)
+        if tc.offset_noise:
+            noise = noise + tc.offset_noise * torch.randn(z0.shape[:2] + (1, 1), generator=gen)
+        noise = noise.to(dev)
         t = torch.randint(0, sched.config.num_train_timesteps, (tc.batch,), generator=gen).to(dev)
         zt = sched.add_noise(z0, noise, t)
         set_lr(opt, lr_at(step, tc.lr, tc.warmup, tc.steps))

@@ -148,3 +148,98 @@ def train_vae(run: Path, cfg: VaeConfig | None = None, tc: VaeTrain | None = Non
     vae.eval()
     log(step=step, psnr=psnr(vae, held_out, dev), done=step >= tc.steps)
     return vae
+
+
+@dataclass
+class DecoderTrain:
+    steps: int = 3000
+    batch: int = 6
+    lr: float = 3e-4
+    warmup: int = 50
+    # Pixels of the shape (and its anti-aliased edge) weigh this much more than background:
+    # what the first VAE lost was small shapes' outlines, which a mean over the image hides.
+    foreground_weight: float = 4.0
+    seed: int = 1
+    data_seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+
+def foreground_mask(images, scenes):
+    """1 where a pixel differs from its scene's background colour, else 0 (``[N, 1, H, W]``)."""
+    import torch
+
+    bg = torch.tensor([dataset.BACKGROUNDS[s.background] for s in scenes], dtype=images.dtype)
+    bg = (bg / 127.5 - 1).view(-1, 3, 1, 1).to(images.device)
+    return ((images - bg).abs().amax(1, keepdim=True) > 0.05).to(images.dtype)
+
+
+def load_vae(run: Path):
+    """The trained VAE of ``run`` with the fine-tuned decoder (``decoder.pt``) if there is one."""
+    vstate = load_state(Path(run) / "vae.pt")
+    vae = make_vae(VaeConfig(**vstate["config"]))
+    vae.load_state_dict(vstate["model"])
+    dstate = load_state(Path(run) / "decoder.pt")
+    if dstate is not None:
+        vae.decoder.load_state_dict(dstate["decoder"])
+    return vae.eval()
+
+
+def train_decoder(run: Path, tc: DecoderTrain | None = None, minutes: float | None = None, device: str = "auto",
+                  quiet: bool = False):
+    """Fine-tune only the decoder of ``run/vae.pt`` (state in ``run/decoder.pt``). The encoder
+    is frozen, so cached latents and a UNet trained on them stay valid."""
+    import torch
+
+    tc = tc or DecoderTrain()
+    dev = setup_torch(device=device)
+    run = Path(run)
+    log = Log(run, "decoder", quiet)
+    state = load_state(run / "decoder.pt")
+    if state is not None:
+        tc = DecoderTrain(**{**state["train"], "steps": tc.steps})
+    vae = load_vae(run).to(dev)
+    vae.encoder.requires_grad_(False)
+    opt = torch.optim.AdamW(vae.decoder.parameters(), lr=tc.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(tc.seed)
+    step = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step = state["step"]
+    held_out, _ = dataset.batch(1, 0, 16)
+
+    def checkpoint():
+        save_state(run / "decoder.pt", dict(train=asdict(tc), decoder=vae.decoder.state_dict(),
+                                            optimizer=opt.state_dict(), generator=gen.get_state(), step=step))
+
+    if state is None:
+        log(step=0, psnr=psnr(vae, held_out, dev))
+    deadline = Deadline(minutes)
+    vae.decoder.train()
+    while step < tc.steps and not deadline.passed():
+        index = int(torch.randint(0, 1 << 30, (1,), generator=gen))
+        x, scenes = dataset.batch(tc.data_seed, index, tc.batch)
+        x = x.to(dev)
+        weight = 1 + tc.foreground_weight * foreground_mask(x, scenes)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        y = vae.decode(z).sample
+        err = y - x
+        loss = ((err.pow(2) + 0.1 * err.abs()) * weight).mean() / weight.mean()
+        set_lr(opt, lr_at(step, tc.lr, tc.warmup, tc.steps))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % tc.log_every == 0 or step == 1:
+            log(step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
+        if step % tc.checkpoint_every == 0:
+            vae.eval()
+            log(step=step, psnr=psnr(vae, held_out, dev))
+            vae.decoder.train()
+            checkpoint()
+    checkpoint()
+    vae.eval()
+    log(step=step, psnr=psnr(vae, held_out, dev), done=step >= tc.steps)
+    return vae

@@ -43,3 +43,18 @@ def test_eval_prompts_cover_every_shape_and_colour():
 
 
 PINNED = "276b3b7d048a04fe2e2bbd00242fc33a7c10ba884a94dc5c5d3b964dc20435ab"
+
+
+def test_outline_style_changes_only_the_shape_not_the_background():
+    import numpy as np
+
+    from lcmgraph.train import dataset as d
+
+    scene = d.make_scene("square", "red", "blue", "center", "large")
+    plain, outline = d.render(scene), d.render(scene, style="outline")
+    assert (plain[0, 0] == outline[0, 0]).all()  # background untouched
+    dark = (outline.astype(int).sum(-1) < 150) & (plain.astype(int).sum(-1) >= 150)
+    assert dark.sum() > 300  # a visible dark ring
+    with __import__("pytest").raises(ValueError, match="unknown style 'neon'; one of plain, outline"):
+        d.render(scene, style="neon")
+    assert np.array_equal(outline, d.render(scene, style="outline"))

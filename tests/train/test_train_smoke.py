@@ -81,3 +81,18 @@ def test_cli_parser_wires_into_a_subcommand_table(tmp_path):
     args = parser.parse_args(["train", "unet", "--run", str(tmp_path), "--minutes", "1.5", "--unet-steps", "10"])
     assert args.handler is run_train and args.stage == "unet" and args.minutes == 1.5 and args.unet_steps == 10
     assert builtin_dir().name == "builtin"
+
+
+def test_decoder_fine_tune_keeps_the_encoder_and_learns(tiny_run):
+    run, _, _, _ = tiny_run
+    before = vae.load_vae(run)
+    tuned = vae.train_decoder(run, vae.DecoderTrain(steps=12, batch=2, log_every=1, checkpoint_every=6), quiet=True)
+    losses = _losses(run / "decoder.log.jsonl")
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    # The encoder is frozen: cached latents (and a UNet trained on them) stay valid.
+    for a, b in zip(before.encoder.state_dict().values(), tuned.encoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b.cpu())
+    # load_vae picks up the fine-tuned decoder (what export ships).
+    reloaded = vae.load_vae(run)
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(reloaded.decoder.state_dict().values(),
+                                                       tuned.decoder.state_dict().values(), strict=True))

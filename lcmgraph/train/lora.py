@@ -1,0 +1,370 @@
+"""LoRA training on an SD1.5 / SDXL-architecture model in diffusers layout.
+
+Two kinds, one machinery (peft adapter on the UNet, resumable state, a
+``.safetensors`` in diffusers' LoRA naming that ApplyLoRA loads like any
+other LoRA):
+
+- ``lcm``: latent consistency distillation (LCM-LoRA). The teacher is the
+  base UNet itself (the adapter disabled), run with classifier-free guidance
+  at a scale sampled per item; a DDIM step over a skipping-step schedule
+  (k = 1000 / ``ddim_steps``) goes from t_{n+k} to t_n; the student (the
+  adapter enabled) at t_{n+k} must agree with the target (the same network,
+  no gradient) at t_n, both through the consistency boundary conditions
+  c_skip / c_out (sigma_data 0.5, timestep scaling 10, as LCMScheduler
+  uses them); pseudo-Huber loss.
+- ``style``: a plain LoRA fine-tune (epsilon loss, the base recipe) on other
+  data, e.g. the shapes drawn with outlines.
+
+Data: ``shapes`` (the synthetic generator, ``style`` picks its look) or a
+folder of images with same-named ``.txt`` captions. Latents are encoded once
+into the run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import dataset
+from .common import Deadline, Log, load_state, lr_at, save_state, set_lr, setup_torch
+
+#: The layers the LCM-LoRA recipe adapts: attention, feed-forward, and the convolutions
+#: (resnets, shortcuts, down/upsamplers) plus the time-embedding projections.
+LCM_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+               "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
+KINDS = ("lcm", "style")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class LoraTrain:
+    kind: str = "lcm"
+    rank: int = 16
+    steps: int = 1000
+    batch: int = 16
+    lr: float = 1e-3
+    warmup: int = 50
+    seed: int = 0
+    data: str = "shapes"  # or a folder of images + .txt captions
+    style: str = "plain"  # the look of the shapes data
+    pool: int = 2048  # items encoded once
+    resolution: int = dataset.DEFAULT_SIZE
+    drop: float = 0.3  # caption attributes dropped (shapes data)
+    # lcm
+    ddim_steps: int = 50
+    w_min: float = 1.0  # guidance w as LCM writes it: x0 = cond + w * (cond - uncond) (CFG scale w + 1)
+    w_max: float = 4.0
+    huber_c: float = 0.001
+    # style
+    uncond: float = 0.1
+    offset_noise: float = 0.3  # as the base was trained (lcmgraph.train.unet)
+    checkpoint_every: int = 100
+    log_every: int = 10
+    eval_every: int = 0
+
+
+def boundary_scalings(t, sigma_data: float = 0.5, timestep_scaling: float = 10.0):
+    """LCM's consistency boundary conditions: f(x, t) = c_skip x + c_out x0(x, t)."""
+    scaled = t.float() * timestep_scaling
+    c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
+    c_out = scaled / (scaled**2 + sigma_data**2) ** 0.5
+    return c_skip.view(-1, 1, 1, 1), c_out.view(-1, 1, 1, 1)
+
+
+def huber(a, b, c: float):
+    return ((a.float() - b.float()).pow(2) + c * c).sqrt().sub(c).mean()
+
+
+# -- the base model -------------------------------------------------------------------
+def load_base(model: Path, device, dtype=None):
+    """The diffusers pipeline of ``model`` (SD1.5 or SDXL folder), frozen, on ``device``."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(model), dtype=dtype or torch.float32,
+                                             safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.requires_grad_(False).eval()
+    return pipe.to(device)
+
+
+class Conditioner:
+    """Captions -> the UNet's conditioning kwargs, for SD1.5 and SDXL pipelines alike."""
+
+    def __init__(self, pipe, resolution: int):
+        self.pipe = pipe
+        self.xl = getattr(pipe, "text_encoder_2", None) is not None
+        self.resolution = resolution
+        self._cache: dict[str, tuple] = {}
+
+    def _one(self, text: str):
+        import torch
+
+        if text not in self._cache:
+            dev = self.pipe.unet.device
+            with torch.no_grad():
+                if self.xl:
+                    embeds, _, pooled, _ = self.pipe.encode_prompt(text, device=dev, num_images_per_prompt=1,
+                                                                   do_classifier_free_guidance=False)
+                else:
+                    embeds, _ = self.pipe.encode_prompt(text, dev, 1, False)
+                    pooled = None
+            self._cache[text] = (embeds[0], None if pooled is None else pooled[0])
+        return self._cache[text]
+
+    def __call__(self, texts: list[str]) -> dict:
+        import torch
+
+        parts = [self._one(t) for t in texts]
+        kwargs = {"encoder_hidden_states": torch.stack([p[0] for p in parts])}
+        if self.xl:
+            r = self.resolution
+            ids = torch.tensor([[r, r, 0, 0, r, r]], dtype=kwargs["encoder_hidden_states"].dtype)
+            kwargs["added_cond_kwargs"] = {"text_embeds": torch.stack([p[1] for p in parts]),
+                                           "time_ids": ids.repeat(len(texts), 1).to(self.pipe.unet.device)}
+        return kwargs
+
+
+# -- data -----------------------------------------------------------------------------
+def _folder_items(folder: Path, resolution: int):
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    for path in files:
+        with Image.open(path) as im:
+            im = ImageOps.fit(im.convert("RGB"), (resolution, resolution), Image.BICUBIC)
+            pixels = np.asarray(im)
+        txt = path.with_suffix(".txt")
+        yield pixels, (txt.read_text(encoding="utf-8").strip() if txt.exists() else ""), None
+
+
+def encode_pool(run: Path, pipe, tc: LoraTrain, quiet: bool = False):
+    """Latents (scaled as the UNet sees them) plus captions / scenes, encoded once into
+    ``run/lora-latents.pt`` and reused while the data settings stay the same."""
+    import torch
+
+    key = {"data": tc.data, "style": tc.style, "pool": tc.pool, "resolution": tc.resolution}
+    path = Path(run) / "lora-latents.pt"
+    state = load_state(path)
+    if state is not None and state["key"] == key:
+        return state
+    vae = pipe.vae
+    latents, captions, scenes = [], [], []
+    if tc.data == "shapes":
+        for start in range(0, tc.pool, 64):
+            x, sc = dataset.batch(0, start, min(64, tc.pool - start), tc.resolution, style=tc.style)
+            with torch.no_grad():
+                latents.append(vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu())
+            scenes += sc
+    else:
+        import numpy as np
+
+        items = list(_folder_items(Path(tc.data), tc.resolution))[: tc.pool]
+        for start in range(0, len(items), 16):
+            chunk = np.stack([p for p, _, _ in items[start:start + 16]])
+            x = torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            with torch.no_grad():
+                latents.append(vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu())
+        captions = [c for _, c, _ in items]
+    z = torch.cat(latents) * vae.config.scaling_factor
+    state = {"key": key, "latents": z, "captions": captions, "scenes": scenes}
+    save_state(path, state)
+    Log(Path(run), "lora", quiet)(encoded=len(z))
+    return state
+
+
+def _captions(pool: dict, idx, rng, tc: LoraTrain, uncond: float) -> list[str]:
+    out = []
+    for i in idx.tolist():
+        if uncond and rng.random() < uncond:
+            out.append("")
+        elif pool["scenes"]:
+            out.append(dataset.caption(pool["scenes"][i], rng, tc.drop))
+        else:
+            out.append(pool["captions"][i])
+    return out
+
+
+# -- the adapter ------------------------------------------------------------------------
+def add_adapter(unet, rank: int, seed: int):
+    import torch
+    from peft import LoraConfig
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in unet.named_modules()}
+    names = {name for name, _ in unet.named_modules()}
+    targets = [t for t in LCM_TARGETS if t in present or any(n.endswith("." + t) for n in names)]
+    # lora_alpha = rank: scale 1, so the saved file (which carries no alpha) loads the same.
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights="gaussian")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        unet.add_adapter(config)
+    return [p for p in unet.parameters() if p.requires_grad]
+
+
+def save_lora(pipe, path: Path) -> Path:
+    """The UNet adapter as a diffusers-named ``.safetensors`` (loads through ApplyLoRA)."""
+    from peft.utils import get_peft_model_state_dict
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # peft names (``...to_q.lora_A.weight``) as they are: diffusers' convert_state_dict_to_diffusers
+    # renames attention layers to the old ``lora.down`` form, which its own loader then drops.
+    layers = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(pipe.unet).items()}
+    tmp = path.with_name(path.name + ".tmp")
+    type(pipe).save_lora_weights(str(path.parent), unet_lora_layers=layers, weight_name=tmp.name,
+                                 safe_serialization=True)
+    tmp.replace(path)
+    return path
+
+
+# -- training ---------------------------------------------------------------------------
+class _Steps:
+    """Noise-schedule lookups: sqrt(alpha_bar) and sqrt(1 - alpha_bar) at timesteps."""
+
+    def __init__(self, scheduler, device):
+        abar = scheduler.alphas_cumprod.to(device)
+        self.alpha, self.sigma = abar.sqrt(), (1 - abar).sqrt()
+
+    def x0(self, x, eps, t):
+        return (x - self.sigma[t].view(-1, 1, 1, 1) * eps) / self.alpha[t].view(-1, 1, 1, 1)
+
+
+def _lcm_loss(pipe, cond, uncond, z0, gen, tc: LoraTrain, steps: _Steps, scheduler):
+    import torch
+
+    unet, dev, n = pipe.unet, z0.device, len(z0)
+    k = scheduler.config.num_train_timesteps // tc.ddim_steps
+    index = torch.randint(0, tc.ddim_steps, (n,), generator=gen)
+    start = ((index + 1) * k - 1).to(dev)  # the skipping-step schedule k-1, 2k-1, ..., 999
+    t = (start - k).clamp(min=0)
+    noise = torch.randn(z0.shape, generator=gen).to(dev)
+    zs = scheduler.add_noise(z0, noise, start)
+    w = (tc.w_min + (tc.w_max - tc.w_min) * torch.rand(n, generator=gen)).to(dev).view(-1, 1, 1, 1)
+    skip_s, out_s = boundary_scalings(start)
+    skip_t, out_t = boundary_scalings(t)
+
+    student = unet(zs, start, **cond).sample
+    prediction = skip_s * zs + out_s * steps.x0(zs, student, start)
+    with torch.no_grad():
+        unet.disable_adapters()
+        try:
+            both = unet(torch.cat([zs, zs]), torch.cat([start, start]),
+                        **_cat(cond, uncond)).sample
+        finally:
+            unet.enable_adapters()
+        eps_c, eps_u = both.chunk(2)
+        x0_c, x0_u = steps.x0(zs, eps_c, start), steps.x0(zs, eps_u, start)
+        x0 = x0_c + w * (x0_c - x0_u)
+        eps = eps_c + w * (eps_c - eps_u)
+        z_prev = steps.alpha[t].view(-1, 1, 1, 1) * x0 + steps.sigma[t].view(-1, 1, 1, 1) * eps  # DDIM, eta 0
+        target_eps = unet(z_prev, t, **cond).sample
+        target = skip_t * z_prev + out_t * steps.x0(z_prev, target_eps, t)
+    return huber(prediction, target, tc.huber_c)
+
+
+def _cat(a: dict, b: dict) -> dict:
+    import torch
+
+    out = {"encoder_hidden_states": torch.cat([a["encoder_hidden_states"], b["encoder_hidden_states"]])}
+    if "added_cond_kwargs" in a:
+        out["added_cond_kwargs"] = {k: torch.cat([a["added_cond_kwargs"][k], b["added_cond_kwargs"][k]])
+                                    for k in a["added_cond_kwargs"]}
+    return out
+
+
+def _style_loss(pipe, cond, z0, gen, tc: LoraTrain, scheduler):
+    import torch
+
+    n, dev = len(z0), z0.device
+    noise = torch.randn(z0.shape, generator=gen)
+    if tc.offset_noise:
+        noise = noise + tc.offset_noise * torch.randn(z0.shape[:2] + (1, 1), generator=gen)
+    noise = noise.to(dev)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen).to(dev)
+    pred = pipe.unet(scheduler.add_noise(z0, noise, t), t, **cond).sample
+    return (pred.float() - noise.float()).pow(2).mean()
+
+
+def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: float | None = None,
+               device: str = "auto", evaluate=None, quiet: bool = False):
+    """Train (or resume from ``run/lora.pt``) a LoRA of ``tc.kind`` on the base ``model``.
+    ``evaluate(pipe, step)`` -> dict is logged every ``eval_every`` steps. Returns the
+    pipeline with the adapter (live) and the step reached."""
+    import numpy as np
+    import torch
+    from diffusers import DDPMScheduler
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+    tc = tc or LoraTrain()
+    if tc.kind not in KINDS:
+        raise ValueError(f"unknown LoRA kind {tc.kind!r}; one of {', '.join(KINDS)}")
+    dev = setup_torch(device=device)
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    log = Log(run, "lora", quiet)
+    state = load_state(run / "lora.pt")
+    if state is not None:
+        saved = LoraTrain(**state["train"])
+        if saved.kind != tc.kind:
+            raise ValueError(f"{run} holds a {saved.kind!r} LoRA run, not {tc.kind!r}; use another --run folder")
+        tc = LoraTrain(**{**asdict(saved), "steps": tc.steps, "eval_every": tc.eval_every})
+    pipe = load_base(model, dev)
+    pool = encode_pool(run, pipe, tc, quiet)
+    params = add_adapter(pipe.unet, tc.rank, tc.seed)
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(tc.seed)
+    step = 0
+    if state is not None:
+        set_peft_model_state_dict(pipe.unet, state["lora"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step = state["step"]
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    steps = _Steps(scheduler, dev)
+    conditioner = Conditioner(pipe, tc.resolution)
+    latents = pool["latents"]
+
+    def checkpoint():
+        save_state(run / "lora.pt", dict(train=asdict(tc), step=step, generator=gen.get_state(),
+                                         optimizer=opt.state_dict(),
+                                         lora={k: v.cpu() for k, v in get_peft_model_state_dict(pipe.unet).items()}))
+
+    deadline = Deadline(minutes)
+    pipe.unet.train()
+    running = None
+    while step < tc.steps and not deadline.passed():
+        idx = torch.randint(0, len(latents), (tc.batch,), generator=gen)
+        rng = np.random.default_rng([tc.seed, step])
+        z0 = latents[idx].to(dev)
+        set_lr(opt, lr_at(step, tc.lr, tc.warmup, tc.steps))
+        if tc.kind == "lcm":
+            cond = conditioner(_captions(pool, idx, rng, tc, 0.0))
+            uncond = conditioner([""] * tc.batch)
+            loss = _lcm_loss(pipe, cond, uncond, z0, gen, tc, steps, scheduler)
+        else:
+            cond = conditioner(_captions(pool, idx, rng, tc, tc.uncond))
+            loss = _style_loss(pipe, cond, z0, gen, tc, scheduler)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % tc.log_every == 0 or step == 1:
+            log(step=step, loss=loss.item(), avg=running, lr=opt.param_groups[0]["lr"])
+        if step % tc.checkpoint_every == 0:
+            checkpoint()
+        if evaluate is not None and tc.eval_every and step % tc.eval_every == 0:
+            pipe.unet.eval()
+            log(step=step, **evaluate(pipe, step))
+            pipe.unet.train()
+    checkpoint()
+    pipe.unet.eval()
+    log(step=step, done=step >= tc.steps)
+    return pipe, step

@@ -1,0 +1,99 @@
+"""``lcmgraph train-lcm-lora`` and ``lcmgraph train-lora``: LoRA trainers on a base model.
+
+    lcmgraph train-lcm-lora --run train-runs/lcm-lora --steps 1500 --out lcm.safetensors
+    lcmgraph train-lora --style outline --run train-runs/outline --steps 600 --out outline.safetensors
+
+The base (``--base``) is a diffusers folder, SD1.5 or SDXL architecture; the
+default is the embedded model. Interrupt at any time: the same command
+resumes from ``--run``. The LoRA is written to ``--out`` (default
+``RUN/lora.safetensors``) at the end, and whenever ``--minutes`` stops a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _default_base() -> Path:
+    from .cli import builtin_dir
+
+    return builtin_dir() / "tiny-shapes"
+
+
+def add_lora_parsers(subparsers) -> None:
+    for name, kind, summary in (("train-lcm-lora", "lcm", "distil an LCM-LoRA (4-step sampling) from a base model"),
+                                ("train-lora", "style", "fine-tune a plain (e.g. style) LoRA on a base model")):
+        p = subparsers.add_parser(name, help=summary, description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        configure(p, kind)
+        p.set_defaults(handler=run_lora)
+
+
+def configure(p: argparse.ArgumentParser, kind: str) -> None:
+    from .lora import LoraTrain
+
+    d = LoraTrain(kind=kind)
+    p.set_defaults(kind=kind)
+    p.add_argument("--base", type=Path, default=None, help="base model, a diffusers folder (default: the embedded tiny-shapes)")
+    p.add_argument("--run", type=Path, required=True, help="run folder: checkpoint, latents, log")
+    p.add_argument("--out", type=Path, default=None, help="LoRA file to write (default RUN/lora.safetensors)")
+    p.add_argument("--steps", type=int, default=d.steps, help="target steps, the lr schedule's length (default %(default)s)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock bound for this invocation")
+    p.add_argument("--rank", type=int, default=d.rank, help="LoRA rank (default %(default)s)")
+    p.add_argument("--batch", type=int, default=d.batch, help="batch size (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
+    p.add_argument("--data", default="shapes", help="'shapes' (the synthetic generator) or a folder of images + .txt captions")
+    p.add_argument("--style", default="outline" if kind == "style" else "plain",
+                   help="look of the shapes data: plain or outline (default %(default)s)")
+    p.add_argument("--pool", type=int, default=d.pool, help="data items encoded once (default %(default)s)")
+    p.add_argument("--resolution", type=int, default=d.resolution, help="training resolution (default %(default)s)")
+    if kind == "lcm":
+        p.add_argument("--w-min", type=float, default=d.w_min, help="teacher guidance w range, CFG scale w + 1 (default %(default)s)")
+        p.add_argument("--w-max", type=float, default=d.w_max, help="(default %(default)s)")
+        p.add_argument("--ddim-steps", type=int, default=d.ddim_steps, help="skipping-step schedule length, k = 1000 / this (default %(default)s)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between prompt-accuracy checks on the shapes model (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1; env LCMGRAPH_TRAIN_THREADS)")
+
+
+def run_lora(args) -> int:
+    import os
+
+    from .lora import LoraTrain, save_lora, train_lora
+
+    if args.threads:
+        os.environ["LCMGRAPH_TRAIN_THREADS"] = str(args.threads)
+    base = args.base or _default_base()
+    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps") if hasattr(args, k)}
+    tc = LoraTrain(kind=args.kind, rank=args.rank, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                   data=args.data, style=args.style, pool=args.pool, resolution=args.resolution,
+                   eval_every=args.eval_every, **extra)
+    evaluate = _shapes_evaluator(base, args.kind) if args.eval_every else None
+    pipe, step = train_lora(args.run, base, tc, minutes=args.minutes, device=args.device, evaluate=evaluate)
+    out = save_lora(pipe, args.out or args.run / "lora.safetensors")
+    print(json.dumps({"lora": str(out), "step": step, "kind": args.kind}))
+    return 0
+
+
+def _shapes_evaluator(base: Path, kind: str):
+    """Prompt accuracy on 40 fixed prompts (LCMScheduler 4 steps for an LCM-LoRA, Euler 10
+    otherwise), read by the evaluator shipped beside the base; None if there is none."""
+    from . import dataset
+    from .evaluator import load_evaluator
+    from .generate import prompt_accuracy, set_scheduler
+
+    path = base.parent / f"{base.name}-evaluator.safetensors"
+    if not path.exists():
+        return None
+    prompts = dataset.eval_prompts(40)
+
+    def evaluate(pipe, step):
+        judge = load_evaluator(path, str(pipe.unet.device))
+        set_scheduler(pipe, "lcm" if kind == "lcm" else "euler")
+        res = prompt_accuracy(pipe, judge, prompts, steps=4 if kind == "lcm" else 10, batch=40)
+        return {f"eval_{k}": round(v, 3) for k, v in res.items() if k != "images"}
+
+    return evaluate
