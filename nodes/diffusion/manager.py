@@ -321,7 +321,8 @@ class ModelManager:
         for key, entry in self._entries.items():
             if isinstance(entry, LoadedCheckpoint):
                 f = entry.fused
-                models[key] = {"fuse_builds": f.builds, "fuse_hits": f.hits, "fuse_restores": f.restores,
+                name = Path(entry.path).name
+                models[name if name not in models else key] = {"fuse_builds": f.builds, "fuse_hits": f.hits, "fuse_restores": f.restores,
                                "fused": [list(s) for s in f.signature], "fallback": f.fallback,
                                "compiled": entry.compiled, "denoise_runs": entry.denoise_runs}
         return {"switches": self.fast.summary(), "models": models}
