@@ -202,11 +202,22 @@ def _stream(cmd: list[str], env: dict, cwd: Path, timeout: float | None, on_line
     """Run ``cmd``; call ``on_line`` with each JSON line as it comes; other output goes
     to stderr. Returns the exit code, or None when killed at ``timeout``."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1, start_new_session=True)
+                            start_new_session=True)
     deadline = None if timeout is None else time.time() + timeout
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
-    killed = False
+    pending, killed = b"", False
+
+    def handle(raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        if text.startswith("{"):
+            try:
+                on_line(json.loads(text))
+                return
+            except json.JSONDecodeError:
+                pass
+        print(text, file=sys.stderr, flush=True)
+
     while True:
         left = None if deadline is None else deadline - time.time()
         if left is not None and left <= 0:
@@ -214,20 +225,16 @@ def _stream(cmd: list[str], env: dict, cwd: Path, timeout: float | None, on_line
             killed = True
             break
         if not sel.select(timeout=min(left, 5.0) if left is not None else 5.0):
-            if proc.poll() is not None:
-                break
             continue
-        text = proc.stdout.readline()
-        if not text:
+        chunk = os.read(proc.stdout.fileno(), 65536)  # never blocks on a line without its newline
+        if not chunk:
             break
-        text = text.rstrip("\n")
-        if text.startswith("{"):
-            try:
-                on_line(json.loads(text))
-                continue
-            except json.JSONDecodeError:
-                pass
-        print(text, file=sys.stderr, flush=True)
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            handle(raw)
+    if pending:
+        handle(pending)
     proc.wait()
     return None if killed else proc.returncode
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -83,7 +84,9 @@ def test_summary_ratios_against_the_goals():
 
 
 def test_a_phase_past_the_budget_is_killed_and_keeps_its_lines(tmp_path):
-    script = "import json, time; print(json.dumps({'what': 'early'}), flush=True); time.sleep(30)"
+    script = ("import json, sys, time; print(json.dumps({'what': 'early'}), flush=True); "
+              "sys.stdout.write('a progress bar without its newline'); sys.stdout.flush(); time.sleep(30)")
     seen = []
+    t0 = time.time()
     code = gpu._stream([sys.executable, "-c", script], {}, tmp_path, 3.0, seen.append)
-    assert code is None and seen == [{"what": "early"}]
+    assert code is None and seen == [{"what": "early"}] and time.time() - t0 < 10
