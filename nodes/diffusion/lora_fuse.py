@@ -54,6 +54,8 @@ class FusedLora:
     unwrapped: list[tuple[Any, str, Any]] = field(default_factory=list)
     #: ids of weights that differ from their originals now.
     dirty: set[int] = field(default_factory=set)
+    #: the tree holds no peft wrapper (checked since the last ``wrap``): no need to look again
+    plain: bool = False
     builds: int = 0  # fusions computed
     hits: int = 0  # realisations that found the list already fused
     restores: int = 0  # times the original weights were copied back
@@ -71,10 +73,11 @@ class FusedLora:
             if weight is not None:
                 wrapper.to(weight.device)
         self.unwrapped.clear()
+        self.plain = False
 
     def unwrap(self, unet: Any) -> None:
         """Replace each peft wrapper in ``unet`` by its base layer."""
-        if self.unwrapped:
+        if self.unwrapped or self.plain:
             return
         for name, module in list(unet.named_modules()):
             if not _is_tuner(module):
@@ -85,6 +88,7 @@ class FusedLora:
                 continue  # nested inside another wrapper; that one is handled
             setattr(parent, attr, module.get_base_layer())
             self.unwrapped.append((parent, attr, module))
+        self.plain = True
 
     # -- weights -----------------------------------------------------------------------
     def restore(self) -> set[int]:
