@@ -45,6 +45,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=500, help="UNet steps between prompt-accuracy checks (0: none)")
     p.add_argument("--offset-noise", type=float, default=0.3,
                    help="UNet training: per-channel constant noise added to epsilon (default %(default)s)")
+    p.add_argument("--snr-floor", type=float, default=0.1,
+                   help="UNet training: weigh high-t losses as if SNR were at least this (0: off; default %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="export folder (default: the shipped nodes/diffusion/builtin/tiny-shapes)")
     p.add_argument("--no-ema", action="store_true", help="export the live weights instead of the EMA")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
@@ -120,7 +122,7 @@ def _unet(args, vae):
             return {f"eval10_{k}": round(v, 3) for k, v in res.items() if k != "images"}
 
     tc = UnetTrain(**({"steps": args.unet_steps} if args.unet_steps else {}), eval_every=args.eval_every,
-                   offset_noise=args.offset_noise)
+                   offset_noise=args.offset_noise, snr_floor=args.snr_floor)
     return train_unet(args.run, latents, scale, tc=tc, minutes=args.minutes, device=args.device, evaluate=evaluate)
 
 
