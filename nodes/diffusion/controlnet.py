@@ -47,6 +47,7 @@ class LoadControlNet(Node):
     category = "loaders"
     inputs = (Input("controlnet", T.STRING, folder="controlnet", description="a folder or .safetensors file in the controlnet folder, or builtin:NAME"),)
     outputs = (Output("control_net", T.CONTROL_NET),)
+    batch_inputs = ()  # jobs on different ControlNets cannot share a sampler call
 
     def execute(self, ctx, controlnet):
         path = ctx.resolve_file("controlnet", controlnet)

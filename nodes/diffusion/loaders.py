@@ -18,6 +18,8 @@ class LoadCheckpoint(Node):
     inputs = (Input("checkpoint", T.STRING, default="builtin:tiny-random", folder="checkpoints",
                     description="a file or diffusers folder in checkpoints/, builtin:NAME, or hub:org/name"),)
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE))
+    # Jobs on different checkpoints are not worth batching: their samplers cannot merge.
+    batch_inputs = ()
 
     def execute(self, ctx, checkpoint):
         path = str(ctx.resolve_file("checkpoints", checkpoint))
@@ -49,6 +51,8 @@ class ApplyLoRA(Node):
         Input("clip_weight", T.FLOAT, default=1.0, min=-10.0, max=10.0, step=0.05),
     )
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP))
+
+    batch_inputs = ()  # another LoRA or weight is another model: samplers cannot merge
 
     def execute(self, ctx, model: ModelRef, clip: ClipRef | None, lora, weight, clip_weight):
         path = str(ctx.resolve_file("loras", lora))
