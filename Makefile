@@ -13,7 +13,7 @@ WEB_SRC := web/index.html web/vite.config.js web/package.json $(shell find web/s
 WEB_DEPS := web/node_modules/.package-lock.json
 WEB_DIST := web/dist/index.html
 
-.PHONY: setup run test lint bench clean web chromium train
+.PHONY: setup run test lint bench clean web chromium train train-loras quality
 
 setup: $(STAMP) $(WEB_DIST)
 
@@ -53,6 +53,15 @@ lint: $(STAMP)
 # Retrain / resume the embedded model (hours on a CPU; minutes on a GPU: add ARGS=--device cuda).
 train: $(STAMP)
 	$(BIN)/lcmgraph train all --run train-runs/tiny-shapes $(ARGS)
+
+# The embedded model's LoRAs (docs/lcm-lora.md), written next to the shipped weights.
+BUILTIN := nodes/diffusion/builtin
+train-loras: $(STAMP)
+	$(BIN)/lcmgraph train-lcm-lora --run train-runs/lcm-lora --out $(BUILTIN)/tiny-shapes-lcm-lora.safetensors $(ARGS)
+	$(BIN)/lcmgraph train-lora --style outline --run train-runs/outline-lora --out $(BUILTIN)/tiny-shapes-outline-lora.safetensors $(ARGS)
+
+quality: $(STAMP)
+	$(BIN)/python bench/quality.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/executor_overhead.py

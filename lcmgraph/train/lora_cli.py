@@ -52,6 +52,8 @@ def configure(p: argparse.ArgumentParser, kind: str) -> None:
     if kind == "lcm":
         p.add_argument("--w-min", type=float, default=d.w_min, help="teacher guidance w range, CFG scale w + 1 (default %(default)s)")
         p.add_argument("--w-max", type=float, default=d.w_max, help="(default %(default)s)")
+        p.add_argument("--target-ema", type=float, default=d.target_ema,
+                       help="EMA decay of the target network's LoRA (0: the live student) (default %(default)s)")
         p.add_argument("--ddim-steps", type=int, default=d.ddim_steps, help="skipping-step schedule length, k = 1000 / this (default %(default)s)")
     p.add_argument("--eval-every", type=int, default=0, help="steps between prompt-accuracy checks on the shapes model (0: none)")
     p.add_argument("--seed", type=int, default=0)
@@ -67,7 +69,7 @@ def run_lora(args) -> int:
     if args.threads:
         os.environ["LCMGRAPH_TRAIN_THREADS"] = str(args.threads)
     base = args.base or _default_base()
-    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps") if hasattr(args, k)}
+    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema") if hasattr(args, k)}
     tc = LoraTrain(kind=args.kind, rank=args.rank, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                    data=args.data, style=args.style, pool=args.pool, resolution=args.resolution,
                    eval_every=args.eval_every, **extra)
