@@ -92,7 +92,8 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--grid", type=Path, default=None, help="save the first run's first 16 images as a PNG grid (2 rows of 8)")
+    p.add_argument("--grid", type=Path, default=None, help="save one row's first 16 images as a PNG grid (2 rows of 8)")
+    p.add_argument("--grid-row", default="base:euler:25:3.0", help="the row --grid saves (default %(default)s)")
     p.add_argument("--only", default=None, help="run only rows whose label:scheduler:steps:cfg contains this, e.g. lcm-lora")
     p.add_argument("--lcm-lora", type=Path, default=LCM_LORA)
     p.add_argument("--style-lora", type=Path, default=STYLE_LORA)
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
     print(header)
     start = time.perf_counter()
     _reconstruction_row(pipe, judge, prompts)
-    for i, (label, name, steps, guidance, weights) in enumerate(runs):
+    for label, name, steps, guidance, weights in runs:
         _set_adapters(pipe, weights)
         set_scheduler(pipe, name)
         r = prompt_accuracy(pipe, judge, prompts, steps, guidance, batch=args.batch)
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
         print(f"{label:<11}{name:<10}{steps:>6}{guidance:>5.1f}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}"
               f"{r['shape']:>7.3f}{r['background']:>6.3f}{r['position']:>6.3f}{r['size']:>6.3f}{style}"
               f"{r['seconds_per_image']:>9.4f}", flush=True)
-        if i == 0 and args.grid:
+        if args.grid and f"{label}:{name}:{steps}:{guidance}" == args.grid_row:
             save_grid(r["images"][:16], args.grid)
     if args.steps_grid and "lcm" in adapters:
         steps_grid(pipe, prompts[:6], args.steps_grid)

@@ -19,6 +19,9 @@ def _root(engine) -> Path:
 BUILTIN_FILES = {
     # The embedded default: a small SD-architecture model trained on synthetic shapes.
     ("checkpoints", "tiny-shapes"): lambda e: _SHIPPED / "tiny-shapes",
+    # Its LCM-LoRA (lcmgraph train-lcm-lora) and an outline style LoRA (lcmgraph train-lora).
+    ("loras", "tiny-shapes-lcm-lora"): lambda e: _SHIPPED / "tiny-shapes-lcm-lora.safetensors",
+    ("loras", "tiny-shapes-outline-lora"): lambda e: _SHIPPED / "tiny-shapes-outline-lora.safetensors",
     ("checkpoints", "tiny-random"): lambda e: tiny.build_checkpoint(_root(e) / "tiny-random", "sd15"),
     ("checkpoints", "tiny-random-xl"): lambda e: tiny.build_checkpoint(_root(e) / "tiny-random-xl", "sdxl"),
     # Like a real LCM-LoRA: UNet only, peft/diffusers naming.

@@ -1,0 +1,106 @@
+"""The shipped LoRAs of the embedded model, through the real node graph.
+
+builtin:tiny-shapes-lcm-lora (distilled by ``lcmgraph train-lcm-lora``) must
+make the base model a 4-step model: at 4 LCM steps it beats the base model at 4
+standard (Euler) steps on the same prompts and seeds, above a floor set from
+the measurement in docs/lcm-lora.md. builtin:tiny-shapes-outline-lora (``lcmgraph
+train-lora --style outline``) stacked on it must draw outlines that the style
+judge recognises, where the LCM-LoRA alone does not (at 1.2: at 0.8 this small
+LoRA's outlines are too faint for the judge, see docs/lcm-lora.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lcmgraph import Engine, EngineConfig
+from lcmgraph.train import dataset
+from lcmgraph.train.evaluator import (
+    accuracy,
+    load_evaluator,
+    load_style_judge,
+    predict,
+    style_score,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILTIN = ROOT / "nodes" / "diffusion" / "builtin"
+PACKS = ROOT / "tests" / "diffusion" / "packs"
+PROMPTS = 16
+
+#: Measured on these prompts with the shipped files (2026-11-26, docs/lcm-lora.md): LCM-LoRA
+#: 4 steps colour+shape 0.875 (14/16), base Euler 4 steps 0.5625 (9/16); outline LoRA at 1.2
+#: on the LCM-LoRA: 4/8 read as outlined, 0/8 without it. Floors sit below.
+FLOOR_LCM_LORA_4 = 0.6
+MARGIN_OVER_BASE_4 = 0.15
+OUTLINE_WEIGHT = 1.2
+FLOOR_OUTLINE = 0.25
+
+
+def _engine(tmp_path: Path) -> Engine:
+    return Engine(EngineConfig(
+        folders={"checkpoints": [BUILTIN]}, home=tmp_path / "home", models_dir=tmp_path / "models",
+        output_dir=tmp_path / "out", plugins_from_env=False, plugin_dirs=[PACKS], device="cpu",
+    ))
+
+
+def _flow(prompt: str, seed: int, loras: dict[str, float], sampler: str) -> dict:
+    def link(node, out):
+        return {"link": [node, out]}
+
+    nodes = {"ckpt": ("LoadCheckpoint", {"checkpoint": "builtin:tiny-shapes"})}
+    model = link("ckpt", "model")
+    for i, (name, weight) in enumerate(loras.items()):
+        nodes[f"lora{i}"] = ("ApplyLoRA", {"model": model, "lora": f"builtin:{name}", "weight": weight})
+        model = link(f"lora{i}", "model")
+    common = {"model": model, "positive": link("pos", "conditioning"), "latent": link("empty", "latent"),
+              "seed": seed, "steps": 4}
+    nodes |= {
+        "pos": ("TextEncode", {"clip": link("ckpt", "clip"), "text": prompt}),
+        "empty": ("EmptyLatent", {"width": 128, "height": 128, "batch": 1}),
+        "sampler": ("LCMSampler", {**common, "guidance": 1.0}) if sampler == "lcm"
+        else ("Sampler", {**common, "scheduler": sampler, "cfg": 1.0}),
+        "decode": ("VAEDecode", {"vae": link("ckpt", "vae"), "latent": link("sampler", "latent")}),
+        "capture": ("Capture", {"value": link("decode", "image")}),
+    }
+    return {"format": "lcmgraph.workflow", "version": 1, "outputs": ["capture"],
+            "nodes": {k: {"type": t, "inputs": i} for k, (t, i) in nodes.items()}}
+
+
+def _images(engine, prompts, loras, sampler):
+    out = []
+    for seed, (prompt, _) in enumerate(prompts):
+        image = engine.run(_flow(prompt, seed, loras, sampler)).values["decode"]["image"]
+        out.append(torch.as_tensor(image).float().permute(0, 3, 1, 2) * 2 - 1)
+    return torch.cat(out)
+
+
+def test_builtin_lora_names(tmp_path):
+    engine = _engine(tmp_path)
+    names = engine.registry.builtin_files("loras")
+    assert {"tiny-shapes-lcm-lora", "tiny-shapes-outline-lora"} <= set(names)
+
+
+def test_lcm_lora_at_4_steps_beats_the_base_model_at_4_steps(tmp_path):
+    torch.set_num_threads(1)
+    engine = _engine(tmp_path)
+    prompts = dataset.eval_prompts(PROMPTS, seed=99)
+    scenes = [s for _, s in prompts]
+    judge = load_evaluator(BUILTIN / "tiny-shapes-evaluator.safetensors")
+    base = accuracy(predict(judge, _images(engine, prompts, {}, "euler")), scenes)
+    lcm = accuracy(predict(judge, _images(engine, prompts, {"tiny-shapes-lcm-lora": 1.0}, "lcm")), scenes)
+    assert lcm["colour_shape"] >= FLOOR_LCM_LORA_4, (lcm, base)
+    assert lcm["colour_shape"] >= base["colour_shape"] + MARGIN_OVER_BASE_4, (lcm, base)
+
+
+def test_outline_lora_stacks_on_the_lcm_lora(tmp_path):
+    torch.set_num_threads(1)
+    engine = _engine(tmp_path)
+    prompts = dataset.eval_prompts(8, seed=98)
+    judge = load_style_judge(BUILTIN / "tiny-shapes-style-judge.safetensors")
+    plain = style_score(judge, _images(engine, prompts, {"tiny-shapes-lcm-lora": 1.0}, "lcm")).mean()
+    styled = style_score(judge, _images(engine, prompts, {"tiny-shapes-lcm-lora": 1.0,
+                                                          "tiny-shapes-outline-lora": OUTLINE_WEIGHT}, "lcm")).mean()
+    assert styled >= FLOOR_OUTLINE and styled > plain, (float(styled), float(plain))
