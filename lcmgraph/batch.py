@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import events as E
 from . import workflow as wf
-from .context import Interrupted, NodeContext, RunControl
+from .context import EngineAccess, Interrupted, NodeContext, RunControl
 from .executor import (
     NodeFailed,
     RunInterrupted,
@@ -129,7 +129,7 @@ class JointControl:
             raise Interrupted("interrupted")
 
 
-class BatchContext:
+class BatchContext(EngineAccess):
     """What ``Node.execute_batch`` receives as ``ctx``: one NodeContext per entry
     (``items``, for ``add_result`` and the like) and the NodeContext helpers."""
 
@@ -139,19 +139,6 @@ class BatchContext:
         self.node_id = items[0].node_id
         self.node_type = items[0].node_type
         self._control = control
-
-    @property
-    def device(self) -> str:
-        return self.engine.config.device
-
-    def service(self, name: str) -> Any:
-        return self.engine.service(name)
-
-    def resolve_file(self, folder: str, name: str) -> Path:
-        return self.engine.files.resolve(folder, name)
-
-    def check_interrupt(self) -> None:
-        self._control.check()
 
     def progress(self, step: int, total: int, preview: Any = None, previews: Sequence[Any] | None = None,
                  **info: Any) -> None:

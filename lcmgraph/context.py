@@ -35,7 +35,27 @@ class RunControl:
             raise Interrupted("interrupted")
 
 
-class NodeContext:
+class EngineAccess:
+    """The engine helpers a node's ``ctx`` offers (needs ``engine`` and ``_control``)."""
+
+    engine: Engine
+    _control: Any
+
+    @property
+    def device(self) -> str:
+        return self.engine.config.device
+
+    def service(self, name: str) -> Any:
+        return self.engine.service(name)
+
+    def resolve_file(self, folder: str, name: str) -> Path:
+        return self.engine.files.resolve(folder, name)
+
+    def check_interrupt(self) -> None:
+        self._control.check()
+
+
+class NodeContext(EngineAccess):
     def __init__(
         self,
         engine: Engine,
@@ -57,19 +77,6 @@ class NodeContext:
         #: The workflow being run, as a document (for embedding in saved images).
         self.workflow_json = workflow_json
         self.results: dict[str, Any] = {}
-
-    @property
-    def device(self) -> str:
-        return self.engine.config.device
-
-    def service(self, name: str) -> Any:
-        return self.engine.service(name)
-
-    def resolve_file(self, folder: str, name: str) -> Path:
-        return self.engine.files.resolve(folder, name)
-
-    def check_interrupt(self) -> None:
-        self._control.check()
 
     def progress(self, step: int, total: int, preview: Any = None, **info: Any) -> None:
         """Report progress; also the point where an interrupt takes effect."""

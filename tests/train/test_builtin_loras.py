@@ -11,11 +11,8 @@ LoRA's outlines are too faint for the judge, see docs/lcm-lora.md).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from lcmgraph import Engine, EngineConfig
 from lcmgraph.train import dataset
 from lcmgraph.train.evaluator import (
     accuracy,
@@ -25,9 +22,8 @@ from lcmgraph.train.evaluator import (
     style_score,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILTIN = ROOT / "nodes" / "diffusion" / "builtin"
-PACKS = ROOT / "tests" / "diffusion" / "packs"
+from .test_builtin_model import BUILTIN, _engine
+
 PROMPTS = 16
 
 #: Measured on these prompts with the shipped files (2026-11-26, docs/lcm-lora.md): LCM-LoRA
@@ -37,13 +33,6 @@ FLOOR_LCM_LORA_4 = 0.6
 MARGIN_OVER_BASE_4 = 0.15
 OUTLINE_WEIGHT = 1.2
 FLOOR_OUTLINE = 0.25
-
-
-def _engine(tmp_path: Path) -> Engine:
-    return Engine(EngineConfig(
-        folders={"checkpoints": [BUILTIN]}, home=tmp_path / "home", models_dir=tmp_path / "models",
-        output_dir=tmp_path / "out", plugins_from_env=False, plugin_dirs=[PACKS], device="cpu",
-    ))
 
 
 def _flow(prompt: str, seed: int, loras: dict[str, float], sampler: str) -> dict:
