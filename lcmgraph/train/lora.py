@@ -22,6 +22,7 @@ into the run folder.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -159,12 +160,16 @@ def encode_pool(run: Path, pipe, tc: LoraTrain, quiet: bool = False):
     if state is not None and state["key"] == key:
         return state
     vae = pipe.vae
+
+    def encode(x):
+        with torch.no_grad():
+            return vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu()
+
     latents, captions, scenes = [], [], []
     if tc.data == "shapes":
         for start in range(0, tc.pool, 64):
             x, sc = dataset.batch(0, start, min(64, tc.pool - start), tc.resolution, style=tc.style)
-            with torch.no_grad():
-                latents.append(vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu())
+            latents.append(encode(x))
             scenes += sc
     else:
         import numpy as np
@@ -172,9 +177,7 @@ def encode_pool(run: Path, pipe, tc: LoraTrain, quiet: bool = False):
         items = list(_folder_items(Path(tc.data), tc.resolution))[: tc.pool]
         for start in range(0, len(items), 16):
             chunk = np.stack([p for p, _, _ in items[start:start + 16]])
-            x = torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-            with torch.no_grad():
-                latents.append(vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu())
+            latents.append(encode(torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)))
         captions = [c for _, c, _ in items]
     z = torch.cat(latents) * vae.config.scaling_factor
     state = {"key": key, "latents": z, "captions": captions, "scenes": scenes}
@@ -200,9 +203,8 @@ def add_adapter(unet, rank: int, seed: int):
     import torch
     from peft import LoraConfig
 
-    present = {name.rsplit(".", 1)[-1] for name, _ in unet.named_modules()}
-    names = {name for name, _ in unet.named_modules()}
-    targets = [t for t in LCM_TARGETS if t in present or any(n.endswith("." + t) for n in names)]
+    names = [name for name, _ in unet.named_modules()]
+    targets = [t for t in LCM_TARGETS if any(n == t or n.endswith("." + t) for n in names)]
     # lora_alpha = rank: scale 1, so the saved file (which carries no alpha) loads the same.
     config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights="gaussian")
     with torch.random.fork_rng():
@@ -245,6 +247,7 @@ class _TargetEma:
     def __init__(self, params, decay: float):
         self.params, self.decay = params, decay
         self.shadow = [p.detach().clone() for p in params]
+        self._live = [p.detach().clone() for p in params]  # reused: no per-step allocation
 
     def update(self):
         import torch
@@ -252,25 +255,18 @@ class _TargetEma:
         with torch.no_grad():
             torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.decay)
 
+    @contextlib.contextmanager
     def swapped(self):
-        import contextlib
-
         import torch
 
-        @contextlib.contextmanager
-        def swap():
-            live = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(self._live, self.params)
+            torch._foreach_copy_(self.params, self.shadow)
+        try:
+            yield
+        finally:
             with torch.no_grad():
-                for p, s in zip(self.params, self.shadow, strict=True):
-                    p.copy_(s)
-            try:
-                yield
-            finally:
-                with torch.no_grad():
-                    for p, v in zip(self.params, live, strict=True):
-                        p.copy_(v)
-
-        return swap()
+                torch._foreach_copy_(self.params, self._live)
 
 
 def _lcm_loss(pipe, cond, uncond, z0, gen, tc: LoraTrain, steps: _Steps, scheduler, target_ema=None):

@@ -91,9 +91,10 @@ def _shapes_evaluator(base: Path, kind: str):
     if not path.exists():
         return None
     prompts = dataset.eval_prompts(40)
+    judge = load_evaluator(path)
 
     def evaluate(pipe, step):
-        judge = load_evaluator(path, str(pipe.unet.device))
+        judge.to(pipe.unet.device)
         set_scheduler(pipe, "lcm" if kind == "lcm" else "euler")
         res = prompt_accuracy(pipe, judge, prompts, steps=4 if kind == "lcm" else 10, batch=40)
         return {f"eval_{k}": round(v, 3) for k, v in res.items() if k != "images"}

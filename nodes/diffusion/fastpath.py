@@ -144,7 +144,9 @@ def resolve(options: Mapping | None, device: str, home: str | Path | None = None
 
     cache = options.get("compile_cache", "auto")
     if cache in (None, "", "auto"):
-        cache = Path(home).expanduser() / "compile" if home is not None else _default_compile_dir()
+        from lcmgraph.engine import default_home
+
+        cache = Path(home if home is not None else default_home()).expanduser() / "compile"
     elif str(cache).lower() == "off":
         cache = None
     else:
@@ -172,11 +174,6 @@ def resolve(options: Mapping | None, device: str, home: str | Path | None = None
         compile_cache=cache if compiling else None,
         vae_dtype=vae_dtype,
     )
-
-
-def _default_compile_dir() -> Path:
-    base = os.environ.get("LCMGRAPH_HOME") or Path.home() / ".cache" / "lcmgraph"
-    return Path(base).expanduser() / "compile"
 
 
 # -- per-model switches ------------------------------------------------------------------

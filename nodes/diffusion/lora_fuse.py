@@ -177,7 +177,9 @@ def realise_fused(state: FusedLora, unet: Any, patches: Iterable[LoraPatch],
     patches = tuple(patches)
     wanted = wanted_weights(patches, adapters)
     signature = tuple(sorted(wanted.items()))
-    if signature == state.signature and state.fallback is None:
+    if signature == state.signature:
+        if state.fallback is not None:  # this list cannot fuse: its adapters are already live
+            return False, set()
         state.unwrap(unet)
         if signature:
             state.hits += 1
@@ -191,10 +193,10 @@ def realise_fused(state: FusedLora, unet: Any, patches: Iterable[LoraPatch],
         try:
             changed |= state.fuse(unet, wanted)
         except CannotFuse as exc:
-            changed |= state.restore()
+            changed |= state.restore()  # base weights back; the adapters set above stay live
             state.fallback = str(exc)
+            state.signature = signature
             log.info("LoRA not fused (%s): running the adapters unfused", exc)
-            realise_adapters(unet, "unet", patches, adapters)
             return False, changed
         state.signature = signature
         state.builds += 1

@@ -235,9 +235,7 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
 
     with torch.no_grad():
         runs = [_prepare(req, loaded, cfg, device, dtype) for req in reqs]
-        timesteps, start, end = runs[0].plan
-        if any(not torch.equal(r.plan[0], timesteps) or r.plan[1:] != (start, end) for r in runs[1:]):
-            return None
+        timesteps, start, end = runs[0].plan  # equal for all: batch_mismatch compared what sets it
         sizes = [r.latents.shape[0] for r in runs]
         embeds = _stack([r.embeds for r in runs], k)
         added = None
@@ -248,10 +246,12 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
         controls = ControlRunner(ctx, manager, loaded, reqs[0].positive.controls, shape, sum(sizes), cfg,
                                  len(timesteps))
 
+        offsets = [sum(sizes[:index]) for index in range(len(sizes))]
+        total = sum(sizes)
         run = timesteps[start:end]
         for i, t in enumerate(run):
-            model_input = _stack([r.scheduler.scale_model_input(torch.cat([r.latents] * 2) if cfg else r.latents, t)
-                                  for r in runs], k)
+            x = torch.cat([r.scheduler.scale_model_input(r.latents, t) for r in runs])
+            model_input = torch.cat([x, x]) if cfg else x  # _stack's layout: all negatives, then all positives
             down, mid = controls.residuals(start + i, model_input, t, embeds, added)
             noise_pred = unet(
                 model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
@@ -259,10 +259,10 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
                 mid_block_additional_residual=mid, return_dict=False,
             )[0]
             previews = []
-            for index, r in enumerate(runs):
-                own = _unstack(noise_pred, sizes, index, k)
+            for r, o, n in zip(runs, offsets, sizes, strict=True):
+                own = noise_pred[o:o + n]
                 if cfg:
-                    uncond, cond = own.chunk(2)
+                    uncond, cond = own, noise_pred[total + o:total + o + n]
                     own = uncond + r.req.guidance * (cond - uncond)
                 out = r.scheduler.step(own, t, r.latents, **r.extra, return_dict=True)
                 r.latents = out.prev_sample
@@ -284,16 +284,6 @@ def _stack(parts: list, k: int):
 
     blocks = [part.chunk(k) for part in parts]
     return torch.cat([b[h] for h in range(k) for b in blocks])
-
-
-def _unstack(batch, sizes: list[int], index: int, k: int):
-    """Request ``index``'s rows of a batch laid out by ``_stack``, in its own layout."""
-    if len(sizes) == 1:
-        return batch
-    import torch
-
-    total, offset = sum(sizes), sum(sizes[:index])
-    return torch.cat([batch[h * total + offset:h * total + offset + sizes[index]] for h in range(k)])
 
 
 def _step_kwargs(scheduler: Any, generator: Any, eta: float) -> dict:

@@ -288,3 +288,23 @@ def test_text_encodings_come_from_the_engine_cache(make_engine):
     run_to(engine, _lora_flow(seed=1), "decode", "image")
     second = run_to(engine, _lora_flow(seed=2), "decode", "image")
     assert "pos" in second.cached and "pos" not in second.executed
+
+
+def test_an_unfusable_lora_runs_unfused_and_is_not_retried_every_image(make_engine, monkeypatch):
+    from lcmgraph_nodes.diffusion import lora_fuse
+
+    calls = []
+
+    def refuse(self, unet, wanted):
+        calls.append(1)
+        raise lora_fuse.CannotFuse("a layer kind fusion does not handle")
+
+    monkeypatch.setattr(lora_fuse.FusedLora, "fuse", refuse)
+    plain = make_engine()
+    engine = make_engine(fuse_lora=True)
+    for seed in (1, 2):
+        ours = image_of(engine, _lora_flow(seed=seed))
+        assert max_diff(ours, image_of(plain, _lora_flow(seed=seed))) == 0.0  # peft's unfused path
+    assert len(calls) == 1  # the second image with the same list does not try again
+    # And the base model afterwards is the base model.
+    assert max_diff(image_of(engine, _base_flow(seed=1)), image_of(plain, _base_flow(seed=1))) == 0.0
