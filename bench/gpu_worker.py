@@ -131,7 +131,7 @@ class EngineBench:
         self.counter = 0
 
     def run(self, seed: int, prompt: str, batch: int = 1):
-        from lcmgraph.executor import NodeFailed
+        from lcmgraph import NodeFailed
 
         doc = workflow(self.arch, self.size, seed, prompt, self.lora, batch, self.spec.get("steps", 4))
         _sync(self.device)
@@ -157,7 +157,7 @@ class EngineBench:
         manager = self.engine.service("diffusion.models")
         out = {}
         if hasattr(self.engine, "run_batch"):
-            from lcmgraph.batch import RunRequest
+            from lcmgraph import RunRequest
 
             def one_batch():
                 self.counter += 1

@@ -17,10 +17,11 @@ from .comfy.cli import COMMANDS as COMFY_COMMANDS
 from .comfy.cli import add_comfy_parsers
 from .context import RunControl
 from .engine import Engine, EngineConfig
-from .executor import NodeFailed, RunInterrupted
+from .events import fan_out
 from .model_flags import add_model_arguments, model_options
 from .problems import WorkflowInvalid
 from .progress import JsonLines, ProgressBars
+from .results import NodeFailed, RunInterrupted
 from .server.cli import add_serve_parser, serve_main
 from .train.cli import add_train_parser
 from .train.lora_cli import add_lora_parsers
@@ -133,18 +134,25 @@ def cmd_run(args) -> int:
         control.interrupt()
         signal.signal(signal.SIGINT, previous)
 
-    signal.signal(signal.SIGINT, on_sigint)
-    def run_one(doc):
-        return engine.run(doc, outputs=args.output, sink=lambda e: [s(e) for s in sinks], control=control)
-
     axes = [sweep.parse_axis(a) for a in args.sweep]
     if args.grid and not axes:
         raise UsageError("--grid needs at least one --sweep")
+    # Every variant is validated before the first one runs: a bad sweep value
+    # is reported at once, not after minutes of sampling.
+    prepared = []
+    for assignment, variant in sweep.sweep_documents(document, axes):
+        try:
+            prepared.append((assignment, engine.prepare(variant, args.output)))
+        except WorkflowInvalid:
+            if assignment:
+                label = " ".join(f"{k}={v}" for k, v in assignment.items())
+                print(f"error: in the sweep variant {label}:", file=sys.stderr)
+            raise
+
+    sink = fan_out(*sinks)
+    signal.signal(signal.SIGINT, on_sigint)
     try:
-        if axes:
-            results = sweep.run_sweep(document, axes, run_one)
-        else:
-            results = [({}, run_one(document))]
+        results = [(assignment, engine.run(run, sink=sink, control=control)) for assignment, run in prepared]
     finally:
         signal.signal(signal.SIGINT, previous)
     if not args.json_events:

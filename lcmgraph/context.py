@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import events as E
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .runtime import Runtime
 
 
 class Interrupted(Exception):
@@ -35,30 +35,40 @@ class RunControl:
             raise Interrupted("interrupted")
 
 
-class EngineAccess:
-    """The engine helpers a node's ``ctx`` offers (needs ``engine`` and ``_control``)."""
+class RuntimeAccess:
+    """The runtime helpers a node's ``ctx`` offers (needs ``runtime`` and ``_control``)."""
 
-    engine: Engine
+    runtime: Runtime
     _control: Any
 
     @property
+    def engine(self) -> Runtime:
+        """The runtime (registry, files, home, services), under the name packs
+        written before ``runtime`` existed use."""
+        return self.runtime
+
+    @property
     def device(self) -> str:
-        return self.engine.config.device
+        return self.runtime.device
 
     def service(self, name: str) -> Any:
-        return self.engine.service(name)
+        return self.runtime.service(name)
 
     def resolve_file(self, folder: str, name: str) -> Path:
-        return self.engine.files.resolve(folder, name)
+        return self.runtime.files.resolve(folder, name)
+
+    def file_identity(self, folder: str, name: str) -> str:
+        """What the cache keys a file input by (changes when the file changes)."""
+        return self.runtime.files.identity(folder, name)
 
     def check_interrupt(self) -> None:
         self._control.check()
 
 
-class NodeContext(EngineAccess):
+class NodeContext(RuntimeAccess):
     def __init__(
         self,
-        engine: Engine,
+        runtime: Runtime,
         run_id: str,
         node_id: str,
         node_type: str,
@@ -67,7 +77,7 @@ class NodeContext(EngineAccess):
         output_dir: Path,
         workflow_json: dict | None,
     ):
-        self.engine = engine
+        self.runtime = runtime
         self.run_id = run_id
         self.node_id = node_id
         self.node_type = node_type

@@ -1,4 +1,5 @@
-"""The Engine: owns a registry, caches, file folders and per-engine services.
+"""The Engine: the front door to a Runtime (registry, caches, file folders,
+services): prepare, validate and run workflows.
 
 There is no module-level state anywhere in lcmgraph: two engines in one
 process never share caches, models or plugins.
@@ -6,28 +7,25 @@ process never share caches, models or plugins.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import batch, plugins
 from . import events as E
-from . import workflow as wf
-from .batch import Outcome, RunRequest
+from . import plugins
+from . import prepare as P
 from .cache import DEFAULT_CACHE_BYTES, OutputCache
 from .context import RunControl
-from .executor import RunResult, execute
-from .files import DEFAULT_FOLDERS, ModelFolders
+from .executor import RunRequest, run_prepared
+from .files import DEFAULT_FOLDERS
 from .problems import Problem, WorkflowInvalid
 from .registry import NodeRegistry
-from .validation import requested_outputs, validate
+from .results import Outcome, RunResult
+from .runtime import Runtime, default_home
 
-
-def default_home() -> Path:
-    return Path(os.environ.get("LCMGRAPH_HOME", Path.home() / ".cache" / "lcmgraph")).expanduser()
+__all__ = ["Engine", "EngineConfig", "default_home"]
 
 
 @dataclass
@@ -50,79 +48,95 @@ class EngineConfig:
 
 class Engine:
     def __init__(self, config: EngineConfig | None = None, registry: NodeRegistry | None = None):
-        self.config = config or EngineConfig()
-        self.home = Path(self.config.home or default_home()).expanduser()
+        self.config = config = config or EngineConfig()
         if registry is None:
             registry = NodeRegistry()
-            plugins.load_all(
-                registry,
-                self.config.plugin_dirs,
-                entry_points=self.config.load_entry_points,
-                env=self.config.plugins_from_env,
-            )
-        self.registry = registry
-        self.cache = OutputCache(self.config.cache_bytes, self.config.cache_dir)
-        models_dir = Path(self.config.models_dir or "models")
+            plugins.load_all(registry, config.plugin_dirs, entry_points=config.load_entry_points,
+                             env=config.plugins_from_env)
+        models_dir = Path(config.models_dir or "models")
         roots: dict[str, list[str | Path]] = {name: [models_dir / name] for name in DEFAULT_FOLDERS}
-        roots.update(self.config.folders)
-        self.files = ModelFolders(roots, registry, owner=self)
-        self._services: dict[str, Any] = {}
-        self._service_lock = threading.Lock()
+        roots.update(config.folders)
+        self.runtime = Runtime(registry, OutputCache(config.cache_bytes, config.cache_dir), roots,
+                               home=config.home, device=config.device, options=config.options,
+                               output_dir=config.output_dir)
         self._run_lock = threading.Lock()
 
-    # -- services -----------------------------------------------------------
+    # What the runtime holds, under the names callers use.
+    @property
+    def registry(self) -> NodeRegistry:
+        return self.runtime.registry
+
+    @property
+    def cache(self) -> OutputCache:
+        return self.runtime.cache
+
+    @property
+    def files(self):
+        return self.runtime.files
+
+    @property
+    def home(self) -> Path:
+        return self.runtime.home
+
     def service(self, name: str) -> Any:
         """A per-engine helper provided by a pack (created on first use)."""
-        with self._service_lock:
-            if name not in self._services:
-                factory = self.registry.service_factory(name)
-                if factory is None:
-                    raise KeyError(f"no loaded node pack provides the service {name!r}")
-                self._services[name] = factory(self)
-            return self._services[name]
+        return self.runtime.service(name)
 
     # -- workflows ----------------------------------------------------------
-    def parse(self, document: Any) -> tuple[wf.Workflow, list[Problem]]:
-        return wf.parse(document)
+    def check(self, document: Any, outputs: Iterable[str] | None = None) -> tuple[P.Prepared | None, list[Problem]]:
+        """Parse and validate: a prepared run, or None and every problem."""
+        return P.check(self.registry, document, outputs, self.files.check)
+
+    def prepare(self, document: Any, outputs: Iterable[str] | None = None) -> P.Prepared:
+        """Parse and validate once; raises WorkflowInvalid listing every problem.
+        The result runs any number of times (``run``, ``run_batch``)."""
+        return P.prepare(self.registry, document, outputs, self.files.check)
 
     def validate(self, document: Any, outputs: Iterable[str] | None = None) -> list[Problem]:
-        workflow, problems = wf.parse(document)
-        return problems + validate(workflow, self.registry, outputs, self.files.check)
+        return self.check(document, outputs)[1]
 
     def run(
         self,
-        document: Mapping[str, Any],
+        document: Mapping[str, Any] | P.Prepared,
         outputs: Iterable[str] | None = None,
         sink: E.EventSink | None = None,
         control: RunControl | None = None,
         output_dir: str | Path | None = None,
         run_id: str | None = None,
     ) -> RunResult:
-        """Validate, then execute. Raises WorkflowInvalid before touching any model."""
-        workflow, problems = wf.parse(document)
-        problems += validate(workflow, self.registry, outputs, self.files.check)
-        if problems:
-            raise WorkflowInvalid(problems)
-        wanted = requested_outputs(workflow, self.registry, outputs)
-        with self._run_lock:  # one run at a time per engine: models are shared state
-            return execute(
-                self,
-                workflow,
-                wanted,
-                sink=sink or E.null_sink,
-                control=control,
-                output_dir=Path(output_dir) if output_dir else None,
-                workflow_json=dict(document),
-                run_id=run_id,
-            )
+        """Validate, then execute (a batch of one). Raises WorkflowInvalid
+        before touching any model, NodeFailed or RunInterrupted."""
+        request = RunRequest(document, list(outputs) if outputs is not None else None, sink, control,
+                             output_dir, run_id)
+        outcome = self.run_batch([request])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def run_batch(self, requests: Sequence[RunRequest]) -> list[Outcome]:
         """Run several workflows; those with the same graph (node ids, types,
-        links, outputs) run in lockstep, sharing equal nodes and calling the
-        nodes' ``execute_batch`` hooks (see lcmgraph.batch). Returns, per
-        request and in order, its RunResult or the exception ``run`` would have
-        raised for it (WorkflowInvalid, NodeFailed, RunInterrupted); one
+        links, outputs) walk it in lockstep, sharing equal nodes and calling
+        the nodes' ``execute_batch`` hooks (see lcmgraph.executor). Returns,
+        per request and in order, its RunResult or the exception ``run`` would
+        have raised for it (WorkflowInvalid, NodeFailed, RunInterrupted); one
         request failing never fails the others."""
-        prepared = [batch.prepare(self, request) for request in requests]
-        with self._run_lock:
-            return batch.run_prepared(self, prepared)
+        outcomes: list[Outcome | None] = []
+        ready: list[tuple[int, P.Prepared, RunRequest]] = []
+        for index, request in enumerate(requests):
+            prepared, problems = self._prepared(request)
+            outcomes.append(WorkflowInvalid(problems) if problems else None)
+            if prepared is not None:
+                ready.append((index, prepared, request))
+        with self._run_lock:  # one walk at a time per engine: models are shared state
+            results = run_prepared(self.runtime, [p for _, p, _ in ready], [r for _, _, r in ready])
+        for (index, _, _), outcome in zip(ready, results, strict=True):
+            outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def _prepared(self, request: RunRequest) -> tuple[P.Prepared | None, list[Problem]]:
+        if isinstance(request.document, P.Prepared):
+            if request.outputs is not None and tuple(request.outputs) != request.document.outputs:
+                raise ValueError("a prepared run carries its outputs; prepare it again to choose others")
+            problems = request.document.file_problems(self.files.check)
+            return (None, problems) if problems else (request.document, [])
+        return self.check(request.document, request.outputs)

@@ -1,98 +1,288 @@
-"""Plan and execute a validated workflow.
+"""The one walk: run 1..N prepared workflows, a single run being a batch of one.
 
-The plan is lazy in the ComfyUI "dissolve" sense: starting from the requested
-output nodes, a node is executed only if its result is not already cached;
-a cached node's ancestors are not even visited. The executor knows nothing
-about diffusion: it moves opaque values between declared sockets.
+Runs are grouped by graph (node ids, types, links, outputs); each group walks
+its topological order together. At each node, every job of the group that
+must execute it (its plan: the node is not cached and an output needs it):
+
+* jobs whose node has the same cache key share one call and its value
+  (one checkpoint load, one encoding of a prompt they have in common);
+* when the jobs hold different inputs and the node class has an
+  ``execute_batch`` hook, the distinct inputs go to it in one call (the
+  sampler: one denoising loop for every seed and prompt); when the hook
+  refuses (returns None) or raises, they run one by one after all, so a bad
+  input fails only its own job;
+* otherwise ``execute`` runs once per distinct input.
+
+Every job keeps its own events (run id = the job's), cache entries, outputs
+and errors, in the same order whether it runs alone or with others. Output
+nodes always run per job. An interrupted job stops at its next node or
+progress step; a call shared by several jobs stops early only once all of
+them are interrupted. The executor knows nothing of what the values are.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from . import events as E
-from .cache import node_key
+from .batch import BatchContext, JointControl
 from .context import Interrupted, NodeContext, RunControl
-from .node import REQUIRED, Node
-from .validation import build_graph
-from .workflow import Link, Workflow
+from .node import Node
+from .plan import make_plan
+from .prepare import Prepared
+from .results import NodeFailed, Outcome, RunInterrupted, RunResult
+from .workflow import Link
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .runtime import Runtime
 
+log = logging.getLogger(__name__)
 
-class NodeFailed(Exception):
-    """A node raised during execution; names the node, its type and the cause."""
-
-    def __init__(self, node_id: str, node_type: str, cause: BaseException, tb: str):
-        self.node_id = node_id
-        self.node_type = node_type
-        self.cause = cause
-        self.traceback = tb
-        detail = str(cause) or type(cause).__name__
-        super().__init__(f"node {node_id!r} ({node_type}) failed: {detail}")
-
-
-class RunInterrupted(Exception):
-    def __init__(self, node_id: str | None):
-        self.node_id = node_id
-        super().__init__("the run was interrupted" + (f" during node {node_id!r}" if node_id else ""))
+__all__ = ["NodeFailed", "Outcome", "RunInterrupted", "RunRequest", "RunResult", "run_prepared"]
 
 
 @dataclass
-class RunResult:
-    run_id: str
-    #: Results reported by output nodes (``{"save": {"images": [...]}}``).
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    executed: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
-    keys: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    #: Output values of every node executed or fetched in this run, by node id.
-    values: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+class RunRequest:
+    """One workflow to run, and where its events and files go.
+
+    ``document`` is a workflow document, or a run already prepared
+    (``Engine.prepare``), which is not parsed or validated again (only its
+    file inputs are checked again, in case a file went away since).
+    """
+
+    document: Mapping[str, Any] | Prepared
+    outputs: Sequence[str] | None = None
+    sink: E.EventSink | None = None
+    control: RunControl | None = None
+    output_dir: str | Path | None = None
+    run_id: str | None = None
 
 
-def compute_keys(engine: Engine, workflow: Workflow, order: list[str]) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for node_id in order:
-        spec = workflow.nodes[node_id]
-        cls = engine.registry.get(spec.type)
-        literals: dict[str, Any] = {}
-        upstream: dict[str, tuple[str, str]] = {}
+class _Job:
+    """One prepared run inside the walk: its plan, values, result or error."""
+
+    def __init__(self, runtime: Runtime, prepared: Prepared, request: RunRequest):
+        self.prepared = prepared
+        self.nodes = prepared.workflow.nodes
+        self.run_id = request.run_id or uuid.uuid4().hex[:12]
+        self.sink = request.sink or E.null_sink
+        self.control = request.control or RunControl()
+        self.output_dir = Path(request.output_dir or runtime.output_dir)
+        self.document = dict(prepared.document)
+        self.started = time.perf_counter()
+        plan = make_plan(runtime, prepared)
+        self.keys = plan.keys
+        self.run = plan.run
+        self.position = {node_id: index for index, node_id in enumerate(plan.run)}
+        self.values: dict[str, Mapping[str, Any]] = dict(plan.cached)
+        self.result = RunResult(run_id=self.run_id, keys=plan.keys, cached=list(plan.cached))
+        self.error: Exception | None = None
+        self.current: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.error is None
+
+    def emit(self, kind: str, node: str | None = None, data: dict | None = None) -> None:
+        node_type = self.nodes[node].type if node else None
+        self.sink(E.Event(kind, self.run_id, node, node_type, data or {}))
+
+    def announce(self) -> None:
+        cached = sorted(self.result.cached)
+        self.emit(E.RUN_START, data={"to_run": self.run, "cached": cached, "total": len(self.run)})
+        for node_id in cached:
+            self.emit(E.NODE_CACHED, node_id)
+
+    def start(self, node_id: str) -> None:
+        self.current = node_id
+        self.emit(E.NODE_START, node_id, {"index": self.position[node_id], "total": len(self.run)})
+
+    def inputs(self, cls: type[Node], node_id: str) -> dict[str, Any]:
+        spec = self.nodes[node_id]
+        kwargs: dict[str, Any] = {}
         for decl in cls.inputs:
-            value = spec.inputs.get(decl.name, None)
+            value = spec.inputs.get(decl.name)
             if isinstance(value, Link):
-                upstream[decl.name] = (keys[value.node], value.output)
-                continue
-            if value is None:
-                value = None if decl.default is REQUIRED else decl.default
-            value = decl.coerce(value) if value is not None else None
-            if decl.folder and isinstance(value, str):
-                value = [value, engine.files.identity(decl.folder, value)]
-            literals[decl.name] = value
-        keys[node_id] = node_key(cls.type_name, cls.version, literals, upstream, cls.cacheable)
-    return keys
+                kwargs[decl.name] = self.values[value.node][value.output]
+            else:
+                kwargs[decl.name] = decl.value_or_default(value)
+        return kwargs
+
+    def context(self, runtime: Runtime, node_id: str, sink: E.EventSink, control: Any) -> NodeContext:
+        return NodeContext(runtime, self.run_id, node_id, self.nodes[node_id].type, sink, control,
+                           self.output_dir, self.document)
+
+    def fail(self, node_id: str, exc: Exception, tb: str) -> None:
+        self.error = NodeFailed(node_id, self.nodes[node_id].type, exc, tb)
+        self.emit(E.NODE_ERROR, node_id, {"message": str(self.error), "exception": type(exc).__name__,
+                                          "traceback": tb})
+        self.emit(E.RUN_ERROR, node_id, {"message": str(self.error)})
+
+    def interrupt(self) -> None:
+        self.error = RunInterrupted(self.current)
+        self.emit(E.INTERRUPTED, self.current)
+
+    def finish(self) -> None:
+        self.result.values = self.values
+        self.result.seconds = time.perf_counter() - self.started
+        self.emit(E.RUN_DONE, data={"seconds": round(self.result.seconds, 6), "executed": self.result.executed,
+                                    "cached": sorted(self.result.cached), "outputs": self.result.outputs})
 
 
-def _inputs_for(cls: type[Node], spec, values: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    for decl in cls.inputs:
-        value = spec.inputs.get(decl.name, None)
-        if isinstance(value, Link):
-            kwargs[decl.name] = values[value.node][value.output]
-        elif value is None:
-            kwargs[decl.name] = None if decl.default is REQUIRED else decl.default
+@dataclass
+class _Entry:
+    """One distinct set of inputs at a node, and the jobs that share it."""
+
+    key: str
+    jobs: list[_Job]
+    kwargs: dict[str, Any]
+
+
+def run_prepared(runtime: Runtime, prepared: Sequence[Prepared], requests: Sequence[RunRequest]) -> list[Outcome]:
+    """Run each prepared workflow (with its request's sink, control, output
+    folder and run id); one outcome per run, in order. Runs of one graph walk
+    together; groups run in the order of their first member."""
+    jobs = [_Job(runtime, p, r) for p, r in zip(prepared, requests, strict=True)]
+    groups: dict[str, list[_Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.prepared.signature, []).append(job)
+    for group in groups.values():
+        _walk(runtime, group)
+    return [job.error or job.result for job in jobs]
+
+
+def _walk(runtime: Runtime, jobs: list[_Job]) -> None:
+    for job in jobs:
+        job.announce()
+    for node_id in jobs[0].prepared.order:
+        active = []
+        for job in jobs:
+            if job.alive and node_id in job.position:
+                if job.control.interrupted:
+                    job.interrupt()
+                else:
+                    active.append(job)
+        if active:
+            _run_node(runtime, node_id, active)
+    for job in jobs:
+        if job.alive:
+            job.finish()
+
+
+def _run_node(runtime: Runtime, node_id: str, jobs: list[_Job]) -> None:
+    cls = runtime.registry.get(jobs[0].nodes[node_id].type)
+    entries: list[_Entry] = []
+    by_key: dict[str, _Entry] = {}
+    for job in jobs:
+        job.start(node_id)
+        try:
+            kwargs = job.inputs(cls, node_id)
+        except Exception as exc:  # noqa: BLE001 - reported as this job's failure
+            job.fail(node_id, exc, traceback.format_exc())
+            continue
+        key = job.keys[node_id]
+        if key in by_key and not cls.output_node:  # output nodes always run per job
+            by_key[key].jobs.append(job)
         else:
-            kwargs[decl.name] = decl.coerce(value)
-    return kwargs
+            by_key[key] = _Entry(key, [job], kwargs)
+            entries.append(by_key[key])
+    if len(entries) > 1 and cls.execute_batch is not Node.execute_batch:
+        entries = _run_batched(runtime, cls, node_id, entries)
+    for entry in entries:
+        _run_entry(runtime, cls, node_id, entry)
+
+
+def _fan_out(jobs: list[_Job]) -> E.EventSink:
+    if len(jobs) == 1:
+        return jobs[0].sink
+
+    def sink(event: E.Event) -> None:
+        for job in jobs:
+            job.sink(replace(event, run_id=job.run_id))
+
+    return sink
+
+
+def _entry_context(runtime: Runtime, node_id: str, entry: _Entry) -> NodeContext:
+    lead = entry.jobs[0]
+    control = lead.control if len(entry.jobs) == 1 else JointControl([j.control for j in entry.jobs])
+    return lead.context(runtime, node_id, _fan_out(entry.jobs), control)
+
+
+def _run_entry(runtime: Runtime, cls: type[Node], node_id: str, entry: _Entry) -> None:
+    ctx = _entry_context(runtime, node_id, entry)
+    t0 = time.perf_counter()
+    try:
+        produced = _normalise_outputs(cls, cls().execute(ctx, **entry.kwargs))
+    except Interrupted:
+        for job in entry.jobs:
+            job.interrupt()
+        return
+    except Exception as exc:  # noqa: BLE001 - the node's failure, for the jobs that ran it
+        tb = traceback.format_exc()
+        for job in entry.jobs:
+            job.fail(node_id, exc, tb)
+        return
+    _store(runtime, cls, node_id, entry, produced, ctx.results, time.perf_counter() - t0, len(entry.jobs))
+
+
+def _run_batched(runtime: Runtime, cls: type[Node], node_id: str, entries: list[_Entry]) -> list[_Entry]:
+    """Offer ``entries`` to the node's ``execute_batch``; returns those still to run one by one."""
+    items = [_entry_context(runtime, node_id, entry) for entry in entries]
+    everyone = JointControl([j.control for entry in entries for j in entry.jobs])
+    node_type = cls.type_name
+    t0 = time.perf_counter()
+    try:
+        results = cls().execute_batch(BatchContext(items, everyone), [e.kwargs for e in entries])
+        if results is None:
+            return entries
+        results = list(results)
+        if len(results) != len(entries):
+            raise TypeError(f"{node_type}.execute_batch returned {len(results)} results for {len(entries)} inputs")
+        produced = [_normalise_outputs(cls, r) for r in results]
+    except Interrupted:
+        left = []
+        for entry in entries:
+            if all(j.control.interrupted for j in entry.jobs):
+                for job in entry.jobs:
+                    job.interrupt()
+            else:
+                left.append(entry)
+        return left
+    except Exception as exc:  # noqa: BLE001 - fall back to one call per entry
+        log.warning("node %r (%s): the batched call for %d inputs failed (%s: %s); running them one by one",
+                    node_id, node_type, len(entries), type(exc).__name__, exc)
+        return entries
+    seconds = time.perf_counter() - t0
+    total = sum(len(e.jobs) for e in entries)
+    for entry, value, item in zip(entries, produced, items, strict=True):
+        _store(runtime, cls, node_id, entry, value, item.results, seconds, total)
+    return []
+
+
+def _store(runtime: Runtime, cls: type[Node], node_id: str, entry: _Entry, produced: dict[str, Any],
+           results: dict[str, Any], seconds: float, served: int) -> None:
+    """Record one call's value for the jobs it served: cache, values, events."""
+    if not cls.output_node:
+        runtime.cache.put(entry.key, produced)
+    done: dict[str, Any] = {"seconds": round(seconds, 6)}
+    if served > 1:
+        done["batch"] = served  # how many jobs this one call served
+    for job in entry.jobs:
+        job.values[node_id] = produced
+        job.result.executed.append(node_id)
+        if results:
+            own = {kind: list(items) if isinstance(items, list) else items for kind, items in results.items()}
+            job.result.outputs[node_id] = own
+            job.emit(E.NODE_OUTPUT, node_id, {"results": own})
+        job.emit(E.NODE_DONE, node_id, dict(done))
 
 
 def _normalise_outputs(cls: type[Node], result: Any) -> dict[str, Any]:
@@ -109,122 +299,3 @@ def _normalise_outputs(cls: type[Node], result: Any) -> dict[str, Any]:
     if missing:
         raise TypeError(f"{cls.type_name}.execute did not return output(s) {', '.join(missing)}")
     return {n: result[n] for n in names}
-
-
-@dataclass
-class Plan:
-    """What a run needs: its nodes in order, their keys, and which must execute."""
-
-    order: list[str]
-    keys: dict[str, str]
-    #: Nodes to execute, in topological order.
-    run: list[str]
-    #: Values found in the cache, by node id (in the order the walk found them).
-    cached: dict[str, Mapping[str, Any]]
-
-
-def plan_order(workflow: Workflow, outputs: list[str]) -> list[str]:
-    """The nodes the outputs need, in a topological order."""
-    graph = build_graph(workflow)
-    needed: set[str] = set(outputs)
-    for node_id in outputs:
-        needed |= nx.ancestors(graph, node_id)
-    return [n for n in nx.topological_sort(graph) if n in needed]
-
-
-def make_plan(engine: Engine, workflow: Workflow, outputs: list[str]) -> Plan:
-    order = plan_order(workflow, outputs)
-    keys = compute_keys(engine, workflow, order)
-
-    # Walk back from the outputs: cached values cut the walk short.
-    cached: dict[str, Mapping[str, Any]] = {}
-    to_run: set[str] = set()
-    stack = list(outputs)
-    visited: set[str] = set()
-    while stack:
-        node_id = stack.pop()
-        if node_id in visited:
-            continue
-        visited.add(node_id)
-        cls = engine.registry.get(workflow.nodes[node_id].type)
-        if not cls.output_node:
-            value = engine.cache.get(keys[node_id])
-            if value is not None:
-                cached[node_id] = value
-                continue
-        to_run.add(node_id)
-        stack.extend(link.node for link in workflow.nodes[node_id].links().values())
-    return Plan(order, keys, [n for n in order if n in to_run], cached)
-
-
-def execute(
-    engine: Engine,
-    workflow: Workflow,
-    outputs: list[str],
-    sink: E.EventSink = E.null_sink,
-    control: RunControl | None = None,
-    output_dir: Path | None = None,
-    workflow_json: dict | None = None,
-    run_id: str | None = None,
-) -> RunResult:
-    """Run a workflow that already passed validation."""
-    control = control or RunControl()
-    run_id = run_id or uuid.uuid4().hex[:12]
-    started = time.perf_counter()
-    result = RunResult(run_id=run_id)
-    registry = engine.registry
-
-    planned = make_plan(engine, workflow, outputs)
-    keys, plan, values = planned.keys, planned.run, dict(planned.cached)
-    result.keys = keys
-    result.cached = list(planned.cached)
-
-    sink(E.Event(E.RUN_START, run_id, data={"to_run": plan, "cached": sorted(result.cached), "total": len(plan)}))
-    for node_id in sorted(result.cached):
-        sink(E.Event(E.NODE_CACHED, run_id, node_id, workflow.nodes[node_id].type))
-
-    output_dir = Path(output_dir or engine.config.output_dir)
-    current: str | None = None
-    try:
-        for index, node_id in enumerate(plan):
-            control.check()
-            current = node_id
-            spec = workflow.nodes[node_id]
-            cls = registry.get(spec.type)
-            sink(E.Event(E.NODE_START, run_id, node_id, spec.type, {"index": index, "total": len(plan)}))
-            ctx = NodeContext(engine, run_id, node_id, spec.type, sink, control, output_dir, workflow_json)
-            t0 = time.perf_counter()
-            try:
-                kwargs = _inputs_for(cls, spec, values)
-                produced = _normalise_outputs(cls, cls().execute(ctx, **kwargs))
-            except Interrupted:
-                raise
-            except Exception as exc:
-                tb = traceback.format_exc()
-                err = NodeFailed(node_id, spec.type, exc, tb)
-                sink(E.Event(E.NODE_ERROR, run_id, node_id, spec.type,
-                             {"message": str(err), "exception": type(exc).__name__, "traceback": tb}))
-                raise err from exc
-            values[node_id] = produced
-            if not cls.output_node:
-                engine.cache.put(keys[node_id], produced)
-            result.executed.append(node_id)
-            if ctx.results:
-                result.outputs[node_id] = ctx.results
-                sink(E.Event(E.NODE_OUTPUT, run_id, node_id, spec.type, {"results": ctx.results}))
-            sink(E.Event(E.NODE_DONE, run_id, node_id, spec.type, {"seconds": round(time.perf_counter() - t0, 6)}))
-    except Interrupted:
-        sink(E.Event(E.INTERRUPTED, run_id, current, workflow.nodes[current].type if current else None))
-        raise RunInterrupted(current) from None
-    except NodeFailed as err:
-        sink(E.Event(E.RUN_ERROR, run_id, err.node_id, err.node_type, {"message": str(err)}))
-        raise
-    result.values = values
-    result.seconds = time.perf_counter() - started
-    sink(E.Event(E.RUN_DONE, run_id, data={
-        "seconds": round(result.seconds, 6),
-        "executed": result.executed,
-        "cached": sorted(result.cached),
-        "outputs": result.outputs,
-    }))
-    return result

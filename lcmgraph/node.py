@@ -65,6 +65,9 @@ class Input:
             object.__setattr__(self, "choices", tuple(self.choices))
         if self.type == T.ENUM and not self.choices:
             raise ValueError(f"enum input {self.name!r} needs choices")
+        # Derived once: validation reads these for every input of every node.
+        object.__setattr__(self, "_literal", T.is_literal_type(self.type))
+        object.__setattr__(self, "_required", self.default is REQUIRED and not self.optional)
         if self.default is not REQUIRED and self.is_literal:
             problem = self.check_literal(self.default)
             if problem:
@@ -73,15 +76,32 @@ class Input:
     @property
     def is_literal(self) -> bool:
         """Whether a workflow may give this input as a literal (a widget)."""
-        return T.is_literal_type(self.type)
+        return self._literal
 
     @property
     def required(self) -> bool:
-        return self.default is REQUIRED and not self.optional
+        return self._required
+
+    def value_or_default(self, value: Any) -> Any:
+        """The literal a node receives for a given ``value`` (None: omitted or
+        null): the declared default when omitted, else the coerced value."""
+        if value is None:
+            return None if self.default is REQUIRED else self.default
+        return self.coerce(value)
 
     def check_literal(self, value: Any) -> str | None:
         """Return a sentence describing why ``value`` is not acceptable, or None."""
         kind = self.type
+        # Fast path for what nearly every literal is (a string, a finite number in
+        # range): validation runs this for every literal of every node.
+        t = type(value)
+        if t is str:
+            if kind == T.STRING:
+                return None
+        elif (t is int and (kind == T.INT or kind == T.FLOAT)) or (t is float and kind == T.FLOAT
+                                                                   and -math.inf < value < math.inf):
+            if (self.min is None or value >= self.min) and (self.max is None or value <= self.max):
+                return None
         if kind == T.INT:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f"expected an integer, got {_describe(value)}"
@@ -143,20 +163,32 @@ class Input:
 
 @dataclass(frozen=True)
 class Output:
-    """One declared, named output socket."""
+    """One declared, named output socket.
+
+    ``depends_on`` names the inputs this output is a function of, when that
+    is fewer than all of them: its cache key then hashes only those, so a
+    change elsewhere in the node does not invalidate what is computed from
+    this output (ApplyLoRA's ``clip`` does not depend on the UNet ``weight``).
+    ``None``: the output depends on every input.
+    """
 
     name: str
     type: str
     description: str = ""
+    depends_on: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not _IDENTIFIER.match(self.name):
             raise ValueError(f"output name {self.name!r} is not an identifier")
+        if self.depends_on is not None:
+            object.__setattr__(self, "depends_on", tuple(self.depends_on))
 
     def schema(self) -> dict[str, Any]:
-        out = {"name": self.name, "type": self.type}
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
         if self.description:
             out["description"] = self.description
+        if self.depends_on is not None:
+            out["depends_on"] = list(self.depends_on)
         return out
 
 
@@ -191,6 +223,10 @@ class Node:
     # Derived by __init_subclass__.
     input_map: ClassVar[Mapping[str, Input]] = {}
     output_map: ClassVar[Mapping[str, Output]] = {}
+    #: Inputs a workflow must give (no default, not optional).
+    required_inputs: ClassVar[tuple[Input, ...]] = ()
+    #: Whether the class overrides ``check_inputs`` (validation skips the call otherwise).
+    has_input_checks: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -204,6 +240,13 @@ class Node:
         cls.outputs = tuple(cls.outputs)
         cls.input_map = _unique(cls, "input", cls.inputs)
         cls.output_map = _unique(cls, "output", cls.outputs)
+        cls.required_inputs = tuple(i for i in cls.inputs if i.required)
+        cls.has_input_checks = cls.check_inputs.__func__ is not Node.check_inputs.__func__
+        for out in cls.outputs:
+            unknown = [n for n in out.depends_on or () if n not in cls.input_map]
+            if unknown:
+                raise ValueError(f"node {cls.__name__} output {out.name!r} depends on unknown input(s) "
+                                 f"{', '.join(unknown)}")
         if cls.batch_inputs is not None:
             cls.batch_inputs = tuple(cls.batch_inputs)
             unknown = [n for n in cls.batch_inputs if n not in cls.input_map]

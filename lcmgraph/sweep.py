@@ -5,7 +5,7 @@ once) and lay the images out in a labelled grid."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +38,11 @@ def variants(axes: Sequence[Axis]) -> list[dict[str, Any]]:
             for combo in itertools.product(*(a.values for a in axes))]
 
 
-def run_sweep(document: dict, axes: Sequence[Axis], run: Callable[[dict], Any]) -> list[tuple[dict, Any]]:
-    results = []
-    for assignment in variants(axes):
-        results.append((assignment, run(wf.apply_overrides(document, assignment))))
-    return results
+def sweep_documents(document: dict, axes: Sequence[Axis]) -> list[tuple[dict, dict]]:
+    """Every combination of the axes' values, as (assignment, document); without axes, the document."""
+    if not axes:
+        return [({}, document)]
+    return [(assignment, wf.apply_overrides(document, assignment)) for assignment in variants(axes)]
 
 
 def images_of(result: Any) -> list[Path]:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .problems import Problem
 
@@ -36,10 +36,12 @@ FORMAT = "lcmgraph.workflow"
 VERSION = 1
 NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,63}$")
 TOP_LEVEL_KEYS = {"format", "version", "nodes", "outputs", "ui", "meta"}
+NODE_KEYS = ("type", "inputs", "title")
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
+    """A link to another node's named output (a tuple: cheap to build, immutable)."""
+
     node: str
     output: str
 
@@ -47,13 +49,19 @@ class Link:
         return {"link": [self.node, self.output]}
 
 
-@dataclass(frozen=True)
-class NodeSpec:
+class NodeSpec(NamedTuple):
+    """One node of a parsed workflow (immutable; a tuple, cheap to build)."""
+
     id: str
     type: str
     inputs: Mapping[str, Any]
+    #: The linked inputs, by input name (derived from ``inputs`` when omitted).
+    linked: Mapping[str, Link] | None = None
 
-    def links(self) -> dict[str, Link]:
+    def links(self) -> Mapping[str, Link]:
+        """The linked inputs (do not mutate the result)."""
+        if self.linked is not None:
+            return self.linked
         return {k: v for k, v in self.inputs.items() if isinstance(v, Link)}
 
     def literals(self) -> dict[str, Any]:
@@ -123,21 +131,28 @@ def parse(data: Any) -> tuple[Workflow, list[Problem]]:
         if not isinstance(node_type, str) or not node_type:
             problems.append(Problem('a node needs a "type" string', node=node_id, code="format"))
             continue
-        for key in raw:
-            if key not in ("type", "inputs", "title"):
-                problems.append(Problem(f"unknown key {key!r} in node", node=node_id, code="format"))
+        if len(raw) > 2 or "inputs" not in raw:
+            for key in raw:
+                if key not in NODE_KEYS:
+                    problems.append(Problem(f"unknown key {key!r} in node", node=node_id, code="format"))
         raw_inputs = raw.get("inputs", {})
         if not isinstance(raw_inputs, dict):
             problems.append(Problem('"inputs" must be an object', node=node_id, code="format"))
             raw_inputs = {}
         inputs: dict[str, Any] = {}
+        links: dict[str, Link] = {}
         for name, value in raw_inputs.items():
+            if type(value) is not dict:  # the common case: a JSON scalar or array
+                inputs[name] = value
+                continue
             parsed, problem = _parse_value(value)
             if problem:
                 problems.append(Problem(problem, node=node_id, input=name, code="format"))
             else:
                 inputs[name] = parsed
-        nodes[node_id] = NodeSpec(id=node_id, type=node_type, inputs=inputs)
+                if type(parsed) is Link:
+                    links[name] = parsed
+        nodes[node_id] = NodeSpec(node_id, node_type, inputs, links)
     outputs = data.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
@@ -153,21 +168,18 @@ def parse(data: Any) -> tuple[Workflow, list[Problem]]:
     return Workflow(nodes=nodes, outputs=outputs, ui=ui, meta=meta), problems
 
 
-def _parse_value(value: Any) -> tuple[Any, str | None]:
-    if isinstance(value, dict):
-        if set(value) == {"link"}:
+def _parse_value(value: dict) -> tuple[Any, str | None]:
+    if len(value) == 1:
+        if "link" in value:
             link = value["link"]
-            if (
-                isinstance(link, list)
-                and len(link) == 2
-                and all(isinstance(x, str) and x for x in link)
-            ):
-                return Link(link[0], link[1]), None
+            if type(link) is list and len(link) == 2:
+                node, output = link
+                if type(node) is str and type(output) is str and node and output:
+                    return Link(node, output), None
             return None, 'a link is {"link": [node_id, output_name]}'
-        if set(value) == {"value"}:
+        if "value" in value:
             return copy.deepcopy(value["value"]), None
-        return None, 'an object input must be {"link": [node, output]} or {"value": ...}'
-    return value, None
+    return None, 'an object input must be {"link": [node, output]} or {"value": ...}'
 
 
 def loads(text: str | bytes) -> Any:

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import PACKS, doc, link, make_engine
 
 
@@ -160,3 +162,45 @@ def test_disk_tier_round_trips_tensors(tmp_path):
     value = fresh.cache.get(key)
     assert value["tensor"].tolist() == [4.0] * 10
     assert fresh.cache.stats.disk_hits == 1
+
+
+# -- keys per output value ---------------------------------------------------------
+
+def pair_workflow(a: float, b: float) -> dict:
+    return doc({
+        "c": ("Constant", {"value": a}),
+        "p": ("Pair", {"a": link("c", "value"), "b": b}),
+        "s1": ("Scale", {"x": link("p", "first"), "factor": 3}),
+        "s2": ("Scale", {"x": link("p", "sum"), "factor": 3}),
+        "o1": ("Collect", {"value": link("s1", "y")}),
+        "o2": ("Collect", {"value": link("s2", "y")}),
+    })
+
+
+def test_an_output_keyed_by_its_declared_inputs_survives_a_change_elsewhere(engine):
+    first = engine.run(pair_workflow(1, 2))
+    assert first.outputs == {"o1": {"values": [3.0]}, "o2": {"values": [9.0]}}
+    # b changes: Pair re-runs, and so does what uses its "sum"; "first" depends only
+    # on a, so the Scale fed by it keeps its key and comes from the cache
+    second = engine.run(pair_workflow(1, 5))
+    assert second.executed == ["p", "s2", "o1", "o2"]
+    assert sorted(second.cached) == ["c", "s1"]
+    assert second.outputs == {"o1": {"values": [3.0]}, "o2": {"values": [18.0]}}
+    assert second.keys["s1"] == first.keys["s1"] and second.keys["s2"] != first.keys["s2"]
+    # a declared input that does change still changes the key
+    third = engine.run(pair_workflow(2, 5))
+    assert third.executed == ["c", "p", "s1", "s2", "o1", "o2"]
+    assert third.outputs["o1"] == {"values": [6.0]}
+
+
+def test_depends_on_must_name_declared_inputs():
+    from lcmgraph import Input, Node, Output
+    from lcmgraph import types as T
+
+    with pytest.raises(ValueError, match="output 'y' depends on unknown input"):
+        class Broken(Node):  # noqa: F841 - declaring it is the test
+            inputs = (Input("x", T.FLOAT),)
+            outputs = (Output("y", T.FLOAT, depends_on=("nope",)),)
+
+            def execute(self, ctx, x):
+                return {"y": x}

@@ -11,10 +11,12 @@ from aiohttp import web
 
 from ..engine import Engine
 from .batching import SameGraphBatches
+from .bodies import SERVER_KEY
 from .config import ServerConfig
 from .folders import ServedFolders
 from .hub import Hub
 from .queue import BatchPolicy, JobQueue
+from .routes import add_routes
 from .security import errors, host_guard, origin_guard, token_guard
 from .store import JobStore
 from .worker import Worker
@@ -53,8 +55,6 @@ class ServerApp:
 
     # -- aiohttp application --------------------------------------------------
     def web_app(self) -> web.Application:
-        from .routes import add_routes
-
         middlewares = [errors, host_guard(self.config.host, self.config.allow_hosts),
                        origin_guard(self.config.allow_origins)]
         if self.config.token:
@@ -62,7 +62,7 @@ class ServerApp:
         app = web.Application(middlewares=middlewares,
                               client_max_size=max(self.limits.max_upload_bytes, self.limits.max_json_bytes)
                               + 64 * 1024)
-        app[APP_KEY] = self
+        app[SERVER_KEY] = self
         add_routes(app)
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._shutdown)
@@ -100,13 +100,6 @@ class ServerApp:
 
             self._schema_text = dumps(self.engine.registry.schema())
         return self._schema_text
-
-
-APP_KEY = web.AppKey("lcmgraph", ServerApp)
-
-
-def server_of(request: web.Request) -> ServerApp:
-    return request.app[APP_KEY]
 
 
 def _default_workflows() -> Path:

@@ -15,9 +15,8 @@ import json
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from .. import workflow as wf
 from ..batch import batch_signature
-from ..validation import requested_outputs
+from ..prepare import check
 from .jobs import Job
 
 if TYPE_CHECKING:
@@ -53,9 +52,10 @@ class SameGraphBatches:
         if job.id in self._signatures:
             return self._signatures[job.id]
         try:
-            workflow, problems = wf.parse(json.loads(job.workflow_text))
-            outputs = requested_outputs(workflow, self.registry, job.outputs_requested)
-            signature = None if problems else batch_signature(workflow, self.registry, outputs)
+            prepared = job.prepared
+            if prepared is None:  # queued before a restart: prepare it from the stored document
+                prepared, _ = check(self.registry, json.loads(job.workflow_text), job.outputs_requested)
+            signature = None if prepared is None else batch_signature(prepared, self.registry)
         except Exception:  # noqa: BLE001 - a job we cannot read runs alone (and fails there, saying why)
             signature = None
         self._signatures[job.id] = signature

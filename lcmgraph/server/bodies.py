@@ -7,18 +7,52 @@ import json
 import math
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .errors import ApiError, bad_request, too_large
 
+if TYPE_CHECKING:
+    from .app import ServerApp
+
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 CHUNK = 64 * 1024
 
 
+#: Where the aiohttp application keeps its ServerApp (routes read it with ``server_of``).
+SERVER_KEY: web.AppKey[ServerApp] = web.AppKey("lcmgraph")
+#: Most output node ids a request may name.
+MAX_OUTPUTS = 1000
+
+
+def server_of(request: web.Request) -> ServerApp:
+    return request.app[SERVER_KEY]
+
+
 def where(request: web.Request) -> str:
     return f"{request.method} {request.path}"
+
+
+async def read_body(request: web.Request, server: ServerApp, optional: bool = False) -> dict:
+    """The request's JSON object body within the server's limits ({} when optional and absent)."""
+    if optional and not request.can_read_body:
+        return {}
+    value = await read_json(request, server.limits.max_json_bytes, server.limits.max_json_depth)
+    return expect_object(value, where(request))
+
+
+def workflow_fields(body: dict, here: str) -> tuple[Any, list[str] | None]:
+    """A body's ``workflow`` document and optional ``outputs`` list, checked."""
+    if "workflow" not in body:
+        hint = " (wrap the workflow document: {\"workflow\": {...}})" if "nodes" in body else ""
+        raise bad_request(f"{here}: missing field 'workflow'{hint}", code="missing_field", field="workflow")
+    outputs = body.get("outputs")
+    if outputs is not None and (not isinstance(outputs, list) or len(outputs) > MAX_OUTPUTS
+                                or not all(isinstance(o, str) for o in outputs)):
+        raise bad_request(f"{here}: 'outputs' must be a list of at most {MAX_OUTPUTS} node ids",
+                          code="invalid_field", field="outputs")
+    return body["workflow"], outputs
 
 
 async def read_json(request: web.Request, max_bytes: int, max_depth: int) -> Any:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..context import RunControl
+from ..prepare import Prepared
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -37,6 +38,8 @@ class Job:
     error: dict[str, Any] | None = None
     #: Set while running: how to stop it (not persisted).
     control: RunControl | None = field(default=None, repr=False, compare=False)
+    #: The run as prepared at submit time, while queued in this process (not persisted).
+    prepared: Prepared | None = field(default=None, repr=False, compare=False)
 
     def summary(self, position: int | None = None) -> dict[str, Any]:
         """The public JSON form (without the workflow document)."""

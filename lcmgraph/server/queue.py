@@ -14,6 +14,7 @@ import uuid
 from typing import Any, Protocol
 
 from ..context import RunControl
+from ..prepare import Prepared
 from .errors import ApiError, conflict, not_found
 from .hub import Hub
 from .jobs import CANCELLED, FINISHED, QUEUED, RUNNING, Job
@@ -60,6 +61,9 @@ class JobQueue:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._controls: dict[str, RunControl] = {}
+        #: Queued jobs' runs as validated at submit, so the worker does not
+        #: parse and validate them again (jobs from before a restart have none).
+        self._prepared: dict[str, Prepared] = {}
         self._queued = store.count(QUEUED)
         self._notice: asyncio.TimerHandle | None = None
         low, high = store.seq_bounds()
@@ -69,7 +73,7 @@ class JobQueue:
 
     # -- requests from the API ------------------------------------------------
     def submit(self, workflow_text: str, client_id: str, outputs: list[str] | None,
-               title: str = "", front: bool = False) -> tuple[Job, int]:
+               title: str = "", front: bool = False, prepared: Prepared | None = None) -> tuple[Job, int]:
         if self._queued >= self.max_queue:
             raise QueueFull(self.max_queue)
         if front:
@@ -81,6 +85,8 @@ class JobQueue:
         job = Job(id=uuid.uuid4().hex[:16], client_id=client_id, status=QUEUED, seq=seq,
                   workflow_text=workflow_text, outputs_requested=outputs, created=time.time(), title=title)
         self.store.add(job)
+        if prepared is not None:
+            self._prepared[job.id] = prepared
         self._queued += 1
         self._wakeup.set()
         position = 0 if front else self._queued - 1
@@ -120,6 +126,7 @@ class JobQueue:
         job.finished = time.time()
         job.error = {"code": "cancelled", "message": "cancelled before it started"}
         self.store.finish(job)
+        self._prepared.pop(job.id, None)
         self._queued -= 1
         self.hub.publish({"type": "job_cancelled", "job": job.id, "client_id": job.client_id})
         self._queue_changed()
@@ -164,12 +171,15 @@ class JobQueue:
         while not self._closed:
             queued = self.store.queued(limit=max(1, self.policy.lookahead))
             if queued:
+                for job in queued:
+                    job.prepared = self._prepared.get(job.id)
                 chosen = self.policy.select(queued) or queued[:1]
                 now = time.time()
                 self.store.mark_running([j.id for j in chosen], now)
                 for job in chosen:
                     job.status, job.started = RUNNING, now
                     job.control = self._controls[job.id] = RunControl()
+                    self._prepared.pop(job.id, None)
                     self._queued -= 1
                     self.hub.publish({"type": "job_started", "job": job.id, "client_id": job.client_id})
                 self._queue_changed()

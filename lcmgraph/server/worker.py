@@ -1,4 +1,4 @@
-"""The single worker: a thread that runs claimed jobs with ``engine.run``, in order.
+"""The single worker: a thread that runs claimed jobs with ``engine.run_batch``, in order.
 
 It asks the queue for work on the event loop (``run_coroutine_threadsafe``),
 runs the batch it gets, and reports each result back with
@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..batch import RunRequest
 from ..engine import Engine
-from ..executor import NodeFailed, RunInterrupted, RunResult
+from ..executor import RunRequest
 from ..problems import WorkflowInvalid
+from ..results import NodeFailed, RunInterrupted, RunResult
 from .config import Limits
 from .folders import ServedFolders
 from .jobs import DONE, FAILED, INTERRUPTED, Job
@@ -77,9 +77,7 @@ class Worker:
                 self.run_one(job)
             return
         try:
-            requests = [RunRequest(json.loads(job.workflow_text), job.outputs_requested, self._relay(job),
-                                   job.control, self.output_root / job.id, job.id) for job in jobs]
-            outcomes = self.engine.run_batch(requests)
+            outcomes = self.engine.run_batch([self._request(job) for job in jobs])
         except Exception:  # noqa: BLE001 - an engine bug must not lose the jobs
             log.exception("a batch of %d jobs failed in the engine; running them one by one", len(jobs))
             for job in jobs:
@@ -90,13 +88,18 @@ class Worker:
 
     def run_one(self, job: Job) -> None:
         try:
-            document = json.loads(job.workflow_text)
-            outcome = self.engine.run(document, outputs=job.outputs_requested, sink=self._relay(job),
-                                      control=job.control, output_dir=self.output_root / job.id,
-                                      run_id=job.id)
+            outcome = self.engine.run_batch([self._request(job)])[0]
         except Exception as exc:  # noqa: BLE001 - the worker must survive anything a job does
             outcome = exc
         self._finish(job, outcome)
+
+    def _request(self, job: Job) -> RunRequest:
+        """The job's run: prepared at submit, or (after a restart) its stored document."""
+        if job.prepared is not None:
+            document, outputs = job.prepared, None
+        else:
+            document, outputs = json.loads(job.workflow_text), job.outputs_requested
+        return RunRequest(document, outputs, self._relay(job), job.control, self.output_root / job.id, job.id)
 
     def _relay(self, job: Job) -> JobEventRelay:
         return JobEventRelay(job, self._post, self.folders, interval=self.limits.progress_interval,

@@ -144,7 +144,7 @@ def resolve(options: Mapping | None, device: str, home: str | Path | None = None
 
     cache = options.get("compile_cache", "auto")
     if cache in (None, "", "auto"):
-        from lcmgraph.engine import default_home
+        from lcmgraph.runtime import default_home
 
         cache = Path(home if home is not None else default_home()).expanduser() / "compile"
     elif str(cache).lower() == "off":

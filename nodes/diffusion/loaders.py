@@ -50,7 +50,9 @@ class ApplyLoRA(Node):
         Input("weight", T.FLOAT, default=1.0, min=-10.0, max=10.0, step=0.05),
         Input("clip_weight", T.FLOAT, default=1.0, min=-10.0, max=10.0, step=0.05),
     )
-    outputs = (Output("model", T.MODEL), Output("clip", T.CLIP))
+    # The CLIP value lists only the CLIP patches: a new UNet ``weight`` must not
+    # re-run the text encoders downstream.
+    outputs = (Output("model", T.MODEL), Output("clip", T.CLIP, depends_on=("clip", "lora", "clip_weight")))
 
     batch_inputs = ()  # another LoRA or weight is another model: samplers cannot merge
 

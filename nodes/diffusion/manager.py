@@ -111,11 +111,11 @@ def _default_budget(device: str) -> int:
 
 
 class ModelManager:
-    def __init__(self, engine: Any):
-        options = getattr(engine.config, "options", {}) or {}
-        self.device = pick_device(getattr(engine.config, "device", "auto"))
+    def __init__(self, runtime: Any):
+        options = runtime.options
+        self.device = pick_device(runtime.device)
         #: The fast-path switches (fastpath.py): dtype, LoRA fusion, compilation, ...
-        self.fast = fastpath.resolve(options, self.device, getattr(engine, "home", None))
+        self.fast = fastpath.resolve(options, self.device, runtime.home)
         self.dtype = self.fast.dtype
         self._compile_cache_ready = False
         self._compile_cache_path: Path | None = None
@@ -401,8 +401,8 @@ def _files_bytes(path: Path) -> int:
         return 0
 
 
-def factory(engine: Any) -> ModelManager:
-    return ModelManager(engine)
+def factory(runtime: Any) -> ModelManager:
+    return ModelManager(runtime)
 
 
 __all__ = ["LoraMismatch", "ModelLoadError", "ModelManager", "SERVICE", "factory"]

@@ -81,9 +81,13 @@ def test_txt2img_export(registry):
     assert prompt["sampler"] == {"class_type": "KSampler", "_meta": {"title": "KSampler"}, "inputs": {
         "model": ["sampler.model_sampling", 0], "positive": ["positive", 0], "negative": ["sampler.negative", 0],
         "latent_image": ["latent", 0], "sampler_name": "lcm", "scheduler": "sgm_uniform", "denoise": 1.0,
-        "seed": 42, "steps": 4, "cfg": 2.0}}
+        "seed": 42, "steps": 4, "cfg": 1.0}}
+    # the default workflow's LCM-LoRA (on the UNet only) is ComfyUI's model-only LoRA loader
+    assert prompt["lcm_lora"] == {
+        "class_type": "LoraLoaderModelOnly", "_meta": {"title": "LoraLoaderModelOnly"},
+        "inputs": {"model": ["ckpt", 0], "lora_name": "builtin:tiny-shapes-lcm-lora", "strength_model": 1.0}}
     assert prompt["sampler.model_sampling"] == {
-        "class_type": "ModelSamplingDiscrete", "inputs": {"model": ["ckpt", 0], "sampling": "lcm", "zsnr": False},
+        "class_type": "ModelSamplingDiscrete", "inputs": {"model": ["lcm_lora", 0], "sampling": "lcm", "zsnr": False},
         "_meta": {"title": "ModelSamplingDiscrete", "lcmgraph_added": True}}
     assert prompt["sampler.negative"] == {
         "class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]},

@@ -149,7 +149,7 @@ def test_allow_missing_keeps_placeholders_that_do_not_validate(registry):
         "the model's plain noise schedule, lcmgraph always LCM's own (as ModelSamplingDiscrete 'lcm' does)",
         "node 20: ComfyUI node type 'IPAdapterApply' is kept as a placeholder; replace it before running"]
     workflow, problems = parse(doc)
-    problems += validate(workflow, registry, None, lambda folder, name: None)
+    problems += validate(workflow, registry, None, lambda folder, name: None).problems
     assert [(p.node, p.message) for p in problems] == [("20", "unknown node type 'comfy:IPAdapterApply'")]
 
 

@@ -35,6 +35,30 @@ def test_changing_only_the_lora_weight_reruns_only_the_sampler_and_after(fresh_e
     assert max_diff(first.values["decode"]["image"].numpy(), second.values["decode"]["image"].numpy()) > 1e-4
 
 
+def _clip_lora_flow(weight: float, clip_weight: float) -> Flow:
+    """A LoRA on the model and the text encoder; the prompt goes through the LoRA's CLIP."""
+    f = txt2img(prompt="a red circle", seed=1, steps=2)
+    f.add("lora", "ApplyLoRA", model=link("ckpt", "model"), clip=link("ckpt", "clip"), lora="b_kohya.safetensors",
+          weight=weight, clip_weight=clip_weight)
+    f.nodes["sampler"]["inputs"]["model"] = link("lora", "model")
+    f.nodes["pos"]["inputs"]["clip"] = link("lora", "clip")
+    return f
+
+
+def test_a_new_unet_lora_weight_does_not_re_encode_the_prompt(fresh_engine):
+    first = run_to(fresh_engine, _clip_lora_flow(1.0, 1.0), "decode", "image")
+    assert "pos" in first.executed
+    # the UNet weight changes: ApplyLoRA's CLIP output keeps its key, the encoding comes from the cache
+    second = run_to(fresh_engine, _clip_lora_flow(0.5, 1.0), "decode", "image")
+    assert set(second.executed) == {"lora", "sampler", "decode", "capture"}
+    assert "pos" in second.cached
+    assert max_diff(first.values["decode"]["image"].numpy(), second.values["decode"]["image"].numpy()) > 1e-4
+    # the CLIP weight changes: now the prompt is encoded again, with the new weight
+    third = run_to(fresh_engine, _clip_lora_flow(0.5, 0.25), "decode", "image")
+    assert {"lora", "pos", "sampler"} <= set(third.executed)
+    assert not third.values["pos"]["conditioning"].embeds.equal(second.values["pos"]["conditioning"].embeds)
+
+
 def test_a_no_lora_branch_gets_the_untouched_base_image(fresh_engine, make_engine):
     base = image_of(make_engine(), txt2img(prompt="a cat", seed=5, steps=4))  # an engine that never saw a LoRA
     f = txt2img(prompt="a cat", seed=5, steps=4)

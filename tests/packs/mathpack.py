@@ -136,4 +136,15 @@ class SolidImage(Node):
         ctx.add_result(images=[{"filename": path.name, "path": str(path)}])
 
 
-NODES = [SolidImage, Constant, Add, Scale, MakeTensor, TensorSum, Collect, Fail, Slow, Noise]
+class Pair(Node):
+    """Two outputs: ``first`` depends only on ``a`` (declared), ``sum`` on both."""
+
+    category = "test"
+    inputs = (Input("a", T.FLOAT), Input("b", T.FLOAT, default=0.0))
+    outputs = (Output("first", T.FLOAT, depends_on=("a",)), Output("sum", T.FLOAT))
+
+    def execute(self, ctx, a, b):
+        return {"first": a, "sum": a + b}
+
+
+NODES = [SolidImage, Constant, Add, Scale, MakeTensor, TensorSum, Collect, Fail, Slow, Noise, Pair]

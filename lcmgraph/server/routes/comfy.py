@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ...comfy import ComfyExportError, ComfyImportError, import_notes, load_any, to_api
-from ..app import ServerApp, server_of
-from ..bodies import check_keys, optional_bool, where
+from ..bodies import check_keys, optional_bool, read_body, server_of, where, workflow_fields
 from ..errors import bad_request, json_response
+
+if TYPE_CHECKING:
+    from ..app import ServerApp
 
 
 def convert(server: ServerApp, document: Any, here: str, allow_missing: bool = False) -> Any:
@@ -21,23 +23,19 @@ def convert(server: ServerApp, document: Any, here: str, allow_missing: bool = F
 
 
 async def comfy_import(request: web.Request) -> web.Response:
-    from .jobs import _body, _workflow_fields
-
     server, here = server_of(request), where(request)
-    body = await _body(request, server)
+    body = await read_body(request, server)
     check_keys(body, ("workflow", "allow_missing"), here)
-    document, _ = _workflow_fields(body, here)
+    document, _ = workflow_fields(body, here)
     converted = convert(server, document, here, bool(optional_bool(body, "allow_missing", here)))
     return json_response({"workflow": converted, "notes": import_notes(converted)})
 
 
 async def comfy_export(request: web.Request) -> web.Response:
-    from .jobs import _body, _workflow_fields
-
     server, here = server_of(request), where(request)
-    body = await _body(request, server)
+    body = await read_body(request, server)
     check_keys(body, ("workflow",), here)
-    document, _ = _workflow_fields(body, here)
+    document, _ = workflow_fields(body, here)
     try:
         prompt = to_api(document, server.engine.registry)
     except ComfyExportError as exc:

@@ -7,12 +7,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from aiohttp import web
 
-from ..app import ServerApp, server_of
-from ..bodies import query_int, where
+from ..bodies import query_int, server_of, where
 from ..errors import ApiError, bad_request, json_response, too_large
 from ..folders import SERVED_SUFFIXES, file_url
 from ..images import PixelLimits, reencode_upload, thumbnail_jpeg
@@ -20,6 +20,9 @@ from ..images import PixelLimits, reencode_upload, thumbnail_jpeg
 UPLOAD_FIELDS = ("image", "overwrite")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\- ]+")
 CACHE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+
+if TYPE_CHECKING:
+    from ..app import ServerApp
 
 
 def _pixels(server: ServerApp) -> PixelLimits:

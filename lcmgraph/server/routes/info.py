@@ -9,8 +9,7 @@ import re
 from aiohttp import web
 
 from ... import __version__
-from ..app import server_of
-from ..bodies import where
+from ..bodies import server_of, where
 from ..config import API_VERSION
 from ..errors import json_response, not_found
 

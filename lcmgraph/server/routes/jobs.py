@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..app import ServerApp, server_of
+from ...prepare import Prepared
 from ..bodies import (
     check_keys,
     client_id,
-    expect_object,
     optional_bool,
     optional_int,
     optional_str,
     query_int,
-    read_json,
+    read_body,
+    server_of,
     where,
+    workflow_fields,
 )
 from ..errors import ApiError, bad_request, dumps, json_response, not_found
 from ..queue import QueueFull
@@ -30,42 +31,27 @@ log = logging.getLogger("lcmgraph.server")
 SUBMIT_FIELDS = ("workflow", "client_id", "outputs", "front", "title")
 #: Workflows with more nodes are validated on a thread, keeping the loop free.
 INLINE_VALIDATION_NODES = 200
-MAX_OUTPUTS = 1000
+
+if TYPE_CHECKING:
+    from ..app import ServerApp
 
 
-async def _body(request: web.Request, server: ServerApp, optional: bool = False) -> dict:
-    if optional and not request.can_read_body:
-        return {}
-    value = await read_json(request, server.limits.max_json_bytes, server.limits.max_json_depth)
-    return expect_object(value, where(request))
-
-
-def _workflow_fields(body: dict, here: str) -> tuple[Any, list[str] | None]:
-    if "workflow" not in body:
-        hint = " (wrap the workflow document: {\"workflow\": {...}})" if "nodes" in body else ""
-        raise bad_request(f"{here}: missing field 'workflow'{hint}", code="missing_field", field="workflow")
-    outputs = body.get("outputs")
-    if outputs is not None and (not isinstance(outputs, list) or len(outputs) > MAX_OUTPUTS
-                                or not all(isinstance(o, str) for o in outputs)):
-        raise bad_request(f"{here}: 'outputs' must be a list of at most {MAX_OUTPUTS} node ids",
-                          code="invalid_field", field="outputs")
-    return body["workflow"], outputs
-
-
-async def _problems(server: ServerApp, document: Any, outputs: list[str] | None, here: str) -> list[dict]:
+async def _check(server: ServerApp, document: Any, outputs: list[str] | None,
+                 here: str) -> tuple[Prepared | None, list[dict]]:
+    """Parse and validate once: the prepared run the worker will use, or the problems."""
     engine = server.engine
     nodes = document.get("nodes") if isinstance(document, dict) else None
     try:
         if isinstance(nodes, dict) and len(nodes) > INLINE_VALIDATION_NODES:
             loop = asyncio.get_running_loop()
-            problems = await loop.run_in_executor(None, engine.validate, document, outputs)
+            prepared, problems = await loop.run_in_executor(None, engine.check, document, outputs)
         else:
-            problems = engine.validate(document, outputs)
+            prepared, problems = engine.check(document, outputs)
     except Exception as exc:  # noqa: BLE001 - a validator bug must not become a 5xx for the client
         log.exception("validation raised for %s", here)
-        return [{"node": None, "input": None, "code": "unvalidatable",
-                 "message": f"the workflow could not be validated: {type(exc).__name__}: {exc}"}]
-    return [p.to_json() for p in problems]
+        return None, [{"node": None, "input": None, "code": "unvalidatable",
+                       "message": f"the workflow could not be validated: {type(exc).__name__}: {exc}"}]
+    return prepared, [p.to_json() for p in problems]
 
 
 def _invalid(here: str, problems: list[dict]) -> ApiError:
@@ -80,11 +66,11 @@ def _invalid(here: str, problems: list[dict]) -> ApiError:
 
 async def validate(request: web.Request) -> web.Response:
     server, here = server_of(request), where(request)
-    body = await _body(request, server)
+    body = await read_body(request, server)
     check_keys(body, ("workflow", "outputs"), here)
-    document, outputs = _workflow_fields(body, here)
+    document, outputs = workflow_fields(body, here)
     document = comfy.convert(server, document, here)
-    problems = await _problems(server, document, outputs, here)
+    _, problems = await _check(server, document, outputs, here)
     return json_response({"ok": not problems, "problems": problems})
 
 
@@ -93,20 +79,20 @@ async def submit(request: web.Request) -> web.Response:
     queue = server.queue
     if queue.queued_count >= queue.max_queue:  # cheap refusal before reading anything
         raise QueueFull(queue.max_queue)
-    body = await _body(request, server)
+    body = await read_body(request, server)
     check_keys(body, SUBMIT_FIELDS, here)
-    document, outputs = _workflow_fields(body, here)
+    document, outputs = workflow_fields(body, here)
     document = comfy.convert(server, document, here)
     owner = client_id(body.get("client_id"), here)
     front = optional_bool(body, "front", here)
     title = optional_str(body, "title", here, 200)
-    problems = await _problems(server, document, outputs, here)
+    prepared, problems = await _check(server, document, outputs, here)
     if problems:
         raise _invalid(here, problems)
     if title is None:
         meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
         title = meta.get("title")[:200] if isinstance(meta.get("title"), str) else ""
-    job, position = queue.submit(dumps(document), owner, outputs, title, front)
+    job, position = queue.submit(dumps(document), owner, outputs, title, front, prepared=prepared)
     return json_response({"job": job.summary(position=position), "position": position}, status=201,
                          headers={"Location": f"/api/jobs/{job.id}"})
 
@@ -139,7 +125,7 @@ async def queue_state(request: web.Request) -> web.Response:
 
 async def move(request: web.Request) -> web.Response:
     server, here = server_of(request), where(request)
-    body = await _body(request, server)
+    body = await read_body(request, server)
     check_keys(body, ("position",), here)
     if "position" not in body:
         raise bad_request(f"{here}: missing field 'position' (0 = next to run)", code="missing_field",
@@ -158,7 +144,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 async def interrupt(request: web.Request) -> web.Response:
     server, here = server_of(request), where(request)
-    body = await _body(request, server, optional=True)
+    body = await read_body(request, server, optional=True)
     check_keys(body, ("job",), here)
     job_id = body.get("job")
     if job_id is not None and not isinstance(job_id, str):
@@ -168,7 +154,7 @@ async def interrupt(request: web.Request) -> web.Response:
 
 async def clear(request: web.Request) -> web.Response:
     server, here = server_of(request), where(request)
-    body = await _body(request, server, optional=True)
+    body = await read_body(request, server, optional=True)
     check_keys(body, ("client_id",), here)
     owner = client_id(body.get("client_id"), here) if "client_id" in body else None
     return json_response({"cancelled": server.queue.clear(owner)})

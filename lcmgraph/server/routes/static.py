@@ -7,7 +7,7 @@ import mimetypes
 
 from aiohttp import web
 
-from ..app import server_of
+from ..bodies import server_of
 from ..errors import ApiError, not_found
 from ..folders import check_name
 

@@ -7,8 +7,7 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
-from ..app import server_of
-from ..bodies import CLIENT_ID, where
+from ..bodies import CLIENT_ID, server_of, where
 from ..errors import ApiError, bad_request
 from ..hub import SCOPES
 

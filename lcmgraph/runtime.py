@@ -1,0 +1,62 @@
+"""What running a workflow needs of an engine, and nothing more.
+
+The executor, node contexts, file resolution and the services packs provide
+(the model manager) depend on this small interface, not on ``Engine``: a
+registry, the output cache, the file folders, per-runtime services, and the
+settings a pack reads (device, options, home, output folder). ``Engine``
+builds one and adds the front door (parse, validate, run, batches).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .cache import OutputCache
+from .files import ModelFolders
+from .registry import NodeRegistry
+
+
+def default_home() -> Path:
+    """Scratch space for built-in files and compile caches (``LCMGRAPH_HOME``)."""
+    return Path(os.environ.get("LCMGRAPH_HOME", Path.home() / ".cache" / "lcmgraph")).expanduser()
+
+
+class Runtime:
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        cache: OutputCache,
+        folders: Mapping[str, Iterable[str | Path]],
+        *,
+        home: str | Path | None = None,
+        device: str = "auto",
+        options: Mapping[str, Any] | None = None,
+        output_dir: str | Path = "outputs",
+    ):
+        self.registry = registry
+        self.cache = cache
+        self.home = Path(home or default_home()).expanduser()
+        #: The device nodes should use ("auto", "cpu", "cuda", ...).
+        self.device = device
+        #: Free-form settings for services (e.g. {"dtype": "float16"}).
+        self.options: dict[str, Any] = dict(options or {})
+        self.output_dir = Path(output_dir)
+        # Built-in file providers and file schemes receive this runtime.
+        self.files = ModelFolders(folders, registry, owner=self)
+        self._services: dict[str, Any] = {}
+        self._service_lock = threading.Lock()
+
+    def service(self, name: str) -> Any:
+        """A per-runtime helper provided by a pack, created on first use
+        (its factory receives this runtime)."""
+        with self._service_lock:
+            if name not in self._services:
+                factory = self.registry.service_factory(name)
+                if factory is None:
+                    raise KeyError(f"no loaded node pack provides the service {name!r}")
+                self._services[name] = factory(self)
+            return self._services[name]
