@@ -14,7 +14,7 @@ import { Runner } from "./runner.js"
 import { installTestHook } from "./testhook.js"
 import { linkCompatible } from "./types.js"
 import { setWidgetValue } from "./widgets.js"
-import { NODE_ID, fitView, graphToWorkflow, idBase, uniqueId, usedIds, workflowToGraph } from "./workflow.js"
+import { fitView, graphToWorkflow, idBase, isNodeId, setNodeIdPattern, uniqueId, usedIds, workflowToGraph } from "./workflow.js"
 
 const DEFAULT_WORKFLOW = "txt2img_lcm"
 const AUTOSAVE_KEY = "lcmgraph.workflow"
@@ -69,7 +69,8 @@ class App {
     const [schema, models] = await Promise.all([this.api.nodes(), this.api.models().catch(() => ({ folders: {} }))])
     this.files = models.folders ?? {}
     this.schema = schema
-    registerSchema(schema, this.widgetEnv())
+    setNodeIdPattern(schema.node_id_pattern)
+    registerSchema(schema, this.widgetEnv()) // and the link rules (schema.link_rules)
     this.palette = new Palette(this, $("#palette"))
     this.palette.render(schema)
     this.bindToolbar()
@@ -243,7 +244,7 @@ class App {
     const current = node.properties.id
     const next = window.prompt("Node id (letters, digits, _ . : -)", current)
     if (next == null || next === current) return
-    if (!NODE_ID.test(next)) { this.status(`"${next}" is not a valid node id`, "error"); return }
+    if (!isNodeId(next)) { this.status(`"${next}" is not a valid node id`, "error"); return }
     if (usedIds(this.graph, node).has(next)) { this.status(`another node is already called "${next}"`, "error"); return }
     node.properties.id = next
     this.canvas.setDirty(true, true)
