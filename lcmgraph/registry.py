@@ -8,6 +8,7 @@ from typing import Any
 
 from . import types as T
 from .node import Node
+from .workflow import NODE_ID_PATTERN
 
 SCHEMA_VERSION = 1
 
@@ -142,6 +143,8 @@ class NodeRegistry:
         return {
             "schema_version": SCHEMA_VERSION,
             "literal_types": sorted(T.LITERAL_TYPES),
+            "link_rules": T.link_rules(),
+            "node_id_pattern": NODE_ID_PATTERN,
             "nodes": nodes,
             "packs": [
                 {"name": p.name, "source": p.source, "nodes": p.nodes, "error": p.error}

@@ -8,6 +8,9 @@ must arrive over a link.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 MODEL = "MODEL"
 CLIP = "CLIP"
 VAE = "VAE"
@@ -37,12 +40,26 @@ def is_literal_type(type_name: str) -> bool:
     return type_name in LITERAL_TYPES
 
 
+#: Which output types an input accepts besides its own type (and ``ANY``), by
+#: input type. The one definition of the link rule: ``link_compatible`` reads
+#: it, and the schema serves it (``link_rules``) to the editor and API clients.
+ALSO_ACCEPTS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    # A STRING output may drive an enum widget; the choice is checked at run time.
+    ENUM: (STRING,),
+    # An INT is a valid FLOAT (a "steps" primitive feeding a float widget).
+    FLOAT: (INT,),
+})
+
+
+def link_rules() -> dict:
+    """The link rule as data: a link is allowed when both ends have the same
+    type, either end is ``any``, or the output's type is listed under the
+    input's type in ``also_accepts``."""
+    return {"any": ANY, "also_accepts": {k: list(v) for k, v in sorted(ALSO_ACCEPTS.items())}}
+
+
 def link_compatible(output_type: str, input_type: str) -> bool:
     """Whether an output of ``output_type`` may feed an input of ``input_type``."""
     if output_type == input_type or ANY in (output_type, input_type):
         return True
-    # A STRING output may drive an enum widget; the choice is checked at run time.
-    if input_type == ENUM and output_type == STRING:
-        return True
-    # An INT is a valid FLOAT (a "steps" primitive feeding a float widget).
-    return input_type == FLOAT and output_type == INT
+    return output_type in ALSO_ACCEPTS.get(input_type, ())

@@ -34,7 +34,12 @@ from .problems import Problem
 
 FORMAT = "lcmgraph.workflow"
 VERSION = 1
-NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,63}$")
+#: Node ids as an ECMAScript regex source: what the published JSON Schema
+#: (workflow.schema.json) and the editor (through the node schema) test ids with.
+NODE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,63}$"
+#: The same rule in Python, where ``$`` also matches before a final newline:
+#: ``\Z`` is what ECMAScript's ``$`` means.
+NODE_ID = re.compile(NODE_ID_PATTERN.removesuffix("$") + r"\Z")
 TOP_LEVEL_KEYS = {"format", "version", "nodes", "outputs", "ui", "meta"}
 NODE_KEYS = ("type", "inputs", "title")
 

@@ -15,6 +15,7 @@ from lcmgraph.pngmeta import WORKFLOW_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+COMFY = REPO / "tests" / "comfy" / "workflows"
 
 
 def semantics(doc: dict, schema: dict) -> dict:
@@ -148,7 +149,10 @@ def test_png_drop_restores_the_embedded_workflow(editor, server):
     assert embedded["nodes"] == submitted["nodes"]
 
     editor.page.click("#clear")
-    drop_file(editor, png, "txt2img.png", "image/png")
+    # The editor has no PNG reader of its own: the server reads the dropped file.
+    with editor.page.expect_response(lambda r: "/api/workflow/from-image" in r.url) as sent:
+        drop_file(editor, png, "txt2img.png", "image/png")
+    assert sent.value.status == 200 and sent.value.json()["from"] == "lcmgraph"
     editor.page.wait_for_function("lcmgraph.nodeIds().length === 6")
     restored = editor.workflow()
     schema = server.get("/api/nodes")
@@ -163,6 +167,9 @@ def test_png_drop_restores_the_embedded_workflow(editor, server):
     Image.new("RGB", (8, 8), "red").save(plain, "PNG")
     drop_file(editor, plain.getvalue(), "plain.png", "image/png")
     editor.page.wait_for_function("document.querySelector('#status').textContent.includes('no embedded')")
+    assert editor.status() == ("image 'plain.png': this PNG has no embedded workflow "
+                               "(neither lcmgraph's nor ComfyUI's)")
+    assert editor.page.locator("#status.error").count() == 1
     assert editor.workflow()["nodes"] == restored["nodes"]
 
     # A workflow .json dropped on the canvas loads too.
@@ -170,6 +177,49 @@ def test_png_drop_restores_the_embedded_workflow(editor, server):
     drop_file(editor, json.dumps(other).encode(), "img2img.json", "application/json")
     editor.page.wait_for_function("lcmgraph.nodeIds().includes('encode')")
     assert set(editor.workflow()["nodes"]) == set(other["nodes"])
+
+
+def test_comfyui_png_drop_is_converted_by_the_server(editor, server):
+    """A PNG saved by ComfyUI (API prompt + UI workflow in tEXt chunks, as ComfyUI writes them)."""
+    from io import BytesIO
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    prompt = json.loads((COMFY / "api_txt2img.json").read_text())
+    prompt["3"]["inputs"]["seed"] = 43  # the seed that ran; the UI's widget holds the next one
+    info = PngInfo()
+    info.add_text("prompt", json.dumps(prompt))
+    info.add_text("workflow", (COMFY / "ui_txt2img.json").read_text())
+    png = BytesIO()
+    Image.new("RGB", (16, 16), "blue").save(png, "PNG", pnginfo=info)
+
+    editor.page.click("#clear")
+    drop_file(editor, png.getvalue(), "ComfyUI_00001_.png", "image/png")
+    editor.page.wait_for_function("document.querySelector('#status').textContent.includes('ComfyUI')")
+    assert editor.status().startswith("converted ComfyUI_00001_.png from ComfyUI"), editor.status()
+    doc = editor.workflow()
+    schema = server.get("/api/nodes")
+    assert all(node["type"] in schema["nodes"] for node in doc["nodes"].values()), doc["nodes"]
+    assert doc["nodes"]["3"]["inputs"]["seed"] == 43
+    assert doc["ui"]["nodes"]["3"]["pos"] == [863, 186]  # ComfyUI's layout comes along
+    assert doc["meta"]["comfy_import"]["from"] == "ComfyUI UI format"
+
+    # What cannot be converted is said on the status line, each problem named; the graph stays.
+    broken = PngInfo()
+    broken.add_text("prompt", json.dumps({"9": {"class_type": "SaveImage", "inputs": {"images": ["4", 0]}}}))
+    png = BytesIO()
+    Image.new("RGB", (16, 16), "blue").save(png, "PNG", pnginfo=broken)
+    drop_file(editor, png.getvalue(), "broken.png", "image/png")
+    editor.page.wait_for_function("document.querySelector('#status').textContent.includes('broken.png')")
+    assert editor.status() == ("image 'broken.png': the ComfyUI workflow cannot be imported (1 problem): "
+                               "node 9 input 'image': links to node 4, which is not in the workflow")
+    # A file that is neither JSON nor an image.
+    drop_file(editor, b"just some notes", "notes.txt", "text/plain")
+    editor.page.wait_for_function("document.querySelector('#status').textContent.includes('notes.txt')")
+    assert editor.status() == ("image 'notes.txt' is not an image in a supported format "
+                               "(PNG, JPEG, WEBP, GIF, BMP)")
+    assert editor.workflow()["nodes"] == doc["nodes"]
 
 
 def test_image_upload_into_load_image(editor, server):
@@ -208,7 +258,7 @@ def test_comfyui_workflow_drop_is_converted_by_the_server(editor, server):
     """A ComfyUI workflow (editor or API format) dropped on the canvas goes through /api/comfy/import."""
     schema = server.get("/api/nodes")
     for name in ("ui_txt2img", "api_txt2img"):
-        comfy = (REPO / "tests" / "comfy" / "workflows" / f"{name}.json").read_bytes()
+        comfy = (COMFY / f"{name}.json").read_bytes()
         editor.page.click("#clear")
         drop_file(editor, comfy, f"{name}.json", "application/json")
         editor.page.wait_for_function("document.querySelector('#status').textContent.includes('ComfyUI')")

@@ -184,6 +184,52 @@ def test_link_rule_matches_the_engine(editor, server):
     assert len(pairs) > 100
 
 
+def test_connection_rules_are_the_served_ones(browser, server):
+    """The editor has no link rule of its own: INT -> FLOAT connects and FLOAT -> INT does not
+    because /api/nodes says so; served the other way round, the editor follows."""
+    from conftest import VIEWPORT, Editor
+
+    def swap(route):
+        response = route.fetch()
+        schema = response.json()
+        assert schema["link_rules"]["also_accepts"] == {"ENUM": ["STRING"], "FLOAT": ["INT"]}
+        schema["link_rules"]["also_accepts"] = {"INT": ["FLOAT"]}
+        route.fulfill(response=response, json=schema)
+
+    for rules in ("served", "swapped"):
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        if rules == "swapped":
+            page.route("**/api/nodes", swap)
+        editor = Editor(page, server).open()
+        editor.js("lcmgraph.resetView()")
+        assert editor.js("lcmgraph.linkCompatible('INT', 'FLOAT')") == (rules == "served")
+        number = editor.palette_drop("Int", 300, 640)
+        real = editor.palette_drop("Float", 620, 640)
+        editor.connect(number, "value", "sampler", "guidance")  # INT -> FLOAT
+        editor.connect(real, "value", "sampler", "steps")  # FLOAT -> INT
+        links = editor.links()
+        context.close()
+        assert not editor.errors, editor.errors
+        int_to_float, float_to_int = (number, "value", "sampler", "guidance"), (real, "value", "sampler", "steps")
+        if rules == "served":
+            assert int_to_float in links and float_to_int not in links, links
+        else:
+            assert float_to_int in links and int_to_float not in links, links
+
+
+def test_node_ids_follow_the_served_pattern(editor, server):
+    """The schema's node_id_pattern, run by the browser's RegExp, accepts exactly what the engine's parser does."""
+    from tests.server.test_server_schema_rules import NODE_ID_SAMPLES, parse_accepts
+
+    pattern = server.get("/api/nodes")["node_id_pattern"]
+    got = editor.js("""([pattern, ids]) => ids.map(id => [new RegExp(pattern).test(id), new RegExp(pattern, "u").test(id),
+                                                          lcmgraph.isNodeId(id)])""", [pattern, NODE_ID_SAMPLES])
+    for node_id, answers in zip(NODE_ID_SAMPLES, got, strict=True):
+        assert answers == [parse_accepts(node_id)] * 3, (node_id, answers)
+
+
 def test_links_into_widget_inputs(editor):
     """A primitive node wired into widget inputs: the link replaces the literal (INT also feeds FLOAT)."""
     editor.js("lcmgraph.resetView()")

@@ -50,6 +50,9 @@ export class Api {
     if (body !== undefined) {
       if (body instanceof FormData) {
         init.body = body
+      } else if (body instanceof Blob) {
+        init.headers["Content-Type"] = body.type.startsWith("image/") ? body.type : "application/octet-stream"
+        init.body = body
       } else {
         init.headers["Content-Type"] = "application/json"
         init.body = JSON.stringify(body)
@@ -83,6 +86,13 @@ export class Api {
     form.append("image", file, file.name || "image.png")
     form.append("overwrite", overwrite ? "true" : "false")
     return this.post("/api/upload", form)
+  }
+
+  /** The workflow embedded in an image (a File): {workflow, from, notes}. */
+  workflowFromImage(file, { allowMissing = false } = {}) {
+    const query = new URLSearchParams({ allow_missing: String(allowMissing) })
+    if (file.name) query.set("name", file.name)
+    return this.post(`/api/workflow/from-image?${query}`, file)
   }
 
   onMessage(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn) }

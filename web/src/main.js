@@ -6,15 +6,14 @@ import "./style.css"
 
 import { CanvasPointer, LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegraph"
 
-import { Api } from "./api.js"
+import { Api, ApiError } from "./api.js"
 import { setNodeImages, registerSchema } from "./nodes.js"
 import { Palette } from "./palette.js"
-import { WORKFLOW_KEY, isPng, pngTextChunks } from "./png.js"
 import { Runner } from "./runner.js"
 import { installTestHook } from "./testhook.js"
 import { linkCompatible } from "./types.js"
 import { setWidgetValue } from "./widgets.js"
-import { NODE_ID, fitView, graphToWorkflow, idBase, uniqueId, usedIds, workflowToGraph } from "./workflow.js"
+import { fitView, graphToWorkflow, idBase, isNodeId, setNodeIdPattern, uniqueId, usedIds, workflowToGraph } from "./workflow.js"
 
 const DEFAULT_WORKFLOW = "txt2img_lcm"
 const AUTOSAVE_KEY = "lcmgraph.workflow"
@@ -69,7 +68,8 @@ class App {
     const [schema, models] = await Promise.all([this.api.nodes(), this.api.models().catch(() => ({ folders: {} }))])
     this.files = models.folders ?? {}
     this.schema = schema
-    registerSchema(schema, this.widgetEnv())
+    setNodeIdPattern(schema.node_id_pattern)
+    registerSchema(schema, this.widgetEnv()) // and the link rules (schema.link_rules)
     this.palette = new Palette(this, $("#palette"))
     this.palette.render(schema)
     this.bindToolbar()
@@ -243,7 +243,7 @@ class App {
     const current = node.properties.id
     const next = window.prompt("Node id (letters, digits, _ . : -)", current)
     if (next == null || next === current) return
-    if (!NODE_ID.test(next)) { this.status(`"${next}" is not a valid node id`, "error"); return }
+    if (!isNodeId(next)) { this.status(`"${next}" is not a valid node id`, "error"); return }
     if (usedIds(this.graph, node).has(next)) { this.status(`another node is already called "${next}"`, "error"); return }
     node.properties.id = next
     this.canvas.setDirty(true, true)
@@ -412,27 +412,37 @@ class App {
   }
 
   /**
-   * Load a workflow .json or a PNG with an embedded workflow: lcmgraph's own, or a
-   * ComfyUI one (converted by the server). Returns true when a workflow was loaded.
+   * Load a workflow .json, or an image with an embedded workflow: lcmgraph's own, or a
+   * ComfyUI one (the server reads the image and converts). Returns true when a workflow was loaded.
    */
   async openFile(file) {
-    const bytes = new Uint8Array(await file.arrayBuffer())
     try {
-      let doc
-      if (isPng(bytes)) {
-        const chunks = await pngTextChunks(bytes)
-        // lcmgraph's chunk first; ComfyUI writes "workflow" (editor graph) and "prompt" (API format).
-        const text = chunks[WORKFLOW_KEY] ?? chunks.workflow ?? chunks.prompt
-        if (!text) { this.status(`${file.name}: this PNG has no embedded lcmgraph workflow`, "error"); return false }
-        doc = JSON.parse(text)
-      } else {
-        doc = JSON.parse(new TextDecoder().decode(bytes))
-      }
-      return await this.openDocument(doc, file.name)
+      const bytes = new Uint8Array(await file.arrayBuffer())
+      if (!looksLikeJson(bytes)) return await this.openImage(file)
+      return await this.openDocument(JSON.parse(new TextDecoder().decode(bytes)), file.name)
     } catch (err) {
       this.status(`${file.name}: ${err.message}`, "error")
       return false
     }
+  }
+
+  /** The server reads the image's embedded workflow (POST /api/workflow/from-image). */
+  async openImage(file) {
+    let body
+    try {
+      body = await this.api.workflowFromImage(file, { allowMissing: true })
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err
+      // The server's message names the image and says what is wrong; drop its "POST /api/...: " prefix
+      // and put a conversion's problems (listed one per line) on the status line.
+      const [head] = err.message.replace(/^[A-Z]+ \/api\/\S+: /, "").split("\n")
+      const problems = err.body?.problems?.map((p) => p.message ?? String(p)).join("; ")
+      this.status(problems ? `${head} ${problems}` : head, "error")
+      return false
+    }
+    if (body.from === "lcmgraph") this.load(body.workflow, { source: file.name })
+    else this.loadConverted(body, file.name)
+    return true
   }
 
   async openDocument(doc, source) {
@@ -448,11 +458,16 @@ class App {
       const problems = err.body?.problems?.map((p) => p.message ?? String(p)).join("; ")
       throw new Error(`not an lcmgraph workflow, and not a ComfyUI workflow the server could convert: ${problems || err.message}`)
     }
+    this.loadConverted(body, source)
+    return true
+  }
+
+  /** A workflow the server converted from ComfyUI's format: {workflow, notes}. */
+  loadConverted(body, source) {
     this.load(body.workflow, { source: `${source} (converted from ComfyUI)` })
     const notes = Array.isArray(body.notes) ? body.notes.map(String) : []
     const more = notes.length > 1 ? ` (and ${notes.length - 1} more notes in meta.comfy_import)` : ""
     this.status(`converted ${source} from ComfyUI${notes.length ? `: ${notes[0]}${more}` : ""}`, "ok")
-    return true
   }
 
   bindDrops() {
@@ -479,10 +494,17 @@ class App {
         await this.uploadInto(target, imageWidget, file)
         return
       }
-      // ...anything else is a workflow (JSON, or a PNG lcmgraph made).
+      // ...anything else is a workflow (JSON, or a PNG lcmgraph or ComfyUI made).
       await this.openFile(file)
     }, true)
   }
+}
+
+/** Whether a file's bytes start like JSON text (else it is sent to the server as an image). */
+function looksLikeJson(bytes) {
+  let i = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0 // a UTF-8 BOM
+  while (i < bytes.length && [0x20, 0x09, 0x0a, 0x0d].includes(bytes[i])) i++
+  return bytes[i] === 0x7b || bytes[i] === 0x5b // "{" or "["
 }
 
 /** lcmgraph's format: "nodes" maps ids to {type, inputs} (ComfyUI's is a list, or uses class_type). */

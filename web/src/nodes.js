@@ -3,7 +3,7 @@
 
 import { LGraphBadge, LGraphCanvas, LGraphNode, LiteGraph, SlotShape } from "@comfyorg/litegraph"
 
-import { typeColor } from "./types.js"
+import { anyType, setLinkRules, typeColor } from "./types.js"
 import { addWidgetFor } from "./widgets.js"
 
 const IMAGE_MIN_HEIGHT = 160
@@ -152,6 +152,7 @@ function decorate(node, nodeId) {
  * widgets (file listings, change notification, upload).
  */
 export function registerSchema(schema, env) {
+  setLinkRules(schema.link_rules)
   // Replace whatever an earlier schema registered (plugins may have changed).
   for (const type of Object.keys(LiteGraph.registered_node_types)) LiteGraph.unregisterNodeType(type)
   // Links take their type's colour, for the built-in types and every pack's own.
@@ -234,7 +235,7 @@ export class MissingNode extends LGraphNode {
     this.lcmMissing = { type, rawInputs }
     this.color = "#552222"
     this.bgcolor = "#3a2020"
-    for (const name of linkInputs) this.addInput(name, "*")
+    for (const name of linkInputs) this.addInput(name, anyType())
     this.setSize([260, Math.max(60, linkInputs.length * LiteGraph.NODE_SLOT_HEIGHT + 30)])
   }
 
@@ -247,7 +248,7 @@ export class MissingNode extends LGraphNode {
 export function ensureMissingOutput(node, name) {
   let index = node.outputs?.findIndex((o) => o.name === name) ?? -1
   if (index < 0) {
-    node.addOutput(name, "*")
+    node.addOutput(name, anyType())
     index = node.outputs.length - 1
   }
   return index

@@ -6,6 +6,7 @@
 import { LiteGraph } from "@comfyorg/litegraph"
 
 import { linkCompatible } from "./types.js"
+import { isNodeId } from "./workflow.js"
 
 export function installTestHook(app) {
   const toPage = (gx, gy) => {
@@ -25,6 +26,7 @@ export function installTestHook(app) {
     get jobs() { return [...app.runner.jobs.values()] },
     workflow: () => app.workflow(),
     linkCompatible,
+    isNodeId,
     load: (doc) => { app.load(doc); return app.workflow() },
     nodeIds: () => app.graph._nodes.map((n) => n.properties?.id),
     nodes: () => app.graph._nodes.map((n) => ({

@@ -1,16 +1,34 @@
-// Socket type rules: the same as lcmgraph/types.py `link_compatible`.
+// Socket type rules. The link rule is the engine's (lcmgraph/types.py), served
+// as data in the node schema's "link_rules"; nothing here repeats it.
 
-export const ANY = "*"
+let rules = null
+
+/** Take the link rules from the node schema (GET /api/nodes). */
+export function setLinkRules(linkRules) {
+  const any = linkRules?.any
+  const also = linkRules?.also_accepts
+  if (typeof any !== "string" || !also || typeof also !== "object" || Array.isArray(also)) {
+    throw new Error("the server's node schema has no usable \"link_rules\" (an older server?)")
+  }
+  rules = {
+    any,
+    alsoAccepts: new Map(Object.entries(also).map(([input, outputs]) => [input, new Set(outputs.map(String))])),
+  }
+}
+
+/** The wildcard type: a socket of this type connects to any other. */
+export function anyType() {
+  if (!rules) throw new Error("the link rules are not loaded yet (they come with the node schema)")
+  return rules.any
+}
 
 /** Whether an output of `outputType` may feed an input of `inputType`. */
 export function linkCompatible(outputType, inputType) {
+  const any = anyType()
   outputType = String(outputType ?? "")
   inputType = String(inputType ?? "")
-  if (outputType === inputType || outputType === ANY || inputType === ANY) return true
-  // A STRING output may drive an enum widget; the choice is checked at run time.
-  if (inputType === "ENUM" && outputType === "STRING") return true
-  // An INT is a valid FLOAT (a "steps" primitive feeding a float widget).
-  return inputType === "FLOAT" && outputType === "INT"
+  if (outputType === inputType || outputType === any || inputType === any) return true
+  return rules.alsoAccepts.get(inputType)?.has(outputType) ?? false
 }
 
 /** Socket colours by type (links take their output's colour). */

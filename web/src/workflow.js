@@ -8,7 +8,19 @@ import { setWidgetValue } from "./widgets.js"
 
 export const FORMAT = "lcmgraph.workflow"
 export const VERSION = 1
-export const NODE_ID = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$/
+let nodeIdRegExp = null
+
+/** Take the node-id rule from the node schema's "node_id_pattern" (the engine's NODE_ID_PATTERN). */
+export function setNodeIdPattern(source) {
+  if (typeof source !== "string" || !source) throw new Error("the server's node schema has no \"node_id_pattern\" (an older server?)")
+  nodeIdRegExp = new RegExp(source)
+}
+
+/** Whether `id` is a node id the engine accepts. */
+export function isNodeId(id) {
+  if (!nodeIdRegExp) throw new Error("the node-id rule is not loaded yet (it comes with the node schema)")
+  return typeof id === "string" && nodeIdRegExp.test(id)
+}
 
 const isLink = (v) => v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length === 1 &&
   Array.isArray(v.link) && v.link.length === 2 && v.link.every((x) => typeof x === "string" && x)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import comfy, files, info, jobs, static, ws
+from . import comfy, files, from_image, info, jobs, static, ws
 
 
 def add_routes(app: web.Application) -> None:
     info.add_routes(app)
     jobs.add_routes(app)
     comfy.add_routes(app)
+    from_image.add_routes(app)
     files.add_routes(app)
     ws.add_routes(app)
     static.add_routes(app)  # last: its catch-all must not shadow /api
