@@ -36,7 +36,7 @@ class Reencoded:
     source_format: str
 
 
-def _open_checked(data: bytes | Path, limits: PixelLimits, what: str, formats=UPLOAD_FORMATS):
+def open_checked(data: bytes | Path, limits: PixelLimits, what: str, formats=UPLOAD_FORMATS):
     from PIL import Image, UnidentifiedImageError
 
     source = io.BytesIO(data) if isinstance(data, bytes) else data
@@ -69,7 +69,7 @@ def reencode_upload(data: bytes, limits: PixelLimits, what: str) -> Reencoded:
     """Decode untrusted bytes fully and re-encode as PNG (first frame only)."""
     from PIL.PngImagePlugin import PngInfo
 
-    image = _open_checked(data, limits, what)
+    image = open_checked(data, limits, what)
     try:
         source_format = image.format or "?"
         try:
@@ -111,7 +111,7 @@ def _is_json(text: str) -> bool:
 
 
 def thumbnail_jpeg(path: Path, side: int, limits: PixelLimits, what: str) -> bytes:
-    image = _open_checked(path, limits, what, formats=("PNG", "JPEG", "WEBP"))
+    image = open_checked(path, limits, what, formats=("PNG", "JPEG", "WEBP"))
     try:
         try:
             image.draft("RGB", (side, side))  # JPEG: decode at a reduced scale

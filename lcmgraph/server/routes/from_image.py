@@ -5,18 +5,20 @@ ComfyUI's pair, converted through lcmgraph.comfy). One PNG reader, in Python."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ...comfy import detect, import_notes
 from ...comfy.png import NoEmbeddedWorkflow, document_from_text
 from ...workflow import WorkflowFileError
-from ..app import ServerApp, server_of
-from ..bodies import CHUNK, too_deep, where
+from ..bodies import CHUNK, server_of, too_deep, where
 from ..errors import ApiError, bad_request, json_response, too_large
-from ..images import PixelLimits, _open_checked
+from ..images import PixelLimits, open_checked
 from .comfy import convert
+
+if TYPE_CHECKING:
+    from ..app import ServerApp
 
 #: Content types the raw image body may be sent with.
 BODY_TYPES = ("image/", "application/octet-stream")
@@ -56,7 +58,7 @@ def read_embedded(data: bytes, limits: PixelLimits, what: str) -> Any:
     (only the upload formats; the header's size checked against the pixel
     limits before anything is decoded), then decoded: text chunks after the
     image data are only read on load."""
-    image = _open_checked(data, limits, what)
+    image = open_checked(data, limits, what)
     try:
         if image.format != "PNG":
             raise NoEmbeddedWorkflow(f"{what}: a {image.format} image carries no workflow; lcmgraph and "
