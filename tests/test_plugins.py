@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import textwrap
 
 from lcmgraph import Engine, EngineConfig
 from tests.helpers import doc, link
@@ -143,7 +142,6 @@ def test_node_declaration_errors_surface_at_import():
         Input("n", "INT", default=0, min=1)
     with pytest.raises(ValueError, match="enum input 'e' needs choices"):
         Input("e", "ENUM")
-    assert textwrap  # keep the import used for readable sources above
 
 
 SCHEME_PACK = '''

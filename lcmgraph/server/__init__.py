@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ServerApp": "app", "ServerConfig": "config", "Limits": "config", "BatchPolicy": "queue",
+    "ServerApp": "app", "web_application": "application", "ServerConfig": "config", "Limits": "config", "BatchPolicy": "queue",
     "OneAtATime": "queue", "SameGraphBatches": "batching", "add_serve_arguments": "cli", "add_serve_parser": "cli", "serve_main": "cli",
 }
 

@@ -1,5 +1,5 @@
-"""ServerApp: owns the engine, store, queue, hub and worker of one server,
-and builds the aiohttp application around them."""
+"""ServerApp: owns the engine, store, queue, hub and worker of one server
+(the aiohttp application around it is built in application.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,10 @@ from aiohttp import web
 
 from ..engine import Engine
 from .batching import SameGraphBatches
-from .bodies import SERVER_KEY
 from .config import ServerConfig
 from .folders import ServedFolders
 from .hub import Hub
 from .queue import BatchPolicy, JobQueue
-from .routes import add_routes
-from .security import errors, host_guard, origin_guard, token_guard
 from .store import JobStore
 from .worker import Worker
 
@@ -53,23 +50,8 @@ class ServerApp:
         self.image_slots: asyncio.Semaphore | None = None
         self._schema_text: str | None = None
 
-    # -- aiohttp application --------------------------------------------------
-    def web_app(self) -> web.Application:
-        middlewares = [errors, host_guard(self.config.host, self.config.allow_hosts),
-                       origin_guard(self.config.allow_origins)]
-        if self.config.token:
-            middlewares.append(token_guard(self.config.token))
-        app = web.Application(middlewares=middlewares,
-                              client_max_size=max(self.limits.max_upload_bytes, self.limits.max_json_bytes)
-                              + 64 * 1024)
-        app[SERVER_KEY] = self
-        add_routes(app)
-        app.on_startup.append(self._start)
-        app.on_shutdown.append(self._shutdown)
-        app.on_cleanup.append(self._cleanup)
-        return app
-
-    async def _start(self, app: web.Application) -> None:
+    # -- lifecycle (lcmgraph/server/application.py wires these into aiohttp) ---
+    async def start(self, app: web.Application) -> None:
         loop = asyncio.get_running_loop()
         self.image_slots = asyncio.Semaphore(self.limits.image_workers)
         self.queue = JobQueue(self.store, self.hub, self.limits.max_queue, self.policy)
@@ -77,10 +59,10 @@ class ServerApp:
                              self.output_root, self.limits)
         self.worker.start()
 
-    async def _shutdown(self, app: web.Application) -> None:
+    async def shutdown(self, app: web.Application) -> None:
         await self.hub.close_all()
 
-    async def _cleanup(self, app: web.Application) -> None:
+    async def cleanup(self, app: web.Application) -> None:
         if self.queue is not None:
             self.queue.close()  # wakes a waiting claim, interrupts a running job
         if self.worker is not None:

@@ -149,7 +149,9 @@ def serve_main(args: argparse.Namespace) -> int:
 async def _serve(server, config: ServerConfig, access_log: bool) -> int:
     from aiohttp import web
 
-    runner = web.AppRunner(server.web_app(), handle_signals=False,
+    from .application import web_application
+
+    runner = web.AppRunner(web_application(server), handle_signals=False,
                            access_log=logging.getLogger("aiohttp.access") if access_log else None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from lcmgraph import Engine, EngineConfig
 from lcmgraph.server import Limits, ServerApp, ServerConfig
+from lcmgraph.server.application import web_application
 
 TESTS = Path(__file__).resolve().parents[1]
 PACKS = [TESTS / "packs", Path(__file__).resolve().parent / "packs"]
@@ -90,7 +91,7 @@ async def serving(tmp_path: Path, engine: Engine | None = None, limits: dict | N
                             web_dir=web_dir, limits=Limits(**(limits or {})), **config)
     server = ServerApp(settings, engine or make_engine(tmp_path))
     server.web_dir = web_dir  # None: the placeholder page, whatever the repository's web/ holds
-    client = TestClient(TestServer(server.web_app(), host="127.0.0.1"))
+    client = TestClient(TestServer(web_application(server), host="127.0.0.1"))
     await client.start_server()
     try:
         yield Harness(client, server, tmp_path)
