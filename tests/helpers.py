@@ -33,3 +33,46 @@ def doc(nodes: dict, **extra) -> dict:
 
 def link(node: str, output: str) -> dict:
     return {"link": [node, output]}
+
+
+# -- comparing two differently loaded copies of a model -----------------------------------
+#
+# Bitwise equality is only portable where both sides run the same kernels on the
+# same memory layout: the same loaded weights, two loads through the same loader
+# (a diffusers folder is memory-mapped, so its tensors sit at the file's offsets
+# every time), data compared with data (weights, token ids, file bytes).
+# It is NOT portable between copies loaded or allocated differently: a diffusers
+# folder vs a single file (whose loader copies into fresh, 64-byte aligned
+# buffers), a safetensors round trip into new buffers, fused vs unfused weights,
+# another process. MKL (torch's CPU BLAS) picks its GEMM code path by CPU and by
+# the operands' alignment; two paths sum in different orders, so float32 results
+# differ in the last bits (seen: 2.4e-7 on SDXL's projected text embeds, while
+# the hidden states before it happened to be equal). Such comparisons use
+# ``assert_close_portable``: a stated tolerance far below what a real loading
+# bug moves (a swapped, transposed or missing tensor changes outputs at order
+# one; fp16 rounding alone is 4.9e-4 relative per weight).
+
+#: Relative tolerance: about 8 float32 ulps (eps = 1.19e-7).
+PORTABLE_RTOL = 1e-6
+#: Absolute floor for values near zero of unit-scale activations: their rounding
+#: error scales with the summands (~1), not with the (small) result.
+PORTABLE_ATOL = 1e-6
+#: Absolute tolerance for IMAGEs (0..1) after a few denoising steps and a VAE
+#: decode, where last-bit differences grow: rounding every ControlNet weight by
+#: one ulp moved the tiny models' pixels by at most 1.1e-6 (sd15 and sdxl,
+#: measured), so 1e-5 leaves headroom below the > 1e-4 the tests call a change.
+#: 1e-5 is 0.003 of a uint8 level: a saved PNG can still differ by one level
+#: where a value sits on a rounding boundary, so PNG bytes are not compared.
+IMAGE_ATOL = 1e-5
+
+
+def assert_close_portable(actual, expected, what: str, *, rtol: float = PORTABLE_RTOL,
+                          atol: float = PORTABLE_ATOL) -> None:
+    """``actual`` equals ``expected`` up to float32 summation order (see above).
+
+    ``what`` names the compared values in the failure message. Takes torch
+    tensors or numpy arrays (same shape and dtype on both sides)."""
+    import torch
+
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol,
+                               msg=lambda detail: f"{what}: {detail}")

@@ -1,7 +1,7 @@
 """LoadControlNet on single-file ControlNets (controlnet_files): the workflow
-image equals the one from the diffusers folder the file was written from,
-bitwise; a misfit or a broken file fails in a sentence naming the node, and
-the engine keeps working."""
+image equals the one from the diffusers folder the file was written from, up
+to float32 rounding (tests/helpers.py says why not bitwise); a misfit or a
+broken file fails in a sentence naming the node, and the engine keeps working."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from lcmgraph_nodes.diffusion.tiny import build_atomically
 
 from lcmgraph import NodeFailed
 from tests.checkpoints.controlnet_fixtures import save_controlnet_file
+from tests.helpers import IMAGE_ATOL, assert_close_portable
 
 from .diffusion_helpers import image_of, link, max_diff, new_engine, txt2img
 
@@ -42,7 +43,10 @@ def _flow(ckpt: str, controlnet: str):
 def test_a_single_file_controlnet_gives_the_folder_image(engine, models, arch, layout):
     ckpt, folder = FOLDERS[arch]
     single = image_of(engine, _flow(ckpt, _file(models, arch, layout)))
-    assert max_diff(single, image_of(engine, _flow(ckpt, folder))) == 0.0
+    # The file's weights are copied into fresh aligned buffers, the folder's are file-offset
+    # views: MKL may take another GEMM path for each, so the image is equal up to rounding.
+    assert_close_portable(single, image_of(engine, _flow(ckpt, folder)), f"{arch} {layout} ControlNet image, "
+                          "file vs folder", atol=IMAGE_ATOL)
     assert max_diff(single, image_of(engine, txt2img(ckpt=ckpt, prompt="a city at night", seed=6, steps=2,
                                                      guidance=1.5))) > 1e-4  # the control does something
 

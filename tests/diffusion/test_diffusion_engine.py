@@ -4,9 +4,11 @@ isolation, eviction, progress, interruption, saved files."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lcmgraph import RunControl, RunInterrupted
 from lcmgraph.pngmeta import PARAMETERS_KEY, read_text_chunks, workflow_from_png
+from tests.helpers import IMAGE_ATOL, assert_close_portable
 
 from .diffusion_helpers import Flow, image_of, link, max_diff, run_to, txt2img, value_of
 
@@ -229,7 +231,13 @@ def test_values_survive_the_disk_cache_tier(models, tmp_path):
     result = run_to(second, flow, "decode", "image")
     assert "sampler" in result.cached and result.executed == ["decode", "capture"]
     assert second.cache.stats.disk_hits >= 2  # the latent and the VAE handle
-    assert max_diff(result.values["decode"]["image"].numpy(), image_of(_with_disk(models, tmp_path / "c", None), flow)) == 0.0
+    fresh = run_to(_with_disk(models, tmp_path / "c", None), flow, "decode", "image")  # no disk tier
+    # The latent read back is the computed one, bit for bit: a data round trip.
+    assert torch.equal(result.values["sampler"]["latent"].samples, fresh.values["sampler"]["latent"].samples)
+    # But it is read in at its offset in the cache file, not into a 64-byte aligned buffer: a kernel
+    # reading it in place may take another MKL path, so the decoded images are equal up to rounding.
+    assert_close_portable(result.values["decode"]["image"], fresh.values["decode"]["image"],
+                          "image decoded from the disk-cached latent", atol=IMAGE_ATOL)
 
 
 def _with_disk(models, tmp, cache):
