@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .context import Interrupted, NodeContext, RunControl, RuntimeAccess
-from .plan import literal_inputs
+from .node import literal_inputs
 from .prepare import graph_signature
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def batch_signature(prepared: Prepared, registry: NodeRegistry) -> str:
         cls = registry.get(spec.type)
         if cls.batch_inputs is None:
             continue
-        literals = literal_inputs(cls, spec)
+        literals = literal_inputs(cls, spec.inputs)
         fixed[node_id] = {k: v for k, v in literals.items() if k not in cls.batch_inputs}
     extra = json.dumps(fixed, sort_keys=True, separators=(",", ":"), default=repr)
     return prepared.signature + extra

@@ -16,6 +16,7 @@ from typing import Any
 from . import events as E
 from . import plugins
 from . import prepare as P
+from .budget import Budget
 from .cache import DEFAULT_CACHE_BYTES, OutputCache
 from .context import RunControl
 from .executor import RunRequest, run_prepared
@@ -44,6 +45,8 @@ class EngineConfig:
     home: str | Path | None = None
     #: Free-form settings for services (e.g. {"dtype": "float16"}).
     options: dict[str, Any] = field(default_factory=dict)
+    #: Limits on what one workflow may cost (lcmgraph/budget.py); None: unlimited.
+    budget: Budget | None = None
 
 
 class Engine:
@@ -84,13 +87,17 @@ class Engine:
 
     # -- workflows ----------------------------------------------------------
     def check(self, document: Any, outputs: Iterable[str] | None = None) -> tuple[P.Prepared | None, list[Problem]]:
-        """Parse and validate: a prepared run, or None and every problem."""
-        return P.check(self.registry, document, outputs, self.files.check)
+        """Parse and validate (and check the budget): a prepared run, or None and every problem."""
+        return P.check(self.registry, document, outputs, self.files.check, self._budget())
 
     def prepare(self, document: Any, outputs: Iterable[str] | None = None) -> P.Prepared:
         """Parse and validate once; raises WorkflowInvalid listing every problem.
         The result runs any number of times (``run``, ``run_batch``)."""
-        return P.prepare(self.registry, document, outputs, self.files.check)
+        return P.prepare(self.registry, document, outputs, self.files.check, self._budget())
+
+    def _budget(self):
+        budget = self.config.budget
+        return None if budget is None else (budget, self.files.resolve)
 
     def validate(self, document: Any, outputs: Iterable[str] | None = None) -> list[Problem]:
         return self.check(document, outputs)[1]

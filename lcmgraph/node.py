@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from . import types as T
+from .workflow import Link
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -227,6 +228,8 @@ class Node:
     required_inputs: ClassVar[tuple[Input, ...]] = ()
     #: Whether the class overrides ``check_inputs`` (validation skips the call otherwise).
     has_input_checks: ClassVar[bool] = False
+    #: Whether the class overrides ``estimate`` (budget checks skip it otherwise).
+    has_estimate: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -242,6 +245,7 @@ class Node:
         cls.output_map = _unique(cls, "output", cls.outputs)
         cls.required_inputs = tuple(i for i in cls.inputs if i.required)
         cls.has_input_checks = cls.check_inputs.__func__ is not Node.check_inputs.__func__
+        cls.has_estimate = cls.estimate.__func__ is not Node.estimate.__func__
         for out in cls.outputs:
             unknown = [n for n in out.depends_on or () if n not in cls.input_map]
             if unknown:
@@ -285,6 +289,19 @@ class Node:
         return []
 
     @classmethod
+    def estimate(cls, ctx: Any, literals: Mapping[str, Any], upstream: Mapping[str, Any]) -> Any:
+        """Optional: what running this node would cost, before anything runs.
+
+        ``literals`` are the literal inputs (defaults filled in), ``upstream``
+        the facts the linked inputs' producers estimated (None when unknown).
+        Return a :class:`lcmgraph.budget.Estimate`: facts about the outputs
+        (for the nodes downstream) and the ``Usage`` of quantities a budget may
+        limit ("pixels", "batch", "steps", "memory"). ``ctx.resolve_file``
+        resolves file inputs. None: nothing known. See lcmgraph/budget.py.
+        """
+        return None
+
+    @classmethod
     def schema(cls) -> dict[str, Any]:
         return {
             "type": cls.type_name,
@@ -297,6 +314,12 @@ class Node:
             "inputs": [i.schema() for i in cls.inputs],
             "outputs": [o.schema() for o in cls.outputs],
         }
+
+
+def literal_inputs(cls: type[Node], inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The literal each non-linked input of a node receives (defaults filled in, coerced)."""
+    return {decl.name: decl.value_or_default(inputs.get(decl.name)) for decl in cls.inputs
+            if not isinstance(inputs.get(decl.name), Link)}
 
 
 def _unique(cls: type, what: str, items: Sequence[Any]) -> dict[str, Any]:

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .cache import node_key
-from .node import Node
-from .workflow import Link, NodeSpec
+from .workflow import Link
 
 if TYPE_CHECKING:
     from .prepare import Prepared
@@ -37,12 +36,6 @@ class Plan:
     run: list[str]
     #: Values found in the cache, by node id (in the order the walk found them).
     cached: dict[str, Mapping[str, Any]]
-
-
-def literal_inputs(cls: type[Node], spec: NodeSpec) -> dict[str, Any]:
-    """The literal each non-linked input of ``spec`` receives (defaults filled in, coerced)."""
-    return {decl.name: decl.value_or_default(spec.inputs.get(decl.name)) for decl in cls.inputs
-            if not isinstance(spec.inputs.get(decl.name), Link)}
 
 
 def compute_keys(runtime: Runtime, prepared: Prepared) -> dict[str, str]:

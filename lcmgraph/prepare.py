@@ -9,12 +9,14 @@ they depend on in order) is computed once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from . import workflow as wf
+from .budget import Budget, over_budget
 from .problems import Problem, WorkflowInvalid
 from .registry import NodeRegistry
 from .validation import FileCheck, needed_order, validate
@@ -64,8 +66,11 @@ def check(
     document: Any,
     outputs: Iterable[str] | None = None,
     file_check: FileCheck | None = None,
+    budget: tuple[Budget, Callable[[str, str], Path]] | None = None,
 ) -> tuple[Prepared | None, list[Problem]]:
-    """Parse and validate ``document``: a Prepared run, or None and every problem."""
+    """Parse and validate ``document``: a Prepared run, or None and every problem.
+    With a ``budget`` (and a file resolver for the estimates), a valid
+    workflow whose estimated cost exceeds it is refused too."""
     workflow, problems = wf.parse(document)
     checked = validate(workflow, registry, outputs, file_check)
     problems += checked.problems
@@ -75,6 +80,11 @@ def check(
     needed = set(order)
     files = tuple(f for f in checked.file_inputs if f[0] in needed)
     prepared = Prepared(document, workflow, tuple(checked.outputs), tuple(order), files)
+    if budget is not None:
+        limits, resolve = budget
+        problems = over_budget(workflow, order, registry, limits, resolve)
+        if problems:
+            return None, problems
     return prepared, []
 
 
@@ -83,9 +93,10 @@ def prepare(
     document: Any,
     outputs: Iterable[str] | None = None,
     file_check: FileCheck | None = None,
+    budget: tuple[Budget, Callable[[str, str], Path]] | None = None,
 ) -> Prepared:
     """Like ``check``, but raises WorkflowInvalid listing every problem."""
-    prepared, problems = check(registry, document, outputs, file_check)
+    prepared, problems = check(registry, document, outputs, file_check, budget)
     if prepared is None:
         raise WorkflowInvalid(problems)
     return prepared
