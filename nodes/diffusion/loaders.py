@@ -1,4 +1,4 @@
-"""Checkpoint and LoRA nodes. They return handles (values.py); the model
+"""Checkpoint and LoRA nodes. They return handles (models/values.py); the model
 manager holds the weights, so loading the same file twice shares one model."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from .manager import SERVICE
-from .values import ClipRef, LoraPatch, ModelRef, VaeRef
+from .models.manager import SERVICE
+from .models.values import ClipRef, LoraPatch, ModelRef, VaeRef
 
 
 class LoadCheckpoint(Node):

@@ -1,12 +1,12 @@
-"""Latent creation and the sampler nodes (the loop itself is in sampling.py)."""
+"""Latent creation and the sampler nodes (the loop itself is in models/sampling.py)."""
 
 from __future__ import annotations
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from .sampling import SCHEDULERS, SampleRequest, sample, sample_batch
-from .values import Latent
+from .models.sampling import SCHEDULERS, SampleRequest, sample, sample_batch
+from .models.values import Latent
 
 _SEED = dict(default=0, min=0, max=2**63 - 1, description="noise is drawn on the CPU: a seed means the same image on every device")
 

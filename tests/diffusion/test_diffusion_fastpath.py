@@ -12,8 +12,8 @@ import os
 
 import pytest
 import torch
-from lcmgraph_nodes.diffusion import fastpath
-from lcmgraph_nodes.diffusion.manager import SERVICE
+from lcmgraph_nodes.diffusion.models import fastpath
+from lcmgraph_nodes.diffusion.models.manager import SERVICE
 
 from .diffusion_helpers import image_of, link, max_diff, run_to, txt2img
 
@@ -291,7 +291,7 @@ def test_text_encodings_come_from_the_engine_cache(make_engine):
 
 
 def test_an_unfusable_lora_runs_unfused_and_is_not_retried_every_image(make_engine, monkeypatch):
-    from lcmgraph_nodes.diffusion import lora_fuse
+    from lcmgraph_nodes.diffusion.models import lora_fuse
 
     calls = []
 

@@ -111,7 +111,7 @@ def test_the_trained_lora_loads_through_apply_lora_as_trained(lcm_run, tmp_path)
 
 
 def test_plain_lora_on_sdxl_architecture_and_an_image_folder(tmp_path):
-    from lcmgraph_nodes.diffusion import tiny
+    from lcmgraph_nodes.diffusion.builtin import tiny
     from PIL import Image
 
     torch.set_num_threads(1)

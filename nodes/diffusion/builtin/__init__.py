@@ -9,7 +9,7 @@ from pathlib import Path
 from . import tiny, tiny_addons
 
 #: Weights committed in the repository (trained by lcmgraph.train; docs/embedded-model.md).
-_SHIPPED = Path(__file__).parent / "builtin"
+_SHIPPED = Path(__file__).parent
 
 
 def _root(engine) -> Path:

@@ -185,7 +185,7 @@ class ModelManager:
             return entry
 
     def _load_checkpoint(self, key: str, path: str) -> LoadedCheckpoint:
-        from .checkpoint_files import CheckpointError, load_checkpoint
+        from ..formats.checkpoint_files import CheckpointError, load_checkpoint
 
         try:
             ckpt = load_checkpoint(path, torch_dtype=self.dtype)

@@ -181,7 +181,7 @@ def vae_dtype_for(fast: FastPath, vae: Any, arch: str):
     """The dtype to keep ``vae`` in, or None to leave it in the model dtype.
 
     SDXL's VAE overflows in fp16 (its config says ``force_upcast``). diffusers
-    (and vae.py) then convert it to fp32 for every call and back; keeping it
+    (and vae_codec.py) then convert it to fp32 for every call and back; keeping it
     resident in bf16 (fp32's range) or fp32 avoids both the overflow and the
     per-call conversion."""
     import torch

@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .controlnet import ControlRunner
+from .control import ControlRunner
 from .manager import SERVICE
 from .preview import latent_preview
 from .values import Conditioning, Latent, ModelRef

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .single_file_tokenizer import bytes_to_unicode
+from ..formats.single_file_tokenizer import bytes_to_unicode
 
 #: Bump when a builder changes: built-in folders are keyed by it.
 BUILD_VERSION = 1
