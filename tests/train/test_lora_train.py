@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lcmgraph_nodes.diffusion.train import lora as L
 
 from lcmgraph import Engine, EngineConfig
-from lcmgraph.train import lora as L
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ROOT / "nodes" / "diffusion" / "builtin"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import tiny, tiny_addons
 
-#: Weights committed in the repository (trained by lcmgraph.train; docs/embedded-model.md).
+#: Weights committed in the repository (trained by the pack's train/ package; docs/embedded-model.md).
 _SHIPPED = Path(__file__).parent
 
 

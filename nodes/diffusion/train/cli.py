@@ -17,12 +17,7 @@ DEFAULT_RUN = Path("train-runs/tiny-shapes")
 
 def builtin_dir() -> Path:
     """nodes/diffusion/builtin: where the shipped weights live (installed or source tree)."""
-    try:
-        import lcmgraph_nodes.diffusion as pack
-
-        return Path(pack.__file__).resolve().parent / "builtin"
-    except ImportError:
-        return Path(__file__).resolve().parents[2] / "nodes" / "diffusion" / "builtin"
+    return Path(__file__).resolve().parents[1] / "builtin"
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -141,7 +136,7 @@ def _export(args):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lcmgraph.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lcmgraph_nodes.diffusion.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(parser)
     return run_train(parser.parse_args(argv))

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lcmgraph_nodes.diffusion.formats.single_file_tokenizer import bytes_to_unicode
-
+from ..formats.single_file_tokenizer import bytes_to_unicode
 from . import dataset
 from .common import seeded
 

@@ -62,7 +62,7 @@ class LoraTrain:
     target_ema: float = 0.95
     # style
     uncond: float = 0.1
-    offset_noise: float = 0.3  # as the base was trained (lcmgraph.train.unet)
+    offset_noise: float = 0.3  # as the base was trained (train/unet.py)
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0
