@@ -15,6 +15,7 @@ class LoadCheckpoint(Node):
     single .safetensors file, or builtin:tiny-random / builtin:tiny-random-xl)."""
 
     category = "loaders"
+    record_parameters = True
     inputs = (Input("checkpoint", T.STRING, default="builtin:tiny-random", folder="checkpoints",
                     description="a file or diffusers folder in checkpoints/, builtin:NAME, or hub:org/name"),)
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE))
@@ -43,6 +44,7 @@ class ApplyLoRA(Node):
     """
 
     category = "loaders"
+    record_parameters = True
     inputs = (
         Input("model", T.MODEL),
         Input("clip", T.CLIP, optional=True),

@@ -24,6 +24,7 @@ class EmptyLatent(Node):
     """An all-zero latent batch to start text-to-image from (1/8 of the image size)."""
 
     category = "latent"
+    record_parameters = True
     inputs = (
         Input("width", T.INT, default=512, min=64, max=8192, step=8),
         Input("height", T.INT, default=512, min=64, max=8192, step=8),
@@ -53,6 +54,7 @@ class LCMSampler(Node):
     """
 
     category = "sampling"
+    record_parameters = True
     inputs = (
         *_SAMPLER_INPUTS,
         Input("steps", T.INT, default=4, min=1, max=50),
@@ -99,6 +101,7 @@ class Sampler(Node):
     """
 
     category = "sampling"
+    record_parameters = True
     inputs = (
         *_SAMPLER_INPUTS,
         Input("scheduler", T.ENUM, default="euler", choices=tuple(SCHEDULERS)),

@@ -43,6 +43,7 @@ class TextEncode(Node):
     """
 
     category = "conditioning"
+    record_parameters = True
     inputs = (
         Input("clip", T.CLIP),
         Input("text", T.STRING, default="", multiline=True),

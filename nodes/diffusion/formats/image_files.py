@@ -10,9 +10,6 @@ from typing import Any
 
 from lcmgraph.pngmeta import pnginfo
 
-#: Literal inputs of these node types are recorded in saved PNGs as "parameters".
-_PARAMETER_NODES = ("LCMSampler", "Sampler", "TextEncode", "LoadCheckpoint", "ApplyLoRA", "EmptyLatent")
-
 
 def pil_to_image(pil):
     """PIL -> (IMAGE [1,H,W,3] 0..1, MASK [1,H,W] with 1 where transparent)."""
@@ -38,13 +35,16 @@ def image_to_pils(image) -> list:
     return [Image.fromarray(a[..., :3] if a.shape[-1] >= 3 else a[..., 0]) for a in arrays]
 
 
-def parameters(workflow: dict | None) -> dict[str, Any]:
-    """Literal settings of the generation nodes, by node id (links resolved
-    one hop through primitive nodes such as a shared Seed)."""
+def parameters(workflow: dict | None, registry) -> dict[str, Any]:
+    """Literal settings of the generation nodes (``record_parameters`` on their
+    class), by node id (links resolved one hop through primitive nodes such as
+    a shared Seed)."""
     nodes = (workflow or {}).get("nodes") or {}
     out: dict[str, Any] = {}
     for node_id, node in nodes.items():
-        if not isinstance(node, dict) or node.get("type") not in _PARAMETER_NODES:
+        kind = node.get("type") if isinstance(node, dict) else None
+        cls = registry.get(kind) if isinstance(kind, str) else None
+        if cls is None or not cls.record_parameters:
             continue
         values = {"type": node["type"]}
         for name, value in (node.get("inputs") or {}).items():
@@ -69,7 +69,7 @@ def write_pngs(ctx, image, folder: Path, prefix: str, kind: str) -> list[dict]:
     sub, stem = _safe_prefix(prefix)
     target = folder / sub if sub else folder
     target.mkdir(parents=True, exist_ok=True)
-    info = pnginfo(ctx.workflow_json, parameters(ctx.workflow_json))
+    info = pnginfo(ctx.workflow_json, parameters(ctx.workflow_json, ctx.engine.registry))
     results = []
     counter = _next_counter(target, stem)
     for pil in image_to_pils(image):
