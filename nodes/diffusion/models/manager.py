@@ -210,7 +210,7 @@ class ModelManager:
             self._trim(set(keep), incoming=_files_bytes(Path(ref.path)))
             if ctx is not None:
                 ctx.progress(0, 1, stage="loading controlnet")
-            from .controlnet_files import ControlNetFileError, load_controlnet_file
+            from ..formats.controlnet_files import ControlNetFileError, load_controlnet_file
 
             try:
                 if Path(ref.path).is_file():
