@@ -295,14 +295,15 @@ class ModelManager:
                  fast.compile, self._compile_dir())
         if ctx is not None:
             ctx.progress(0, 1, stage="compiling (the first time takes minutes; cached after)")
-        fastpath.compile_module(loaded.unet, fast)
+        cache = self._compile_dir()
+        fastpath.compile_module(loaded.unet, fast, cache=cache)
         if fast.compile_vae:
-            fastpath.compile_module(loaded.vae.decoder, fast, mode="default")
+            fastpath.compile_module(loaded.vae.decoder, fast, mode="default", cache=cache)
         loaded.compiled = True
         self._artifacts_pending = fast.compile_cache is not None
 
     def _compile_dir(self) -> Path | None:
-        """The persistent compile cache, set up (env, Inductor config, mega-cache) on first use."""
+        """The persistent compile cache, set up (folder, mega-cache) on first use."""
         if not self._compile_cache_ready:
             self._compile_cache_path = fastpath.configure_compile_cache(self.fast.compile_cache)
             self._compile_cache_ready = True
