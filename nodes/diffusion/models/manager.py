@@ -162,11 +162,6 @@ class ModelManager:
 
                 torch.cuda.empty_cache()
 
-    def evict_all(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            gc.collect()
-
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint(self, ref: ModelRef | ClipRef | VaeRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
         key = "ckpt:" + ref.identity
