@@ -1,13 +1,13 @@
 """Random-weight models for bench/gpu.py, saved as files the engine loads like real ones.
 
 Full size: the real SD1.5 / SDXL architectures (the component configs lcmgraph
-ships for single-file loading, nodes/diffusion/configs/*.json, which are the
+ships for single-file loading, nodes/diffusion/formats/configs/*.json, which are the
 official ones), CLIP tokenizers from the shipped BPE table, saved as diffusers
 folders; plus an LCM-LoRA of the real shape: rank 64 on the layers the
 LCM-LoRA recipe targets (the same list as diffusers_lora_baseline.py), saved
 as a diffusers LoRA ``.safetensors``. Speed does not depend on weight values.
 
-Tiny (``tiny=True``): the test models of nodes/diffusion/tiny.py, rank 4, the
+Tiny (``tiny=True``): the test models of nodes/diffusion/builtin/tiny.py, rank 4, the
 same saving and LoRA code.
 """
 
@@ -26,8 +26,8 @@ def real_pipeline(arch: str, device: str):
     """A pipeline with the real architecture of ``arch`` and random weights (fp32)."""
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-    from lcmgraph_nodes.diffusion.single_file_arch import shipped_configs
-    from lcmgraph_nodes.diffusion.single_file_tokenizer import clip_tokenizer
+    from lcmgraph_nodes.diffusion.formats.single_file_arch import shipped_configs
+    from lcmgraph_nodes.diffusion.formats.single_file_tokenizer import clip_tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cfg = shipped_configs(arch)
@@ -82,7 +82,7 @@ def build(models_dir: Path, arch: str, tiny: bool, device: str, dtype_name: str 
 
     t0 = time.perf_counter()
     if tiny:
-        from lcmgraph_nodes.diffusion import tiny as tiny_models
+        from lcmgraph_nodes.diffusion.builtin import tiny as tiny_models
 
         pipe = tiny_models.make_pipeline(arch, seed=0)
         rank = 4

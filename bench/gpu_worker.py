@@ -93,7 +93,7 @@ def workflow(arch: str, size: int, seed: int, prompt: str, lora: bool, batch: in
 
 def _ref(engine, arch: str):
     """A MODEL handle of checkpoint ``arch``, as LoadCheckpoint makes it (to load it alone)."""
-    from lcmgraph_nodes.diffusion.values import ModelRef
+    from lcmgraph_nodes.diffusion.models.values import ModelRef
 
     path = engine.files.resolve("checkpoints", arch)
     return ModelRef(str(path), engine.files.identity("checkpoints", arch), "")

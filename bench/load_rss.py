@@ -39,7 +39,7 @@ if mode != "ours":
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.loaders import single_file_utils  # noqa: F401
 from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
-from lcmgraph_nodes.diffusion.checkpoint_files import load_checkpoint
+from lcmgraph_nodes.diffusion.formats.checkpoint_files import load_checkpoint
 
 def status(field):
     for line in open("/proc/self/status"):
@@ -80,9 +80,9 @@ def build(folder: Path, arch: str, channels: int, dtype: torch.dtype, tiny: bool
     """The checkpoint file, and a diffusers config folder (no weights) for the baseline."""
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from lcmgraph_nodes.diffusion.single_file_arch import shipped_configs
-    from lcmgraph_nodes.diffusion.single_file_export import to_ldm
-    from lcmgraph_nodes.diffusion.single_file_tokenizer import clip_tokenizer
+    from lcmgraph_nodes.diffusion.formats.single_file_arch import shipped_configs
+    from lcmgraph_nodes.diffusion.formats.single_file_export import to_ldm
+    from lcmgraph_nodes.diffusion.formats.single_file_tokenizer import clip_tokenizer
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 

@@ -62,9 +62,8 @@ def _reconstruction_row(pipe, judge, prompts) -> None:
     """The prompts' own scenes, rendered, through the VAE and back: the ceiling the
     generated images can reach (what the VAE loses, the UNet cannot win back)."""
     import torch
-
-    from lcmgraph.train import dataset
-    from lcmgraph.train.evaluator import accuracy, predict
+    from lcmgraph_nodes.diffusion.train import dataset
+    from lcmgraph_nodes.diffusion.train.evaluator import accuracy, predict
 
     scenes = [s for _, s in prompts]
     x = torch.stack([torch.from_numpy(dataset.render(s)).permute(2, 0, 1).float() / 127.5 - 1 for s in scenes])
@@ -81,10 +80,13 @@ def _reconstruction_row(pipe, judge, prompts) -> None:
 def main(argv=None) -> int:
     import torch
     from diffusers import StableDiffusionPipeline
-
-    from lcmgraph.train import dataset
-    from lcmgraph.train.evaluator import load_evaluator, load_style_judge, style_score
-    from lcmgraph.train.generate import prompt_accuracy, set_scheduler
+    from lcmgraph_nodes.diffusion.train import dataset
+    from lcmgraph_nodes.diffusion.train.evaluator import (
+        load_evaluator,
+        load_style_judge,
+        style_score,
+    )
+    from lcmgraph_nodes.diffusion.train.generate import prompt_accuracy, set_scheduler
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=MODEL)
@@ -155,9 +157,8 @@ def steps_grid(pipe, prompts, path: Path) -> None:
     """Rows: prompts; columns: LCM-LoRA at 1, 2, 4, 8 steps, then the base model with Euler
     at 4 and 25 steps; same seed per row; column labels on top."""
     import torch
+    from lcmgraph_nodes.diffusion.train.generate import generate, set_scheduler
     from PIL import Image, ImageDraw
-
-    from lcmgraph.train.generate import generate, set_scheduler
 
     texts = [p for p, _ in prompts]
     seeds = list(range(len(texts)))

@@ -27,7 +27,7 @@ import torch
 
 def build_model(target: Path, width: int) -> Path:
     from diffusers import AutoencoderKL, LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from lcmgraph_nodes.diffusion import tiny
+    from lcmgraph_nodes.diffusion.builtin import tiny
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)

@@ -19,12 +19,11 @@ from .context import RunControl
 from .engine import Engine, EngineConfig
 from .events import fan_out
 from .model_flags import add_model_arguments, model_options
+from .plugins import cli_commands
 from .problems import WorkflowInvalid
 from .progress import JsonLines, ProgressBars
 from .results import NodeFailed, RunInterrupted
 from .server.cli import add_serve_parser, serve_main
-from .train.cli import add_train_parser
-from .train.lora_cli import add_lora_parsers
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -74,9 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of the workflow format")
     add_serve_parser(sub)
     add_comfy_parsers(sub)
-    add_train_parser(sub)
-    add_lora_parsers(sub)
+    _add_pack_commands(sub)
     return parser
+
+
+def _add_pack_commands(sub) -> None:
+    """Subcommands of the installed node packs (their CLI_COMMANDS, e.g. the
+    diffusion pack's ``train``), after the built-in ones."""
+    for pack, add in cli_commands():
+        try:
+            add(sub)
+        except Exception as exc:  # noqa: BLE001 - a broken pack must not take the CLI down
+            print(f"warning: node pack {pack!r}: its commands were not added: {exc}", file=sys.stderr)
 
 
 def _quiet_library_bars() -> None:
@@ -210,21 +218,8 @@ def cmd_schema(args) -> int:
     return EXIT_OK
 
 
-def cmd_train(args) -> int:
-    from .train.cli import run_train
-
-    return run_train(args)
-
-
-def cmd_train_lora(args) -> int:
-    from .train.lora_cli import run_lora
-
-    return run_lora(args)
-
-
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "schema": cmd_schema,
-            "serve": serve_main, "train": cmd_train, "train-lcm-lora": cmd_train_lora,
-            "train-lora": cmd_train_lora, **COMFY_COMMANDS}
+            "serve": serve_main, **COMFY_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     debug = getattr(args, "debug", False)
     try:
-        return COMMANDS[args.command](args)
+        # A pack's command set its own handler (plugins.py: CLI_COMMANDS).
+        return (COMMANDS.get(args.command) or args.handler)(args)
     except WorkflowInvalid as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID

@@ -2,7 +2,7 @@
 run`` / ``validate`` / ``nodes`` and ``lcmgraph serve``.
 
 The engine does not interpret them: they become ``EngineConfig.options``, which
-the diffusion pack's model manager reads (nodes/diffusion/fastpath.py says
+the diffusion pack's model manager reads (nodes/diffusion/models/fastpath.py says
 what each does). A flag left at ``auto`` is not passed on, so the pack's own
 per-device default applies.
 """

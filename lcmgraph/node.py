@@ -220,6 +220,10 @@ class Node:
     #: node without ``execute_batch`` runs once per job, and ``execute_batch``
     #: refuses what it cannot merge.
     batch_inputs: ClassVar[tuple[str, ...] | None] = None
+    #: Generation settings: a pack that saves images may record this node's
+    #: literal inputs beside the workflow (the diffusion pack's PNG
+    #: "parameters": prompt, seed, steps...), where a viewer reads them.
+    record_parameters: ClassVar[bool] = False
 
     # Derived by __init_subclass__.
     input_map: ClassVar[Mapping[str, Input]] = {}

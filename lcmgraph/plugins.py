@@ -13,7 +13,12 @@ A pack is a Python module (or package) that defines:
   download), ``resolve(engine, folder, rest) -> Path`` and
   ``identity(engine, folder, rest) -> str`` (cache key);
 * ``COMFY_MAPPINGS`` — optional ``{ComfyUI class name: lcmgraph.comfy.ComfyMapping}``:
-  how ComfyUI workflows using that class import (and export back).
+  how ComfyUI workflows using that class import (and export back);
+* ``CLI_COMMANDS`` — optional list of ``add(subparsers)`` functions, each adding
+  ``lcmgraph`` subcommand(s) to the argparse subparsers and setting on each
+  ``handler=run`` (``parser.set_defaults(handler=run)``), ``run(args) -> exit
+  status``. Only installed (entry-point) packs add commands: the command line
+  is built before ``--plugins`` is read (see :func:`cli_commands`).
 
 Built-in packs (``nodes/`` in the source tree) are found through the very
 same entry-point group as third-party ones.
@@ -26,10 +31,11 @@ import importlib.util
 import os
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from .registry import NodeRegistry, PackInfo, RegistryError
 
@@ -49,6 +55,7 @@ def register_module(registry: NodeRegistry, name: str, module: ModuleType, sourc
         builtin_files=getattr(module, "BUILTIN_FILES", None),
         file_schemes=getattr(module, "FILE_SCHEMES", None),
         comfy_mappings=getattr(module, "COMFY_MAPPINGS", None),
+        cli_commands=getattr(module, "CLI_COMMANDS", None),
     )
 
 
@@ -73,6 +80,15 @@ def load_entry_point_packs(registry: NodeRegistry, group: str = ENTRY_POINT_GROU
         source = f"entry point {ep.value}" + (f" ({dist.name})" if dist else "")
         loaded.append(_guarded(registry, ep.name, source, lambda ep=ep: _as_module(ep.load())))
     return loaded
+
+
+def cli_commands(group: str = ENTRY_POINT_GROUP) -> list[tuple[str, Callable[[Any], Any]]]:
+    """``(pack name, add(subparsers))`` for the ``CLI_COMMANDS`` of the installed
+    packs, loaded as an engine loads them (a broken pack adds nothing; the
+    engine reports it when one is made)."""
+    registry = NodeRegistry()
+    load_entry_point_packs(registry, group)
+    return registry.cli_commands()
 
 
 def _as_module(obj) -> ModuleType:

@@ -41,6 +41,7 @@ class NodeRegistry:
         self._file_providers: dict[tuple[str, str], Callable[[Any], Any]] = {}
         self._file_schemes: dict[str, Any] = {}
         self._comfy: dict[str, Any] = {}
+        self._cli: list[tuple[str, Callable[[Any], Any]]] = []
         self.packs: list[PackInfo] = []
 
     # -- node types ---------------------------------------------------------
@@ -53,6 +54,7 @@ class NodeRegistry:
         builtin_files: dict[tuple[str, str], Callable[[Any], Any]] | None = None,
         file_schemes: dict[str, Any] | None = None,
         comfy_mappings: dict[str, Any] | None = None,
+        cli_commands: Iterable[Callable[[Any], Any]] | None = None,
     ) -> PackInfo:
         """Register a whole pack atomically: all of its nodes, or none."""
         nodes = list(nodes)
@@ -81,6 +83,10 @@ class NodeRegistry:
         for comfy_class in comfy_mappings or {}:
             if comfy_class in self._comfy:
                 raise RegistryError(f"pack {name!r}: ComfyUI class {comfy_class!r} is already mapped")
+        cli_commands = list(cli_commands or ())
+        for add in cli_commands:
+            if not callable(add):
+                raise RegistryError(f"pack {name!r}: CLI_COMMANDS holds {add!r}, not a function of the subparsers")
         info = PackInfo(name=name, source=source, nodes=sorted(seen))
         for type_name, cls in seen.items():
             self._nodes[type_name] = cls
@@ -89,6 +95,7 @@ class NodeRegistry:
         self._file_providers.update(builtin_files or {})
         self._file_schemes.update(file_schemes or {})
         self._comfy.update(comfy_mappings or {})
+        self._cli += [(name, add) for add in cli_commands]
         self.packs.append(info)
         return info
 
@@ -125,6 +132,10 @@ class NodeRegistry:
     def comfy_mappings(self) -> dict[str, Any]:
         """ComfyUI class name -> how it maps to this registry's nodes (lcmgraph.comfy reads them)."""
         return dict(self._comfy)
+
+    def cli_commands(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """``(pack name, add(subparsers))`` for each command-line hook, in load order."""
+        return list(self._cli)
 
     def builtin_folders(self) -> set[str]:
         return {f for f, _ in self._file_providers}

@@ -25,7 +25,7 @@ def test_run_flags_become_engine_options():
 
 
 def test_serve_takes_the_same_flags_and_the_options_resolve():
-    from lcmgraph_nodes.diffusion import fastpath
+    from lcmgraph_nodes.diffusion.models import fastpath
 
     args = build_parser().parse_args(["serve", "--offload", "--compile", "off", "--fuse-lora", "on"])
     options = model_options(args)

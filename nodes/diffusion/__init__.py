@@ -1,13 +1,25 @@
-"""Diffusion pack: checkpoints, LoRA, text encoding, LCM sampling, ControlNet, VAE, images."""
+"""Diffusion pack: checkpoints, LoRA, text encoding, LCM sampling, ControlNet, VAE, images.
+
+The node classes are the modules here (loaders, text, samplers, img2img, vae,
+controlnet, images); what they stand on lives below: ``formats/`` (files on
+disk), ``models/`` (the model manager and the sampling loop), ``builtin/``
+(the shipped and the tiny built-in models), ``comfy_map/`` (ComfyUI import /
+export tables) and ``train/`` (the trainers behind ``lcmgraph train``).
+"""
 
 from . import controlnet, images, img2img, loaders, samplers, text, vae
-from .builtin_files import BUILTIN_FILES
+from .builtin import BUILTIN_FILES
 from .comfy_map import COMFY_MAPPINGS
-from .hub_files import FILE_SCHEMES
-from .manager import SERVICE, factory
+from .formats.hub_files import FILE_SCHEMES
+from .models.manager import SERVICE, factory
+from .train.cli import add_train_parser
+from .train.lora_cli import add_lora_parsers
 
 NODES = [*loaders.NODES, *text.NODES, *samplers.NODES, *img2img.NODES, *vae.NODES, *controlnet.NODES, *images.NODES]
 
 SERVICES = {SERVICE: factory}
 
-__all__ = ["BUILTIN_FILES", "COMFY_MAPPINGS", "FILE_SCHEMES", "NODES", "SERVICES"]
+#: ``lcmgraph train``, ``lcmgraph train-lcm-lora`` and ``lcmgraph train-lora``.
+CLI_COMMANDS = [add_train_parser, add_lora_parsers]
+
+__all__ = ["BUILTIN_FILES", "CLI_COMMANDS", "COMFY_MAPPINGS", "FILE_SCHEMES", "NODES", "SERVICES"]

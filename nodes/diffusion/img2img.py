@@ -12,11 +12,11 @@ from __future__ import annotations
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from .manager import SERVICE
+from .models.manager import SERVICE
+from .models.sampling import SampleRequest, sample, sample_batch
+from .models.vae_codec import crop_to_multiple, encode
+from .models.values import Latent
 from .samplers import _SEED
-from .sampling import SampleRequest, sample, sample_batch
-from .vae import _crop_to_multiple, encode
-from .values import Latent
 
 
 class Img2Img(Node):
@@ -62,7 +62,7 @@ class Img2Img(Node):
     def request(ctx, model, vae, positive, negative, image, strength, seed, steps, guidance,
                 original_inference_steps):
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
-        image = _crop_to_multiple(image, loaded.pipe.vae_scale_factor)
+        image = crop_to_multiple(image, loaded.pipe.vae_scale_factor)
         init = Latent(encode(loaded.vae, image, False, loaded.arch))
         return SampleRequest(
             model, positive, negative, init, seed, steps, guidance, scheduler="lcm", denoise=strength,

@@ -1,4 +1,4 @@
-"""Checkpoint and LoRA nodes. They return handles (values.py); the model
+"""Checkpoint and LoRA nodes. They return handles (models/values.py); the model
 manager holds the weights, so loading the same file twice shares one model."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from .manager import SERVICE
-from .values import ClipRef, LoraPatch, ModelRef, VaeRef
+from .models.manager import SERVICE
+from .models.values import ClipRef, LoraPatch, ModelRef, VaeRef
 
 
 class LoadCheckpoint(Node):
@@ -15,6 +15,7 @@ class LoadCheckpoint(Node):
     single .safetensors file, or builtin:tiny-random / builtin:tiny-random-xl)."""
 
     category = "loaders"
+    record_parameters = True
     inputs = (Input("checkpoint", T.STRING, default="builtin:tiny-random", folder="checkpoints",
                     description="a file or diffusers folder in checkpoints/, builtin:NAME, or hub:org/name"),)
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE))
@@ -43,6 +44,7 @@ class ApplyLoRA(Node):
     """
 
     category = "loaders"
+    record_parameters = True
     inputs = (
         Input("model", T.MODEL),
         Input("clip", T.CLIP, optional=True),

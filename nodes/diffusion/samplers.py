@@ -1,12 +1,12 @@
-"""Latent creation and the sampler nodes (the loop itself is in sampling.py)."""
+"""Latent creation and the sampler nodes (the loop itself is in models/sampling.py)."""
 
 from __future__ import annotations
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from .sampling import SCHEDULERS, SampleRequest, sample, sample_batch
-from .values import Latent
+from .models.sampling import SCHEDULERS, SampleRequest, sample, sample_batch
+from .models.values import Latent
 
 _SEED = dict(default=0, min=0, max=2**63 - 1, description="noise is drawn on the CPU: a seed means the same image on every device")
 
@@ -24,6 +24,7 @@ class EmptyLatent(Node):
     """An all-zero latent batch to start text-to-image from (1/8 of the image size)."""
 
     category = "latent"
+    record_parameters = True
     inputs = (
         Input("width", T.INT, default=512, min=64, max=8192, step=8),
         Input("height", T.INT, default=512, min=64, max=8192, step=8),
@@ -53,6 +54,7 @@ class LCMSampler(Node):
     """
 
     category = "sampling"
+    record_parameters = True
     inputs = (
         *_SAMPLER_INPUTS,
         Input("steps", T.INT, default=4, min=1, max=50),
@@ -99,6 +101,7 @@ class Sampler(Node):
     """
 
     category = "sampling"
+    record_parameters = True
     inputs = (
         *_SAMPLER_INPUTS,
         Input("scheduler", T.ENUM, default="euler", choices=tuple(SCHEDULERS)),

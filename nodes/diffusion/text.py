@@ -6,8 +6,8 @@ from __future__ import annotations
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from .manager import SERVICE
-from .values import ClipRef, Conditioning
+from .models.manager import SERVICE
+from .models.values import ClipRef, Conditioning
 
 _SIZE = dict(default=0, min=0, max=16384, step=8)
 
@@ -43,6 +43,7 @@ class TextEncode(Node):
     """
 
     category = "conditioning"
+    record_parameters = True
     inputs = (
         Input("clip", T.CLIP),
         Input("text", T.STRING, default="", multiline=True),

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from lcmgraph_nodes.diffusion.single_file_arch import shipped_configs
-from lcmgraph_nodes.diffusion.single_file_export import save_single_file
-from lcmgraph_nodes.diffusion.single_file_tokenizer import clip_tokenizer
+from lcmgraph_nodes.diffusion.formats.single_file_arch import shipped_configs
+from lcmgraph_nodes.diffusion.formats.single_file_export import save_single_file
+from lcmgraph_nodes.diffusion.formats.single_file_tokenizer import clip_tokenizer
 
 VOCAB = 1000
 

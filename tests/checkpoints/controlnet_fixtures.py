@@ -8,8 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from lcmgraph_nodes.diffusion.single_file_arch import METADATA_KEY, UNET
-from lcmgraph_nodes.diffusion.single_file_export import unet_to_ldm
+from lcmgraph_nodes.diffusion.formats.single_file_arch import METADATA_KEY, UNET
+from lcmgraph_nodes.diffusion.formats.single_file_export import unet_to_ldm
 
 # Config values no tensor shape shows; pinned in the metadata so that a tiny
 # (non-standard) ControlNet loads back exactly as it was built.

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from lcmgraph_nodes.diffusion import tiny_addons
-from lcmgraph_nodes.diffusion.controlnet import controlnet_arch
-from lcmgraph_nodes.diffusion.controlnet_files import (
+from lcmgraph_nodes.diffusion.builtin import tiny_addons
+from lcmgraph_nodes.diffusion.formats.controlnet_config import controlnet_arch
+from lcmgraph_nodes.diffusion.formats.controlnet_files import (
     ControlNetFileError,
     controlnet_config,
     controlnet_file_config,
     load_controlnet_file,
 )
-from lcmgraph_nodes.diffusion.single_file_arch import METADATA_KEY, shipped_configs
+from lcmgraph_nodes.diffusion.formats.single_file_arch import METADATA_KEY, shipped_configs
 from safetensors.torch import save_file
 
 from .controlnet_fixtures import controlnet_to_ldm, save_controlnet_file

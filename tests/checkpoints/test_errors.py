@@ -7,7 +7,7 @@ import struct
 
 import pytest
 import torch
-from lcmgraph_nodes.diffusion.checkpoint_files import CheckpointError, load_checkpoint
+from lcmgraph_nodes.diffusion.formats.checkpoint_files import CheckpointError, load_checkpoint
 from safetensors.torch import load_file, save_file
 
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from lcmgraph_nodes.diffusion.checkpoint_files import (
+from lcmgraph_nodes.diffusion.formats.checkpoint_files import (
     CheckpointError,
     _looks_like_hub_id,
     load_checkpoint,

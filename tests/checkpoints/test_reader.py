@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lcmgraph_nodes.diffusion.single_file_reader import LazyStateDict, SafetensorsFormatError
+from lcmgraph_nodes.diffusion.formats.single_file_reader import (
+    LazyStateDict,
+    SafetensorsFormatError,
+)
 from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[2]

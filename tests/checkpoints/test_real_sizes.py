@@ -7,9 +7,13 @@ from __future__ import annotations
 import functools
 
 import pytest
-from lcmgraph_nodes.diffusion.single_file_arch import detect_arch, infer_configs, shipped_configs
-from lcmgraph_nodes.diffusion.single_file_export import to_ldm
-from lcmgraph_nodes.diffusion.single_file_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
+from lcmgraph_nodes.diffusion.formats.single_file_arch import (
+    detect_arch,
+    infer_configs,
+    shipped_configs,
+)
+from lcmgraph_nodes.diffusion.formats.single_file_export import to_ldm
+from lcmgraph_nodes.diffusion.formats.single_file_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 
 
 class Shapes(dict):

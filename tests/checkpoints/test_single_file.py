@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 import torch
-from lcmgraph_nodes.diffusion.checkpoint_files import ARCH_SD15, ARCH_SDXL, load_checkpoint
-from lcmgraph_nodes.diffusion.single_file_export import save_single_file
-from lcmgraph_nodes.diffusion.single_file_reader import LazyStateDict
-from lcmgraph_nodes.diffusion.single_file_tokenizer import clip_tokenizer
+from lcmgraph_nodes.diffusion.formats.checkpoint_files import ARCH_SD15, ARCH_SDXL, load_checkpoint
+from lcmgraph_nodes.diffusion.formats.single_file_export import save_single_file
+from lcmgraph_nodes.diffusion.formats.single_file_reader import LazyStateDict
+from lcmgraph_nodes.diffusion.formats.single_file_tokenizer import clip_tokenizer
 
 from tests.helpers import assert_close_portable
 
@@ -174,7 +174,7 @@ def test_a_tokenizer_folder_beside_the_file_wins(tiny_sd15, tmp_path):
 
 
 def test_a_non_clip_tokenizer_travels_in_the_metadata(tiny_sd15, tmp_path):
-    from lcmgraph_nodes.diffusion.single_file_tokenizer import clip_vocab_and_merges
+    from lcmgraph_nodes.diffusion.formats.single_file_tokenizer import clip_vocab_and_merges
     from transformers import CLIPTokenizer
 
     # A vocabulary of its own: the 512 byte symbols, two merges, the specials.

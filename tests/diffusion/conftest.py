@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lcmgraph_nodes.diffusion import tiny, tiny_addons
+from lcmgraph_nodes.diffusion.builtin import tiny, tiny_addons
 
 from lcmgraph import Engine
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from lcmgraph_nodes.diffusion import sampling
+from lcmgraph_nodes.diffusion.models import sampling
 
 from lcmgraph import NodeFailed, RunRequest, RunResult
 

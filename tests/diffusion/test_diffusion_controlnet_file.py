@@ -6,7 +6,7 @@ broken file fails in a sentence naming the node, and the engine keeps working.""
 from __future__ import annotations
 
 import pytest
-from lcmgraph_nodes.diffusion.tiny import build_atomically
+from lcmgraph_nodes.diffusion.builtin.tiny import build_atomically
 
 from lcmgraph import NodeFailed
 from tests.checkpoints.controlnet_fixtures import save_controlnet_file

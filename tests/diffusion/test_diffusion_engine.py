@@ -251,7 +251,7 @@ def _with_disk(models, tmp, cache):
 
 def test_device_and_dtype_choice():
     import torch
-    from lcmgraph_nodes.diffusion.manager import pick_device, pick_dtype
+    from lcmgraph_nodes.diffusion.models.manager import pick_device, pick_dtype
 
     assert pick_device("cpu") == "cpu" and pick_device("cuda:1") == "cuda:1"
     assert pick_device("auto") in ("cuda", "mps", "cpu")

@@ -12,8 +12,8 @@ import os
 
 import pytest
 import torch
-from lcmgraph_nodes.diffusion import fastpath
-from lcmgraph_nodes.diffusion.manager import SERVICE
+from lcmgraph_nodes.diffusion.models import fastpath
+from lcmgraph_nodes.diffusion.models.manager import SERVICE
 
 from .diffusion_helpers import image_of, link, max_diff, run_to, txt2img
 
@@ -234,12 +234,20 @@ def test_compile_is_wired_with_a_persistent_cache(make_engine, monkeypatch, tmp_
     import torch._inductor.config as inductor_config
 
     _isolate_compile_env(monkeypatch)
-    calls, saved = [], []
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    calls, saved, seen = [], [], []
     real_compile = torch.compile
 
     def counting(fn, **kwargs):
         calls.append((getattr(fn, "__self__", None), kwargs))
-        return real_compile(fn, **kwargs)
+        compiled = real_compile(fn, **kwargs)
+
+        def watched(*args, **kw):  # compilation happens in these calls: the cache settings must hold here
+            seen.append((os.environ.get("TORCHINDUCTOR_CACHE_DIR"), os.environ.get("TRITON_CACHE_DIR"),
+                         inductor_config.fx_graph_cache))
+            return compiled(*args, **kw)
+
+        return watched
 
     monkeypatch.setattr(torch, "compile", counting)
     monkeypatch.setattr(fastpath, "save_artifacts", lambda d: saved.append(d) or True)
@@ -253,9 +261,11 @@ def test_compile_is_wired_with_a_persistent_cache(make_engine, monkeypatch, tmp_
     assert loaded.compiled and fastpath.is_compiled(loaded.unet) and fastpath.is_compiled(loaded.vae.decoder)
     assert [c[0] for c in calls] == [loaded.unet, loaded.vae.decoder]
     assert calls[0][1] == {"backend": "eager", "dynamic": False, "fullgraph": False}
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache) and cache.is_dir()
-    assert os.environ["TRITON_CACHE_DIR"] == str(cache / "triton")
-    assert inductor_config.fx_graph_cache and inductor_config.autotune_local_cache
+    assert seen and set(seen) == {(str(cache), str(cache / "triton"), True)} and cache.is_dir()
+    # ...and only there: the process's environment (torch may write its own default there, never
+    # ours) and Inductor's config are left as they were.
+    assert str(cache) not in (os.environ.get("TORCHINDUCTOR_CACHE_DIR"), os.environ.get("TRITON_CACHE_DIR"))
+    assert inductor_config.fx_graph_cache is False
     assert saved == []
     third = image_of(engine, _lora_flow(seed=3))  # the run after the first compiled one saves the mega-cache
     assert saved == [cache]
@@ -291,7 +301,7 @@ def test_text_encodings_come_from_the_engine_cache(make_engine):
 
 
 def test_an_unfusable_lora_runs_unfused_and_is_not_retried_every_image(make_engine, monkeypatch):
-    from lcmgraph_nodes.diffusion import lora_fuse
+    from lcmgraph_nodes.diffusion.models import lora_fuse
 
     calls = []
 

@@ -7,7 +7,7 @@ the memory effect is measured by the GPU benchmark.
 
 from __future__ import annotations
 
-from lcmgraph_nodes.diffusion.manager import SERVICE
+from lcmgraph_nodes.diffusion.models.manager import SERVICE
 
 from .diffusion_helpers import image_of, link, max_diff, txt2img
 

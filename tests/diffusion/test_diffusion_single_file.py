@@ -11,7 +11,7 @@ from .diffusion_helpers import image_of, max_diff, txt2img
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
 def test_single_file_checkpoint_gives_the_folder_image(engine, models, arch):
     from diffusers import DiffusionPipeline
-    from lcmgraph_nodes.diffusion.single_file_export import save_single_file
+    from lcmgraph_nodes.diffusion.formats.single_file_export import save_single_file
 
     folder = "tiny" if arch == "sd15" else "tiny-xl"
     target = models / "checkpoints" / f"{folder}-single.safetensors"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from lcmgraph_nodes.diffusion import tiny
+from lcmgraph_nodes.diffusion.builtin import tiny
 
 
 def _digest(folder):

@@ -12,9 +12,8 @@ LoRA's outlines are too faint for the judge, see docs/lcm-lora.md).
 from __future__ import annotations
 
 import torch
-
-from lcmgraph.train import dataset
-from lcmgraph.train.evaluator import (
+from lcmgraph_nodes.diffusion.train import dataset
+from lcmgraph_nodes.diffusion.train.evaluator import (
     accuracy,
     load_evaluator,
     load_style_judge,

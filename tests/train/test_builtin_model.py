@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from lcmgraph_nodes.diffusion.train import dataset
+from lcmgraph_nodes.diffusion.train.evaluator import accuracy, load_evaluator
 
 from lcmgraph import Engine, EngineConfig
-from lcmgraph.train import dataset
-from lcmgraph.train.evaluator import accuracy, load_evaluator
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ROOT / "nodes" / "diffusion" / "builtin"
@@ -70,7 +70,7 @@ def test_loads_through_load_checkpoint_and_reaches_the_accuracy_floor(tmp_path):
     images = torch.cat([_image(engine, "tiny-shapes", p, seed) for seed, (p, _) in enumerate(prompts)])
     assert images.shape == (PROMPTS, 3, 128, 128)
     judge = load_evaluator(BUILTIN / "tiny-shapes-evaluator.safetensors")
-    from lcmgraph.train.evaluator import predict
+    from lcmgraph_nodes.diffusion.train.evaluator import predict
 
     acc = accuracy(predict(judge, images), [s for _, s in prompts])
     assert acc["colour_shape"] >= FLOOR_COLOUR_SHAPE, acc
@@ -88,7 +88,7 @@ def test_builtin_name(tmp_path):
 
 def test_evaluator_reads_clean_renders():
     judge = load_evaluator(BUILTIN / "tiny-shapes-evaluator.safetensors")
-    from lcmgraph.train.evaluator import predict
+    from lcmgraph_nodes.diffusion.train.evaluator import predict
 
     images, scenes = dataset.batch(123, 0, 32)
     acc = accuracy(predict(judge, images), scenes)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-
-from lcmgraph.train import dataset
+from lcmgraph_nodes.diffusion.train import dataset
 
 
 def test_items_are_deterministic_and_independent_of_order():
@@ -47,8 +46,7 @@ PINNED = "276b3b7d048a04fe2e2bbd00242fc33a7c10ba884a94dc5c5d3b964dc20435ab"
 
 def test_outline_style_changes_only_the_shape_not_the_background():
     import numpy as np
-
-    from lcmgraph.train import dataset as d
+    from lcmgraph_nodes.diffusion.train import dataset as d
 
     scene = d.make_scene("square", "red", "blue", "center", "large")
     plain, outline = d.render(scene), d.render(scene, style="outline")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lcmgraph_nodes.diffusion.train import lora as L
 
 from lcmgraph import Engine, EngineConfig
-from lcmgraph.train import lora as L
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ROOT / "nodes" / "diffusion" / "builtin"
@@ -111,7 +111,7 @@ def test_the_trained_lora_loads_through_apply_lora_as_trained(lcm_run, tmp_path)
 
 
 def test_plain_lora_on_sdxl_architecture_and_an_image_folder(tmp_path):
-    from lcmgraph_nodes.diffusion import tiny
+    from lcmgraph_nodes.diffusion.builtin import tiny
     from PIL import Image
 
     torch.set_num_threads(1)

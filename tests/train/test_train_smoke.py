@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-
-from lcmgraph.train import text, unet, vae
-from lcmgraph.train.evaluator import EvalTrain, train_evaluator
+from lcmgraph_nodes.diffusion.train import text, unet, vae
+from lcmgraph_nodes.diffusion.train.evaluator import EvalTrain, train_evaluator
 
 TINY_VAE = vae.VaeConfig(block_out_channels=(8, 8, 8, 8), norm_num_groups=4)
 TINY_UNET = unet.UnetConfig(block_out_channels=(16, 16, 16), norm_num_groups=4, attention_head_dim=2,
@@ -58,7 +57,7 @@ def test_unet_loss_decreases(tiny_run, tmp_path):
 
 
 def test_tokenizer_gives_each_caption_word_one_token():
-    from lcmgraph.train import dataset
+    from lcmgraph_nodes.diffusion.train import dataset
 
     tok = text.make_tokenizer()
     assert all(len(tok.tokenize(w)) == 1 for w in dataset.WORDS)
@@ -74,7 +73,7 @@ def test_evaluator_trains(tmp_path):
 def test_cli_parser_wires_into_a_subcommand_table(tmp_path):
     import argparse
 
-    from lcmgraph.train.cli import add_train_parser, builtin_dir, run_train
+    from lcmgraph_nodes.diffusion.train.cli import add_train_parser, builtin_dir, run_train
 
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers(dest="command"))

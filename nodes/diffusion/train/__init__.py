@@ -12,6 +12,6 @@ resumable from its own checkpoint under a run folder:
 4. ``unet``: UNet + text encoder on the cached latents (``unet.py``);
 5. ``export``: write the diffusers folder (``export.py``).
 
-``python -m lcmgraph.train --help`` (or the ``lcmgraph train`` subcommand)
+``python -m lcmgraph_nodes.diffusion.train --help`` (or the ``lcmgraph train`` subcommand)
 runs them; see docs/embedded-model.md.
 """

@@ -9,20 +9,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: The ``--threads`` default when the flag is not given (documented in the trainers' help).
+THREADS_ENV = "LCMGRAPH_TRAIN_THREADS"
 
-def setup_torch(threads: int | None = None, device: str = "auto"):
-    """Set CPU threads and pick the device.
 
-    One thread by default (``LCMGRAPH_TRAIN_THREADS`` overrides): on a shared 2-core
-    machine two threads that wait on each other ran a VAE step 25x slower (14 s vs 0.5 s)."""
+def cli_threads(flag: int | None) -> int:
+    """The trainers' ``--threads``: the flag, else $LCMGRAPH_TRAIN_THREADS, else 1."""
+    return flag or int(os.environ.get(THREADS_ENV, 1))
+
+
+def setup_torch(threads: int = 1, device: str = "auto"):
+    """Set CPU threads and pick the device (the model manager's rule: cuda > mps > cpu).
+
+    One thread by default: on a shared 2-core machine two threads that wait on
+    each other ran a VAE step 25x slower (14 s vs 0.5 s)."""
     import torch
 
-    if threads is None:
-        threads = int(os.environ.get("LCMGRAPH_TRAIN_THREADS", 1))
+    from ..models.manager import pick_device
+
     torch.set_num_threads(max(1, threads))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    return torch.device(device)
+    return torch.device(pick_device(device))
 
 
 class Log:

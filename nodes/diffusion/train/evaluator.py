@@ -75,12 +75,12 @@ def _targets(scenes):
 
 
 def train_evaluator(run: Path, tc: EvalTrain | None = None, minutes: float | None = None, device: str = "auto",
-                    quiet: bool = False):
+                    quiet: bool = False, threads: int = 1):
     import torch
     import torch.nn.functional as F
 
     tc = tc or EvalTrain()
-    dev = setup_torch(device=device)
+    dev = setup_torch(threads, device)
     run = Path(run)
     log = Log(run, "evaluator", quiet)
     state = load_state(run / "evaluator.pt")
@@ -160,14 +160,14 @@ STYLE_HEADS = {"style": len(dataset.STYLES)}
 
 
 def train_style_judge(run: Path, steps: int = 300, batch: int = 64, lr: float = 2e-3, seed: int = 0,
-                      device: str = "auto", quiet: bool = False):
+                      device: str = "auto", quiet: bool = False, threads: int = 1):
     """A second classifier, same body, one head: which of ``dataset.STYLES`` an image is drawn
     in (plain or outline). Trained on renders of data seed 7 in both styles, augmented like
     the evaluator; it never sees a model's output. State in ``run/style-judge.pt``."""
     import torch
     import torch.nn.functional as F
 
-    dev = setup_torch(device=device)
+    dev = setup_torch(threads, device)
     run = Path(run)
     log = Log(run, "style-judge", quiet)
     net = seeded(seed, lambda: _net(STYLE_HEADS)).to(dev)

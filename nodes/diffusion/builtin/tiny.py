@@ -16,10 +16,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .single_file_tokenizer import bytes_to_unicode
+from ..formats.single_file_tokenizer import word_vocab_and_merges
 
 #: Bump when a builder changes: built-in folders are keyed by it.
-BUILD_VERSION = 1
+#: 2: the tokenizer's merges spell every listed word as one token (green, tree, landscape did not).
+BUILD_VERSION = 2
 
 SCHEDULER_CONFIG = {
     "beta_start": 0.00085,
@@ -39,26 +40,8 @@ _WORDS = (
 
 # -- tokenizer ------------------------------------------------------------------
 def tokenizer_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A small CLIP BPE vocabulary: every byte (word-inner and word-final),
-    merges that spell a few common words, then the two special tokens."""
-    vocab: dict[str, int] = {}
-    for ch in bytes_to_unicode():
-        vocab.setdefault(ch, len(vocab))
-    for ch in bytes_to_unicode():
-        vocab.setdefault(ch + "</w>", len(vocab))
-    merges: list[tuple[str, str]] = []
-    for word in _WORDS:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        acc = pieces[0]
-        for piece in pieces[1:]:
-            rule = (acc, piece)
-            if rule not in merges:
-                merges.append(rule)
-            acc += piece
-            vocab.setdefault(acc, len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return vocab, merges
+    """A small CLIP BPE vocabulary: every byte, a few common words as one token each."""
+    return word_vocab_and_merges(_WORDS)
 
 
 def make_tokenizer(pad_token: str = "<|endoftext|>"):

@@ -29,6 +29,7 @@ projections, attention kernels, compilation and its on-disk cache).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -181,7 +182,7 @@ def vae_dtype_for(fast: FastPath, vae: Any, arch: str):
     """The dtype to keep ``vae`` in, or None to leave it in the model dtype.
 
     SDXL's VAE overflows in fp16 (its config says ``force_upcast``). diffusers
-    (and vae.py) then convert it to fp32 for every call and back; keeping it
+    (and vae_codec.py) then convert it to fp32 for every call and back; keeping it
     resident in bf16 (fp32's range) or fp32 avoids both the overflow and the
     per-call conversion."""
     import torch
@@ -307,29 +308,58 @@ ARTIFACTS = "lcmgraph-mega-cache.bin"
 
 
 def configure_compile_cache(directory: Path | None) -> Path | None:
-    """Point Inductor's persistent caches (FX graphs, AOTAutograd, autotuning,
-    Triton kernels) at ``directory`` and load the mega-cache saved there.
-
-    These are process-wide torch settings (torch has no per-engine cache): a
-    directory the user chose through TORCHINDUCTOR_CACHE_DIR wins. Returns the
-    directory in effect."""
+    """The folder for Inductor's persistent caches (FX graphs, AOTAutograd,
+    autotuning, Triton kernels): created, and the mega-cache saved there
+    loaded. A folder the user chose through TORCHINDUCTOR_CACHE_DIR wins.
+    Returns the folder in effect; the process's settings are left alone
+    (``compile_env`` applies them around our own compiles only)."""
     if directory is None:
         return None
-    import torch._inductor.config as inductor_config
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if current and os.path.abspath(current) != os.path.abspath(default_cache_dir()):
         directory = Path(current)  # the user's own choice
     directory.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
-    os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
-    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
-    inductor_config.fx_graph_cache = True
-    inductor_config.autotune_local_cache = True
-    load_artifacts(directory)
+    with compile_env(directory):  # loading writes the artifacts into the cache folders
+        load_artifacts(directory)
     return directory
+
+
+@contextlib.contextmanager
+def compile_env(directory: Path | None):
+    """Inductor's cache settings for this block only, put back after.
+
+    Inductor and Triton take their cache folders from environment variables
+    (torch has no other setting for them) and read them when they compile,
+    which happens lazily: on a compiled module's first call at a new shape,
+    not in ``module.compile()``. Set for the whole process, they would
+    redirect every other torch.compile user in it (another engine with its own
+    cache, the application hosting lcmgraph) and outlive the engine; so they
+    are set around our compiled modules' calls and the cache load only, and
+    the cache switches go through torch's config API (``config.patch``, which
+    restores too). A TRITON_CACHE_DIR already set (by the user) is kept.
+    Nothing happens when ``directory`` is None."""
+    if directory is None:
+        yield
+        return
+    import torch._inductor.config as inductor_config
+
+    wanted = {"TORCHINDUCTOR_CACHE_DIR": str(directory)}
+    if not os.environ.get("TRITON_CACHE_DIR"):
+        wanted["TRITON_CACHE_DIR"] = str(directory / "triton")
+    saved = {name: os.environ.get(name) for name in wanted}
+    switches = {k: True for k in ("fx_graph_cache", "autotune_local_cache") if hasattr(inductor_config, k)}
+    os.environ.update(wanted)
+    try:
+        with inductor_config.patch(switches):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def load_artifacts(directory: Path) -> bool:
@@ -369,15 +399,26 @@ def save_artifacts(directory: Path | None) -> bool:
     return True
 
 
-def compile_module(module: Any, fast: FastPath, mode: str | None = None) -> None:
+def compile_module(module: Any, fast: FastPath, mode: str | None = None, cache: Path | None = None) -> None:
     """``module.compile(...)`` in place: the module object (and every reference
-    to it, peft's included) stays; its calls go through torch.compile. Fixed
-    shapes: a new size or batch compiles a new graph rather than a dynamic one."""
+    to it, peft's included) stays; its calls go through torch.compile, inside
+    ``compile_env(cache)`` (compilation happens in those calls). Fixed shapes:
+    a new size or batch compiles a new graph rather than a dynamic one."""
     kwargs: dict[str, Any] = {"backend": fast.compile_backend, "dynamic": False,
                               "fullgraph": fast.compile_fullgraph}
     if fast.compile_backend == "inductor":
         kwargs["mode"] = mode or fast.compile
-    module.compile(**kwargs)
+    with compile_env(cache):  # torch.compile itself already writes TORCHINDUCTOR_CACHE_DIR
+        module.compile(**kwargs)
+    if cache is None:
+        return
+    compiled = module._compiled_call_impl  # what nn.Module.__call__ runs once compiled
+
+    def call(*args, **kwargs):
+        with compile_env(cache):
+            return compiled(*args, **kwargs)
+
+    module._compiled_call_impl = call
 
 
 def is_compiled(module: Any) -> bool:

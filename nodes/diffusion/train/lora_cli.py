@@ -62,19 +62,17 @@ def configure(p: argparse.ArgumentParser, kind: str) -> None:
 
 
 def run_lora(args) -> int:
-    import os
-
+    from .common import cli_threads
     from .lora import LoraTrain, save_lora, train_lora
 
-    if args.threads:
-        os.environ["LCMGRAPH_TRAIN_THREADS"] = str(args.threads)
     base = args.base or _default_base()
     extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema") if hasattr(args, k)}
     tc = LoraTrain(kind=args.kind, rank=args.rank, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                    data=args.data, style=args.style, pool=args.pool, resolution=args.resolution,
                    eval_every=args.eval_every, **extra)
     evaluate = _shapes_evaluator(base, args.kind) if args.eval_every else None
-    pipe, step = train_lora(args.run, base, tc, minutes=args.minutes, device=args.device, evaluate=evaluate)
+    pipe, step = train_lora(args.run, base, tc, minutes=args.minutes, device=args.device, evaluate=evaluate,
+                            threads=cli_threads(args.threads))
     out = save_lora(pipe, args.out or args.run / "lora.safetensors")
     print(json.dumps({"lora": str(out), "step": step, "kind": args.kind}))
     return 0

@@ -17,12 +17,7 @@ DEFAULT_RUN = Path("train-runs/tiny-shapes")
 
 def builtin_dir() -> Path:
     """nodes/diffusion/builtin: where the shipped weights live (installed or source tree)."""
-    try:
-        import lcmgraph_nodes.diffusion as pack
-
-        return Path(pack.__file__).resolve().parent / "builtin"
-    except ImportError:
-        return Path(__file__).resolve().parents[2] / "nodes" / "diffusion" / "builtin"
+    return Path(__file__).resolve().parents[1] / "builtin"
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,10 +49,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args) -> int:
-    import os
+    from .common import cli_threads
 
-    if args.threads:
-        os.environ["LCMGRAPH_TRAIN_THREADS"] = str(args.threads)
+    args = argparse.Namespace(**{**vars(args), "threads": cli_threads(args.threads)})  # the caller's stays as given
     stages = ["vae", "latents", "evaluator", "unet", "decoder", "export"] if args.stage == "all" else [args.stage]
     vae = None
     for stage in stages:
@@ -69,14 +63,14 @@ def run_train(args) -> int:
         elif stage == "evaluator":
             from .evaluator import train_evaluator
 
-            train_evaluator(args.run, device=args.device)
+            train_evaluator(args.run, device=args.device, threads=args.threads)
         elif stage == "unet":
             _unet(args, vae or _vae(args, train=False))
         elif stage == "decoder":
             from .vae import DecoderTrain, train_decoder
 
             tc = DecoderTrain(**({"steps": args.decoder_steps} if args.decoder_steps else {}))
-            train_decoder(args.run, tc=tc, minutes=args.minutes, device=args.device)
+            train_decoder(args.run, tc=tc, minutes=args.minutes, device=args.device, threads=args.threads)
         elif stage == "export":
             _export(args)
     return 0
@@ -89,7 +83,7 @@ def _vae(args, train: bool = True):
     if not train:
         tc.steps = 0  # load only
     return V.train_vae(args.run, tc=tc, minutes=args.minutes if train else None, device=args.device,
-                       quiet=False).to("cpu")
+                       quiet=False, threads=args.threads).to("cpu")
 
 
 def _latents(args, vae):
@@ -123,7 +117,8 @@ def _unet(args, vae):
 
     tc = UnetTrain(**({"steps": args.unet_steps} if args.unet_steps else {}), eval_every=args.eval_every,
                    offset_noise=args.offset_noise, snr_floor=args.snr_floor)
-    return train_unet(args.run, latents, scale, tc=tc, minutes=args.minutes, device=args.device, evaluate=evaluate)
+    return train_unet(args.run, latents, scale, tc=tc, minutes=args.minutes, device=args.device, evaluate=evaluate,
+                      threads=args.threads)
 
 
 def _export(args):
@@ -141,7 +136,7 @@ def _export(args):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lcmgraph.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lcmgraph_nodes.diffusion.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(parser)
     return run_train(parser.parse_args(argv))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import gzip
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
 
 CLIP_VOCAB_SIZE = 49408
@@ -57,6 +58,42 @@ def clip_vocab_and_merges(vocab_size: int = CLIP_VOCAB_SIZE) -> tuple[dict[str, 
     vocab, merges = _full_table()
     tokens = list(vocab[: vocab_size - 2]) + [BOS, EOS]
     return {t: i for i, t in enumerate(tokens)}, [tuple(m.split()) for m in merges[: vocab_size - 2 - _N_BYTE_SYMBOLS]]
+
+
+def word_vocab_and_merges(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A small CLIP BPE vocabulary (the tiny and the embedded models'): every
+    byte (word-inner and word-final), then merges that spell each of ``words``
+    as one token, then the two special tokens. Each word gets the merges that
+    join it left to right as BPE leaves it under the merges so far; they rank
+    after all earlier ones, so earlier words are unaffected. Any other text
+    still encodes, byte by byte."""
+    vocab: dict[str, int] = {}
+    for ch in bytes_to_unicode():
+        vocab.setdefault(ch, len(vocab))
+    for ch in bytes_to_unicode():
+        vocab.setdefault(ch + "</w>", len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], merges)
+        acc = pieces[0]
+        for piece in pieces[1:]:
+            merges.append((acc, piece))
+            acc += piece
+            vocab.setdefault(acc, len(vocab))
+    vocab[BOS] = len(vocab)
+    vocab[EOS] = len(vocab)
+    return vocab, merges
+
+
+def _bpe(pieces: list[str], merges: list[tuple[str, str]]) -> list[str]:
+    ranks = {m: i for i, m in enumerate(merges)}
+    while len(pieces) > 1:
+        pairs = [(ranks.get(p, 1 << 30), i) for i, p in enumerate(zip(pieces, pieces[1:], strict=False))]
+        rank, i = min(pairs)
+        if rank == 1 << 30:
+            break
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2:]
+    return pieces
 
 
 def clip_tokenizer(vocab_size: int = CLIP_VOCAB_SIZE, model_max_length: int = 77, pad_token: str = EOS):

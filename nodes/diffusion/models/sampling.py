@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .controlnet import ControlRunner
+from .control import ControlRunner
 from .manager import SERVICE
 from .preview import latent_preview
 from .values import Conditioning, Latent, ModelRef
@@ -86,7 +86,9 @@ def make_scheduler(name: str, config: dict):
 
 def plan_timesteps(scheduler: Any, req: SampleRequest, device: str):
     """Set up ``scheduler`` and return (timesteps to run, index of the first in the schedule)."""
-    is_lcm = type(scheduler).__name__ == "LCMScheduler"
+    from diffusers import LCMScheduler
+
+    is_lcm = isinstance(scheduler, LCMScheduler)
     kwargs = {"original_inference_steps": req.original_inference_steps} if is_lcm else {}
     begin = 0
     if is_lcm and req.strength_mode == "lcm":

@@ -92,12 +92,12 @@ def psnr(vae, images, device) -> float:
 
 
 def train_vae(run: Path, cfg: VaeConfig | None = None, tc: VaeTrain | None = None, minutes: float | None = None,
-              device: str = "auto", quiet: bool = False):
+              device: str = "auto", quiet: bool = False, threads: int = 1):
     """Train (or resume) the VAE under ``run/vae.pt``; returns the model (eval mode)."""
     import torch
 
     cfg, tc = cfg or VaeConfig(), tc or VaeTrain()
-    dev = setup_torch(device=device)
+    dev = setup_torch(threads, device)
     run = Path(run)
     log = Log(run, "vae", quiet)
     state = load_state(run / "vae.pt")
@@ -186,13 +186,13 @@ def load_vae(run: Path):
 
 
 def train_decoder(run: Path, tc: DecoderTrain | None = None, minutes: float | None = None, device: str = "auto",
-                  quiet: bool = False):
+                  quiet: bool = False, threads: int = 1):
     """Fine-tune only the decoder of ``run/vae.pt`` (state in ``run/decoder.pt``). The encoder
     is frozen, so cached latents and a UNet trained on them stay valid."""
     import torch
 
     tc = tc or DecoderTrain()
-    dev = setup_torch(device=device)
+    dev = setup_torch(threads, device)
     run = Path(run)
     log = Log(run, "decoder", quiet)
     state = load_state(run / "decoder.pt")

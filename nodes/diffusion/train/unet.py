@@ -150,13 +150,14 @@ def min_snr_weights(scheduler, timesteps, gamma: float, floor: float = 0.0, cap:
 
 
 def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, tc: UnetTrain | None = None,
-               minutes: float | None = None, device: str = "auto", evaluate=None, quiet: bool = False) -> Models:
+               minutes: float | None = None, device: str = "auto", evaluate=None, quiet: bool = False,
+               threads: int = 1) -> Models:
     """Train (or resume from ``run/unet.pt``). ``evaluate(models, step)`` -> dict, logged every eval_every."""
     import numpy as np
     import torch
 
     cfg, tc = cfg or UnetConfig(), tc or UnetTrain()
-    dev = setup_torch(device=device)
+    dev = setup_torch(threads, device)
     run = Path(run)
     log = Log(run, "unet", quiet)
     state = load_state(run / "unet.pt")

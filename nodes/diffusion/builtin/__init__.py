@@ -8,8 +8,8 @@ from pathlib import Path
 
 from . import tiny, tiny_addons
 
-#: Weights committed in the repository (trained by lcmgraph.train; docs/embedded-model.md).
-_SHIPPED = Path(__file__).parent / "builtin"
+#: Weights committed in the repository (trained by the pack's train/ package; docs/embedded-model.md).
+_SHIPPED = Path(__file__).parent
 
 
 def _root(engine) -> Path:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lcmgraph_nodes.diffusion.single_file_tokenizer import bytes_to_unicode
-
+from ..formats.single_file_tokenizer import word_vocab_and_merges
 from . import dataset
 from .common import seeded
 
@@ -20,35 +19,8 @@ MAX_LENGTH = 20
 
 
 def vocab_and_merges(words=dataset.WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    vocab: dict[str, int] = {}
-    for ch in bytes_to_unicode():
-        vocab.setdefault(ch, len(vocab))
-    for ch in bytes_to_unicode():
-        vocab.setdefault(ch + "</w>", len(vocab))
-    merges: list[tuple[str, str]] = []
-    for word in sorted(set(words) | {","}):
-        # The word as BPE leaves it under the merges so far, then merges that join it
-        # left to right; they rank after all earlier ones, so earlier words are unaffected.
-        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], merges)
-        acc = pieces[0]
-        for piece in pieces[1:]:
-            merges.append((acc, piece))
-            acc += piece
-            vocab.setdefault(acc, len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return vocab, merges
-
-
-def _bpe(pieces: list[str], merges: list[tuple[str, str]]) -> list[str]:
-    ranks = {m: i for i, m in enumerate(merges)}
-    while len(pieces) > 1:
-        pairs = [(ranks.get(p, 1 << 30), i) for i, p in enumerate(zip(pieces, pieces[1:], strict=False))]
-        rank, i = min(pairs)
-        if rank == 1 << 30:
-            break
-        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2:]
-    return pieces
+    """The caption words and the comma, one token each (sorted: the shipped tokenizer's order)."""
+    return word_vocab_and_merges(sorted(set(words) | {","}))
 
 
 def make_tokenizer():

@@ -62,7 +62,7 @@ class LoraTrain:
     target_ema: float = 0.95
     # style
     uncond: float = 0.1
-    offset_noise: float = 0.3  # as the base was trained (lcmgraph.train.unet)
+    offset_noise: float = 0.3  # as the base was trained (train/unet.py)
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0
@@ -332,7 +332,7 @@ def _style_loss(pipe, cond, z0, gen, tc: LoraTrain, scheduler):
 
 
 def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: float | None = None,
-               device: str = "auto", evaluate=None, quiet: bool = False):
+               device: str = "auto", evaluate=None, quiet: bool = False, threads: int = 1):
     """Train (or resume from ``run/lora.pt``) a LoRA of ``tc.kind`` on the base ``model``.
     ``evaluate(pipe, step)`` -> dict is logged every ``eval_every`` steps. Returns the
     pipeline with the adapter (live) and the step reached."""
@@ -344,7 +344,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
     tc = tc or LoraTrain()
     if tc.kind not in KINDS:
         raise ValueError(f"unknown LoRA kind {tc.kind!r}; one of {', '.join(KINDS)}")
-    dev = setup_torch(device=device)
+    dev = setup_torch(threads, device)
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     log = Log(run, "lora", quiet)

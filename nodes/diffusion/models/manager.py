@@ -162,11 +162,6 @@ class ModelManager:
 
                 torch.cuda.empty_cache()
 
-    def evict_all(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            gc.collect()
-
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint(self, ref: ModelRef | ClipRef | VaeRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
         key = "ckpt:" + ref.identity
@@ -185,7 +180,7 @@ class ModelManager:
             return entry
 
     def _load_checkpoint(self, key: str, path: str) -> LoadedCheckpoint:
-        from .checkpoint_files import CheckpointError, load_checkpoint
+        from ..formats.checkpoint_files import CheckpointError, load_checkpoint
 
         try:
             ckpt = load_checkpoint(path, torch_dtype=self.dtype)
@@ -210,7 +205,7 @@ class ModelManager:
             self._trim(set(keep), incoming=_files_bytes(Path(ref.path)))
             if ctx is not None:
                 ctx.progress(0, 1, stage="loading controlnet")
-            from .controlnet_files import ControlNetFileError, load_controlnet_file
+            from ..formats.controlnet_files import ControlNetFileError, load_controlnet_file
 
             try:
                 if Path(ref.path).is_file():
@@ -295,14 +290,15 @@ class ModelManager:
                  fast.compile, self._compile_dir())
         if ctx is not None:
             ctx.progress(0, 1, stage="compiling (the first time takes minutes; cached after)")
-        fastpath.compile_module(loaded.unet, fast)
+        cache = self._compile_dir()
+        fastpath.compile_module(loaded.unet, fast, cache=cache)
         if fast.compile_vae:
-            fastpath.compile_module(loaded.vae.decoder, fast, mode="default")
+            fastpath.compile_module(loaded.vae.decoder, fast, mode="default", cache=cache)
         loaded.compiled = True
         self._artifacts_pending = fast.compile_cache is not None
 
     def _compile_dir(self) -> Path | None:
-        """The persistent compile cache, set up (env, Inductor config, mega-cache) on first use."""
+        """The persistent compile cache, set up (folder, mega-cache) on first use."""
         if not self._compile_cache_ready:
             self._compile_cache_path = fastpath.configure_compile_cache(self.fast.compile_cache)
             self._compile_cache_ready = True

@@ -1,0 +1,59 @@
+"""The trainers' command line: --threads travels as an argument (the environment
+variable is only the flag's default), and the device rule is the model manager's."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+from lcmgraph_nodes.diffusion.models.manager import pick_device
+from lcmgraph_nodes.diffusion.train import evaluator, lora
+from lcmgraph_nodes.diffusion.train.cli import add_train_parser, run_train
+from lcmgraph_nodes.diffusion.train.common import setup_torch
+from lcmgraph_nodes.diffusion.train.lora_cli import add_lora_parsers, run_lora
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    add_train_parser(sub)
+    add_lora_parsers(sub)
+    return parser
+
+
+def test_train_threads_reach_the_trainer(monkeypatch, tmp_path):
+    got = []
+    monkeypatch.setattr(evaluator, "train_evaluator", lambda run, device, threads: got.append(threads))
+    monkeypatch.delenv("LCMGRAPH_TRAIN_THREADS", raising=False)
+    args = _parser().parse_args(["train", "evaluator", "--run", str(tmp_path), "--threads", "3"])
+    assert run_train(args) == 0 and args.threads == 3
+    assert "LCMGRAPH_TRAIN_THREADS" not in os.environ  # nothing travels through the environment
+    run_train(_parser().parse_args(["train", "evaluator", "--run", str(tmp_path)]))
+    monkeypatch.setenv("LCMGRAPH_TRAIN_THREADS", "2")
+    run_train(_parser().parse_args(["train", "evaluator", "--run", str(tmp_path)]))
+    assert got == [3, 1, 2]
+
+
+def test_lora_threads_reach_the_trainer(monkeypatch, tmp_path):
+    got = []
+
+    def fake_train(run, base, tc, minutes, device, evaluate, threads):
+        got.append(threads)
+        return None, 0
+
+    monkeypatch.setattr(lora, "train_lora", fake_train)
+    monkeypatch.setattr(lora, "save_lora", lambda pipe, path: path)
+    monkeypatch.delenv("LCMGRAPH_TRAIN_THREADS", raising=False)
+    assert run_lora(_parser().parse_args(["train-lora", "--run", str(tmp_path), "--threads", "4"])) == 0
+    assert run_lora(_parser().parse_args(["train-lcm-lora", "--run", str(tmp_path)])) == 0
+    assert got == [4, 1]
+
+
+def test_setup_torch_sets_threads_and_picks_the_device_as_the_manager_does():
+    old = torch.get_num_threads()
+    try:
+        assert setup_torch(2, "cpu") == torch.device("cpu") and torch.get_num_threads() == 2
+        assert setup_torch(1) == torch.device(pick_device("auto")) and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(old)
