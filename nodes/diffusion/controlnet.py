@@ -31,7 +31,7 @@ class LoadControlNet(Node):
     def execute(self, ctx, controlnet):
         path = ctx.resolve_file("controlnet", controlnet)
         arch = controlnet_arch(read_controlnet_config(path))
-        identity = ctx.engine.files.identity("controlnet", controlnet)
+        identity = ctx.file_identity("controlnet", controlnet)
         ref = ControlNetRef(str(path), identity, arch)
         ctx.service("diffusion.models").controlnet(ref, ctx)  # fail here, not in the sampler
         return {"control_net": ref}

@@ -57,7 +57,7 @@ class PreviewImage(Node):
     inputs = (Input("image", T.IMAGE),)
 
     def execute(self, ctx, image):
-        folder = Path(ctx.engine.home) / "temp" / ctx.run_id
+        folder = Path(ctx.runtime.home) / "temp" / ctx.run_id
         ctx.add_result(images=write_pngs(ctx, image, folder, f"preview_{ctx.node_id}", "temp"))
         return {}
 

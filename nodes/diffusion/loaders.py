@@ -24,7 +24,7 @@ class LoadCheckpoint(Node):
 
     def execute(self, ctx, checkpoint):
         path = str(ctx.resolve_file("checkpoints", checkpoint))
-        identity = ctx.engine.files.identity("checkpoints", checkpoint)
+        identity = ctx.file_identity("checkpoints", checkpoint)
         # Load now: a broken file fails in this node, and the load's progress shows here.
         loaded = ctx.service(SERVICE).checkpoint(ModelRef(path, identity, ""), ctx)
         arch = loaded.arch
@@ -60,7 +60,7 @@ class ApplyLoRA(Node):
 
     def execute(self, ctx, model: ModelRef, clip: ClipRef | None, lora, weight, clip_weight):
         path = str(ctx.resolve_file("loras", lora))
-        identity = ctx.engine.files.identity("loras", lora)
+        identity = ctx.file_identity("loras", lora)
         manager = ctx.service(SERVICE)
         # Load the adapter now so that a LoRA that does not fit fails in this node.
         manager.ensure_lora(manager.checkpoint(model, ctx), LoraPatch(path, identity, weight),

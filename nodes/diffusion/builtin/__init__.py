@@ -1,5 +1,5 @@
 """``builtin:NAME`` files: tiny models and add-ons, built on first use under
-``engine.home/builtin`` (atomically, then reused). Folder names carry the
+``runtime.home/builtin`` (atomically, then reused). Folder names carry the
 builder version so a changed builder never reuses stale files."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from . import tiny, tiny_addons
 _SHIPPED = Path(__file__).parent
 
 
-def _root(engine) -> Path:
-    return Path(engine.home) / "builtin" / f"v{tiny.BUILD_VERSION}"
+def _root(runtime) -> Path:
+    return Path(runtime.home) / "builtin" / f"v{tiny.BUILD_VERSION}"
 
 
 BUILTIN_FILES = {

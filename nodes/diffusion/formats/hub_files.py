@@ -16,7 +16,7 @@ FORM = "hub ids look like org/name or org/name/path/file.safetensors"
 
 
 class HubFiles:
-    def check(self, engine, folder: str, rest: str) -> str | None:
+    def check(self, runtime, folder: str, rest: str) -> str | None:
         if not looks_like_hub_id(rest):
             return f"'hub:{rest}' is not a hub id ({FORM})"
         if hub_offline():
@@ -26,10 +26,10 @@ class HubFiles:
                 return f"hub:{exc}"
         return None
 
-    def resolve(self, engine, folder: str, rest: str) -> Path:
+    def resolve(self, runtime, folder: str, rest: str) -> Path:
         return resolve_hub(rest)
 
-    def identity(self, engine, folder: str, rest: str) -> str:
+    def identity(self, runtime, folder: str, rest: str) -> str:
         # The cached snapshot path carries the revision: a new revision is a new key.
         try:
             return str(resolve_hub(rest, local_only=True))

@@ -69,7 +69,7 @@ def write_pngs(ctx, image, folder: Path, prefix: str, kind: str) -> list[dict]:
     sub, stem = _safe_prefix(prefix)
     target = folder / sub if sub else folder
     target.mkdir(parents=True, exist_ok=True)
-    info = pnginfo(ctx.workflow_json, parameters(ctx.workflow_json, ctx.engine.registry))
+    info = pnginfo(ctx.workflow_json, parameters(ctx.workflow_json, ctx.runtime.registry))
     results = []
     counter = _next_counter(target, stem)
     for pil in image_to_pils(image):
