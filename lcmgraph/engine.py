@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class EngineConfig:
     options: dict[str, Any] = field(default_factory=dict)
     #: Limits on what one workflow may cost (lcmgraph/budget.py); None: unlimited.
     budget: Budget | None = None
+    #: False for a server: problems and errors name folder + file, never host paths.
+    reveal_paths: bool = True
 
 
 class Engine:
@@ -61,7 +63,7 @@ class Engine:
         roots.update(config.folders)
         self.runtime = Runtime(registry, OutputCache(config.cache_bytes, config.cache_dir), roots,
                                home=config.home, device=config.device, options=config.options,
-                               output_dir=config.output_dir)
+                               output_dir=config.output_dir, reveal_paths=config.reveal_paths)
         self._run_lock = threading.Lock()
 
     # What the runtime holds, under the names callers use.
@@ -88,12 +90,18 @@ class Engine:
     # -- workflows ----------------------------------------------------------
     def check(self, document: Any, outputs: Iterable[str] | None = None) -> tuple[P.Prepared | None, list[Problem]]:
         """Parse and validate (and check the budget): a prepared run, or None and every problem."""
-        return P.check(self.registry, document, outputs, self.files.check, self._budget())
+        prepared, problems = P.check(self.registry, document, outputs, self.files.check, self._budget())
+        if problems and not self.runtime.reveal_paths:
+            problems = [replace(p, message=self.runtime.redact(p.message)) for p in problems]
+        return prepared, problems
 
     def prepare(self, document: Any, outputs: Iterable[str] | None = None) -> P.Prepared:
         """Parse and validate once; raises WorkflowInvalid listing every problem.
         The result runs any number of times (``run``, ``run_batch``)."""
-        return P.prepare(self.registry, document, outputs, self.files.check, self._budget())
+        prepared, problems = self.check(document, outputs)
+        if prepared is None:
+            raise WorkflowInvalid(problems)
+        return prepared
 
     def _budget(self):
         budget = self.config.budget
@@ -144,6 +152,7 @@ class Engine:
         if isinstance(request.document, P.Prepared):
             if request.outputs is not None and tuple(request.outputs) != request.document.outputs:
                 raise ValueError("a prepared run carries its outputs; prepare it again to choose others")
-            problems = request.document.file_problems(self.files.check)
+            problems = [replace(p, message=self.runtime.redact(p.message))
+                        for p in request.document.file_problems(self.files.check)]
             return (None, problems) if problems else (request.document, [])
         return self.check(request.document, request.outputs)

@@ -85,6 +85,7 @@ class _Job:
         self.result = RunResult(run_id=self.run_id, keys=plan.keys, cached=list(plan.cached))
         self.error: Exception | None = None
         self.current: str | None = None
+        self.redact = runtime.redact
 
     @property
     def alive(self) -> bool:
@@ -120,7 +121,8 @@ class _Job:
                            self.output_dir, self.document)
 
     def fail(self, node_id: str, exc: Exception, tb: str) -> None:
-        self.error = NodeFailed(node_id, self.nodes[node_id].type, exc, tb)
+        detail = self.redact(str(exc) or type(exc).__name__)
+        self.error = NodeFailed(node_id, self.nodes[node_id].type, exc, tb, detail)
         self.emit(E.NODE_ERROR, node_id, {"message": str(self.error), "exception": type(exc).__name__,
                                           "traceback": tb})
         self.emit(E.RUN_ERROR, node_id, {"message": str(self.error)})

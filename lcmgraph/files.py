@@ -27,10 +27,13 @@ class FileNotInFolder(FileNotFoundError):
 
 
 class ModelFolders:
-    def __init__(self, roots: Mapping[str, Iterable[str | Path]], registry: NodeRegistry, owner: Any = None):
+    def __init__(self, roots: Mapping[str, Iterable[str | Path]], registry: NodeRegistry, owner: Any = None,
+                 reveal_paths: bool = True):
         self.roots: dict[str, list[Path]] = {k: [Path(p).expanduser() for p in v] for k, v in roots.items()}
         self._registry = registry
         self._owner = owner
+        #: False: "not found" messages do not list the host folders searched.
+        self.reveal_paths = reveal_paths
         self._builtin_paths: dict[tuple[str, str], Path] = {}
 
     def folders(self) -> list[str]:
@@ -64,6 +67,8 @@ class ModelFolders:
                 raise FileNotInFolder(f"{name!r} points outside the {folder} folder")
             if candidate.exists():
                 return candidate
+        if not self.reveal_paths:
+            raise FileNotInFolder(f"{name!r} was not found in the {folder} folder")
         searched = ", ".join(str(r) for r in self.roots.get(folder, [])) or "no folder configured"
         raise FileNotInFolder(f"{name!r} was not found in the {folder} folder ({searched})")
 

@@ -10,12 +10,12 @@ from typing import Any
 class NodeFailed(Exception):
     """A node raised during execution; names the node, its type and the cause."""
 
-    def __init__(self, node_id: str, node_type: str, cause: BaseException, tb: str):
+    def __init__(self, node_id: str, node_type: str, cause: BaseException, tb: str, detail: str | None = None):
         self.node_id = node_id
         self.node_type = node_type
         self.cause = cause
         self.traceback = tb
-        detail = str(cause) or type(cause).__name__
+        detail = detail or str(cause) or type(cause).__name__
         super().__init__(f"node {node_id!r} ({node_type}) failed: {detail}")
         self.__cause__ = cause
 

@@ -36,6 +36,7 @@ class Runtime:
         device: str = "auto",
         options: Mapping[str, Any] | None = None,
         output_dir: str | Path = "outputs",
+        reveal_paths: bool = True,
     ):
         self.registry = registry
         self.cache = cache
@@ -45,10 +46,33 @@ class Runtime:
         #: Free-form settings for services (e.g. {"dtype": "float16"}).
         self.options: dict[str, Any] = dict(options or {})
         self.output_dir = Path(output_dir)
+        #: False (a server): messages name folder + file, never the host's paths.
+        self.reveal_paths = reveal_paths
         # Built-in file providers and file schemes receive this runtime.
-        self.files = ModelFolders(folders, registry, owner=self)
+        self.files = ModelFolders(folders, registry, owner=self, reveal_paths=reveal_paths)
+        self._path_labels: list[tuple[str, str]] | None = None
         self._services: dict[str, Any] = {}
         self._service_lock = threading.Lock()
+
+    def redact(self, text: str) -> str:
+        """``text`` as clients may see it: with ``reveal_paths`` off, every
+        configured folder's host path becomes its folder name
+        (``/srv/models/loras/x.safetensors`` -> ``loras/x.safetensors``)."""
+        if self.reveal_paths or not text:
+            return text
+        if self._path_labels is None:
+            labels: dict[str, str] = {}
+            places = [(folder, root) for folder, roots in self.files.roots.items() for root in roots]
+            places += [("<lcmgraph home>", self.home), ("<outputs>", self.output_dir), ("~", Path.home())]
+            for label, path in places:
+                for form in {str(path), str(path.resolve())}:
+                    labels.setdefault(form.rstrip("/"), label)
+            # Longest first: a folder inside the home is named by its folder, not "~/...".
+            self._path_labels = sorted(labels.items(), key=lambda item: -len(item[0]))
+        for path, label in self._path_labels:
+            if path and path != "/":
+                text = text.replace(path, label)
+        return text
 
     def service(self, name: str) -> Any:
         """A per-runtime helper provided by a pack, created on first use

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from pathlib import Path
 
 from aiohttp import web
@@ -42,6 +43,10 @@ class ServerApp:
         if recovered:
             log.warning("marked %d job(s) interrupted by the last shutdown as failed: %s",
                         len(recovered), ", ".join(recovered))
+            moved = quarantine(self.output_root, recovered)
+            if moved:
+                log.warning("moved the files of %d unfinished job(s) to %s (not served)", moved,
+                            self.output_root / QUARANTINE)
         self.workflows_dir = Path(config.workflows_dir) if config.workflows_dir else _default_workflows()
         self.web_dir = Path(config.web_dir) if config.web_dir else _default_web()
         self.hub = Hub(self.limits.ws_buffer)
@@ -82,6 +87,26 @@ class ServerApp:
 
             self._schema_text = dumps(self.engine.registry.schema())
         return self._schema_text
+
+
+#: Where the files of jobs that did not finish go at start-up (hidden: never served).
+QUARANTINE = ".quarantine"
+
+
+def quarantine(output_root: Path, job_ids: list[str]) -> int:
+    """Move the output folders of jobs a crash interrupted out of the served tree:
+    a file written before the crash belongs to no finished job."""
+    moved = 0
+    for job_id in job_ids:
+        folder = output_root / job_id
+        if folder.is_dir():
+            target = output_root / QUARANTINE / job_id
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            folder.rename(target)
+            moved += 1
+    return moved
 
 
 def _default_workflows() -> Path:

@@ -17,6 +17,7 @@ from ..engine import Engine, EngineConfig
 from ..model_flags import add_model_arguments, model_options
 from .batching import AUTO_BATCH_CUDA, AUTO_BATCH_OTHER, auto_batch
 from .config import Limits, ServerConfig
+from .job_limits import add_job_limit_arguments, budget_from_args, engine_options
 
 EXIT_OK, EXIT_USAGE = 0, 2
 MIN_TOKEN = 16
@@ -64,6 +65,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"run up to N queued jobs of the same graph as one batch (different prompts and "
                         f"seeds, one sampler call); 1 turns batching off (default auto: "
                         f"{AUTO_BATCH_CUDA} on CUDA, {AUTO_BATCH_OTHER} elsewhere)")
+    add_job_limit_arguments(p)
     p.add_argument("--debug", action="store_true", help="verbose log with access lines")
 
 
@@ -110,6 +112,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def engine_config(args: argparse.Namespace, config: ServerConfig) -> EngineConfig:
+    """The engine a server runs: its job budget, no downloads unless allowed,
+    input images under the upload limits, and no host paths in what clients see."""
+    return EngineConfig(device=args.device, plugin_dirs=list(args.plugins),
+                        load_entry_points=not args.no_entry_points, models_dir=args.models_dir,
+                        output_dir=config.outputs_path, cache_dir=args.cache_dir,
+                        options={**model_options(args), **engine_options(args, config.limits)},
+                        budget=budget_from_args(args), reveal_paths=False)
+
+
 def serve_main(args: argparse.Namespace) -> int:
     """Run ``lcmgraph serve`` with parsed arguments; returns the exit code."""
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
@@ -124,10 +136,7 @@ def serve_main(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if not is_loopback(config.host) and not config.token:
         print(f"warning: serving {config.host} without a token (--insecure)", file=sys.stderr)
-    engine = Engine(EngineConfig(device=args.device, plugin_dirs=list(args.plugins),
-                                 load_entry_points=not args.no_entry_points, models_dir=args.models_dir,
-                                 output_dir=config.outputs_path, cache_dir=args.cache_dir,
-                                 options=model_options(args)))
+    engine = Engine(engine_config(args, config))
     for pack in engine.registry.packs:
         if not pack.ok:
             last = pack.error.strip().splitlines()[-1] if pack.error else ""

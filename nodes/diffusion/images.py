@@ -6,8 +6,16 @@ from pathlib import Path
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
+from lcmgraph.budget import Estimate
 
-from .formats.image_files import pil_to_image, write_pngs
+from .formats.image_files import (
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    open_image,
+    pil_to_image,
+    write_pngs,
+)
+from .models import costs
 
 
 class LoadImage(Node):
@@ -18,16 +26,20 @@ class LoadImage(Node):
     outputs = (Output("image", T.IMAGE), Output("mask", T.MASK))
 
     def execute(self, ctx, image):
-        from PIL import Image, UnidentifiedImageError
-
+        options = ctx.runtime.options
         path = ctx.resolve_file("input", image)
-        try:
-            with Image.open(path) as pil:
-                pil.load()
-                rgb, mask = pil_to_image(pil)
-        except UnidentifiedImageError as exc:
-            raise ValueError(f"{Path(path).name!r} is not an image file PIL can read") from exc
+        with open_image(path, image, options.get("max_image_pixels", MAX_IMAGE_PIXELS),
+                        options.get("max_image_side", MAX_IMAGE_SIDE)) as pil:
+            pil.load()
+            rgb, mask = pil_to_image(pil)
         return {"image": rgb, "mask": mask}
+
+    @classmethod
+    def estimate(cls, ctx, literals, upstream):
+        # The header alone gives the size; open_image refuses what execute would refuse.
+        with open_image(ctx.resolve_file("input", literals["image"]), literals["image"]) as pil:
+            size = costs.Size(1, pil.height, pil.width)
+        return Estimate({"image": size}, (costs.pixels(size, "an input image", "image"),))
 
 
 class SaveImage(Node):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
+from lcmgraph.budget import Estimate
 
+from .models import costs
 from .models.manager import SERVICE
 from .models.sampling import SampleRequest, sample, sample_batch
 from .models.vae_codec import crop_to_multiple, encode
@@ -52,6 +54,15 @@ class Img2Img(Node):
 
     def execute(self, ctx, **inputs):
         return {"latent": Latent(sample(ctx, self.request(ctx, **inputs)))}
+
+    @classmethod
+    def estimate(cls, ctx, literals, upstream):
+        size = upstream.get("image")
+        if not isinstance(size, costs.Size):
+            return costs.sampler(literals, {})
+        latent = costs.Size(size.batch, size.height // 8 * 8, size.width // 8 * 8)
+        sampled = costs.sampler(literals, {"latent": latent})
+        return Estimate({"latent": latent}, (*sampled.usage, costs.vae_memory(size, False, "encoding", "image")))
 
     def execute_batch(self, ctx, inputs_list):
         """Each image is encoded on its own, then one LCM loop samples them all."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
+from lcmgraph.budget import Estimate
 
+from .models import costs
 from .models.sampling import SCHEDULERS, SampleRequest, sample, sample_batch
 from .models.values import Latent
 
@@ -37,6 +39,11 @@ class EmptyLatent(Node):
         import torch
 
         return {"latent": Latent(torch.zeros(batch, 4, height // 8, width // 8))}
+
+    @classmethod
+    def estimate(cls, ctx, literals, upstream):
+        size = costs.Size(literals["batch"], literals["height"] // 8 * 8, literals["width"] // 8 * 8)
+        return Estimate({"latent": size}, (costs.pixels(size, "an image", "width"), costs.batch(size, "batch")))
 
 
 class LCMSampler(Node):
@@ -81,6 +88,10 @@ class LCMSampler(Node):
 
     def execute_batch(self, ctx, inputs_list):
         return _batched(ctx, [self.request(**inputs) for inputs in inputs_list])
+
+    @classmethod
+    def estimate(cls, ctx, literals, upstream):
+        return costs.sampler(literals, upstream)
 
     @staticmethod
     def request(model, positive, negative, latent, seed, steps, guidance, original_inference_steps, denoise):
@@ -127,6 +138,10 @@ class Sampler(Node):
 
     def execute_batch(self, ctx, inputs_list):
         return _batched(ctx, [self.request(**inputs) for inputs in inputs_list])
+
+    @classmethod
+    def estimate(cls, ctx, literals, upstream):
+        return costs.sampler(literals, upstream)
 
     @staticmethod
     def request(model, positive, negative, latent, seed, scheduler, steps, cfg, denoise, start_step, end_step,

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
+from lcmgraph.budget import Estimate
 
+from .models import costs
+from .models.interrupt import checked_inside
 from .models.manager import SERVICE
 from .models.vae_codec import crop_to_multiple, decode, encode
 from .models.values import Latent, VaeRef
@@ -24,7 +27,8 @@ class VAEDecode(Node):
 
     def execute(self, ctx, vae: VaeRef, latent: Latent, tiled):
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
-        return {"image": decode(loaded.vae, latent.samples, tiled, loaded.arch)}
+        with checked_inside([loaded.vae.decoder], ctx.check_interrupt):  # stops between decoder blocks / tiles
+            return {"image": decode(loaded.vae, latent.samples, tiled, loaded.arch)}
 
     def execute_batch(self, ctx, inputs_list):
         """Latents of one VAE and size decode as one batch, then split per job."""
@@ -39,8 +43,18 @@ class VAEDecode(Node):
         loaded = ctx.service(SERVICE).realise_vae(first["vae"], ctx)
         sizes = [inputs["latent"].samples.shape[0] for inputs in inputs_list]
         samples = torch.cat([inputs["latent"].samples for inputs in inputs_list])
-        images = decode(loaded.vae, samples, first["tiled"], loaded.arch)
+        with checked_inside([loaded.vae.decoder], ctx.check_interrupt):
+            images = decode(loaded.vae, samples, first["tiled"], loaded.arch)
         return [{"image": part.clone()} for part in images.split(sizes)]
+
+    @classmethod
+    def estimate(cls, ctx, literals, upstream):
+        size = upstream.get("latent")
+        if not isinstance(size, costs.Size):
+            return None
+        usage = (costs.pixels(size, "an image", "latent"), costs.batch(size, "latent"),
+                 costs.vae_memory(size, literals["tiled"], "decoding", "tiled"))
+        return Estimate({"image": size}, usage)
 
 
 class VAEEncode(Node):
@@ -57,7 +71,16 @@ class VAEEncode(Node):
     def execute(self, ctx, vae: VaeRef, image, tiled):
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
         image = crop_to_multiple(image, loaded.pipe.vae_scale_factor)
-        return {"latent": Latent(encode(loaded.vae, image, tiled, loaded.arch))}
+        with checked_inside([loaded.vae.encoder], ctx.check_interrupt):
+            return {"latent": Latent(encode(loaded.vae, image, tiled, loaded.arch))}
+
+    @classmethod
+    def estimate(cls, ctx, literals, upstream):
+        size = upstream.get("image")
+        if not isinstance(size, costs.Size):
+            return None
+        latent = costs.Size(size.batch, size.height // 8 * 8, size.width // 8 * 8)
+        return Estimate({"latent": latent}, (costs.vae_memory(size, literals["tiled"], "encoding", "tiled"),))
 
 
 NODES = [VAEDecode, VAEEncode]

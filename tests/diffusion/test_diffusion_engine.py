@@ -131,6 +131,40 @@ def test_interrupting_a_sampler_stops_the_run_and_the_engine_still_works(fresh_e
     assert image.shape == (1, 64, 64, 3)
 
 
+def _interrupt_after_first_block(module, control):
+    """Hooks that interrupt ``control`` once ``module``'s first block ran, and
+    count the calls of ``module`` that got to the end."""
+    finished = []
+    first = module.up_blocks[0] if hasattr(module, "up_blocks") else module.down_blocks[0]
+    handles = [first.register_forward_hook(lambda *_: control.interrupt()),
+               module.register_forward_hook(lambda *_: finished.append(1))]
+    return finished, handles
+
+
+@pytest.mark.parametrize("part", ["unet", "decoder"])
+def test_an_interrupt_stops_a_model_call_between_its_blocks(fresh_engine, part):
+    flow = txt2img(seed=4, steps=2)
+    loaded = _manager(fresh_engine).checkpoint(value_of(fresh_engine, txt2img(), "ckpt", "model"))
+    module = loaded.unet if part == "unet" else loaded.vae.decoder
+    control = RunControl()
+    finished, handles = _interrupt_after_first_block(module, control)
+    events = []
+    try:
+        with pytest.raises(RunInterrupted) as info:
+            run_to(fresh_engine, flow, "decode", "image", control=control, sink=events.append)
+    finally:
+        for handle in handles:
+            handle.remove()
+    # the call that was running never finished: the interrupt acted inside it
+    assert finished == []
+    assert info.value.node_id == ("sampler" if part == "unet" else "decode")
+    sampler_steps = [e.data["step"] for e in events if e.kind == "node_progress" and e.node == "sampler"]
+    assert sampler_steps == ([] if part == "unet" else [1, 2])  # the UNet's first call never completed a step
+    assert ("node_done", info.value.node_id) not in [(e.kind, e.node) for e in events]
+    # nothing is left half-patched: the engine runs the workflow to the end afterwards
+    assert run_to(fresh_engine, flow, "decode", "image").executed[-1] == "capture"
+
+
 def test_same_workflow_and_seed_give_the_same_image_on_two_engines(make_engine):
     flow = txt2img(prompt="a dog", seed=9, steps=2, batch=2)
     assert max_diff(image_of(make_engine(), flow), image_of(make_engine(), flow)) == 0.0

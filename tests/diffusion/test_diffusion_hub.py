@@ -52,3 +52,31 @@ def test_online_workflows_are_valid_except_for_the_uncached_hub_files(fresh_engi
     for path in files:
         problems = fresh_engine.validate(json.loads(path.read_text()))
         assert [(p.node, p.code) for p in problems] == [("ckpt", "missing_file"), ("lcm_lora", "missing_file")], path
+
+
+def test_with_downloads_off_only_cached_hub_files_are_valid(models, make_engine, tmp_path, monkeypatch):
+    # Online (no HF_HUB_OFFLINE), as a server is: with downloads off nothing may be fetched.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cache = tmp_path / "hf"
+    cache_repo(cache, "tiny-org/tiny-sd15", models / "checkpoints" / "tiny")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    engine = make_engine(hub_downloads=False)
+    flow = txt2img(ckpt="hub:tiny-org/tiny-sd15", seed=3)
+    flow.add("save", "SaveImage", image={"link": ["decode", "image"]})
+    assert engine.validate(flow.doc("save")) == []
+    flow.nodes["ckpt"]["inputs"]["checkpoint"] = "hub:someone/big-model"
+    assert [str(p) for p in engine.validate(flow.doc("save"))] == [
+        "node 'ckpt' input 'checkpoint': 'hub:someone/big-model' is not in this machine's model cache, and "
+        "downloads are off here (the operator can allow them: lcmgraph serve --allow-downloads someone/big-model)"]
+    # an allow-list lets matching repos through validation (they would download when run)
+    assert make_engine(hub_downloads=["someone/*"]).validate(flow.doc("save")) == []
+    assert [p.code for p in make_engine(hub_downloads=["other/*"]).validate(flow.doc("save"))] == ["missing_file"]
+
+
+def test_an_input_image_never_comes_from_the_hub(fresh_engine):
+    flow = txt2img()
+    flow.add("load", "LoadImage", image="hub:someone/pictures/cat.png")
+    flow.add("save", "SaveImage", image={"link": ["load", "image"]})
+    assert [str(p) for p in fresh_engine.validate(flow.doc("save"))] == [
+        "node 'load' input 'image': 'hub:someone/pictures/cat.png': the hub holds models; an input image "
+        "must be a file in the input folder"]

@@ -57,3 +57,42 @@ def test_a_pack_node_can_ask_to_be_recorded():
     registry.register_pack("upscalers", [Upscale])
     workflow = {"nodes": {"up": {"type": "Upscale", "inputs": {"factor": 4.0}}}}
     assert parameters(workflow, registry) == {"up": {"type": "Upscale", "factor": 4.0}}
+
+
+class _Ctx:
+    """What write_pngs reads of a node context."""
+
+    def __init__(self):
+        self.workflow_json = {"format": "lcmgraph.workflow", "version": 1, "nodes": {}}
+        self.runtime = type("R", (), {"registry": _registry()})()
+
+
+def test_a_png_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    import pytest
+    import torch
+    from lcmgraph_nodes.diffusion.formats import image_files
+    from PIL import Image
+
+    image = torch.rand(2, 8, 8, 3)
+    written = image_files.write_pngs(_Ctx(), image, tmp_path, "shot", "output")
+    assert [r["filename"] for r in written] == ["shot_00001.png", "shot_00002.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shot_00001.png", "shot_00002.png"]
+
+    # The encoder dies half-way (as a kill would leave it): no file under a PNG name, no leftover.
+    real_save = Image.Image.save
+
+    def dies_half_way(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG\r\n\x1a\n half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        image_files.write_pngs(_Ctx(), image[:1], tmp_path, "shot", "output")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shot_00001.png", "shot_00002.png"]
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    # and the numbering goes on without overwriting anything
+    again = image_files.write_pngs(_Ctx(), image[:1], tmp_path, "shot", "output")
+    assert [r["filename"] for r in again] == ["shot_00003.png"]
+    with Image.open(tmp_path / "shot_00003.png") as png:
+        png.load()
+        assert png.size == (8, 8)

@@ -13,6 +13,10 @@ def test_kill_9_and_restart_keeps_queue_history_and_outputs(tmp_path):
         original = first.request("GET", image["url"])
         slow = first.request("POST", "/api/jobs", {"workflow": slow_doc(steps=1000, delay=0.05)}, 201)["job"]["id"]
         first.wait(slow, status=("running",))
+        # what a node of the running job had written when the process died
+        partial = tmp_path / "data" / "outputs" / slow / "half.png"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(original[:100])
         waiting = [first.request("POST", "/api/jobs", {"workflow": doc, "client_id": "p"}, 201)["job"]["id"]
                    for doc in (const_doc(1), solid_doc(12), const_doc(3), const_doc(4))]
         first.request("POST", f"/api/jobs/{waiting[3]}/cancel")
@@ -39,6 +43,10 @@ def test_kill_9_and_restart_keeps_queue_history_and_outputs(tmp_path):
         assert kept["outputs"] == finished["outputs"] and kept["status"] == "done"
         assert second.request("GET", image["url"]) == original
         assert "marked 1 job(s) interrupted by the last shutdown as failed" in second.log.read_text()
+        # the crashed job's files are quarantined, not served
+        second.request("GET", f"/api/files/output/{slow}/half.png", expect=404)
+        assert not partial.exists()
+        assert (tmp_path / "data" / "outputs" / ".quarantine" / slow / "half.png").is_file()
     finally:
         assert second.stop() == 0
 

@@ -3,11 +3,15 @@
 takes a model file — LoadCheckpoint, ApplyLoRA, LoadControlNet.
 
 Validation and cache keys never touch the network: offline (HF_HUB_OFFLINE)
-an uncached id is a validation error; online it is fetched when the node runs.
+an uncached id is a validation error; online it is fetched when the node runs,
+if the runtime allows downloads (option ``hub_downloads``: True, the CLI's
+default; False, the server's default; or a list of ``org/name`` patterns,
+``lcmgraph serve --allow-downloads``). Input images never come from the hub.
 """
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .checkpoint_files import CheckpointError, hub_offline, looks_like_hub_id, resolve_hub
@@ -15,19 +19,36 @@ from .checkpoint_files import CheckpointError, hub_offline, looks_like_hub_id, r
 FORM = "hub ids look like org/name or org/name/path/file.safetensors"
 
 
+def downloads_allowed(runtime, rest: str) -> bool:
+    allowed = runtime.options.get("hub_downloads", True)
+    if isinstance(allowed, bool):
+        return allowed
+    repo = "/".join(rest.split("/")[:2])
+    return any(fnmatchcase(repo, pattern) for pattern in allowed)
+
+
 class HubFiles:
     def check(self, runtime, folder: str, rest: str) -> str | None:
+        if folder == "input":
+            return f"'hub:{rest}': the hub holds models; an input image must be a file in the input folder"
         if not looks_like_hub_id(rest):
             return f"'hub:{rest}' is not a hub id ({FORM})"
-        if hub_offline():
+        allowed = downloads_allowed(runtime, rest)
+        if hub_offline() or not allowed:
             try:
                 resolve_hub(rest, local_only=True)
             except CheckpointError as exc:
+                if not allowed:
+                    repo = "/".join(rest.split("/")[:2])
+                    return (f"'hub:{rest}' is not in this machine's model cache, and downloads are off here "
+                            f"(the operator can allow them: lcmgraph serve --allow-downloads {repo})")
                 return f"hub:{exc}"
         return None
 
     def resolve(self, runtime, folder: str, rest: str) -> Path:
-        return resolve_hub(rest)
+        if folder == "input":
+            raise FileNotFoundError(f"'hub:{rest}': an input image must be a file in the input folder")
+        return resolve_hub(rest, local_only=not downloads_allowed(runtime, rest))
 
     def identity(self, runtime, folder: str, rest: str) -> str:
         # The cached snapshot path carries the revision: a new revision is a new key.

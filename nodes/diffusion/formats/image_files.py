@@ -4,11 +4,43 @@ embedded (``lcmgraph run image.png`` and the editor read them back)."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from lcmgraph.pngmeta import pnginfo
+
+#: What LoadImage opens, whatever the file is called: PIL knows dozens of
+#: formats (some with decoders that were exploitable); an input image needs these.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+#: Default decode limits (the server passes its own upload limits as engine options).
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_IMAGE_SIDE = 16384
+
+
+class ImageRefused(ValueError):
+    """An input image that is not one of the formats read, or too large to decode."""
+
+
+def open_image(path, name: str, max_pixels: int = MAX_IMAGE_PIXELS, max_side: int = MAX_IMAGE_SIDE):
+    """Open ``path`` (header only) as one of IMAGE_FORMATS and check its size
+    before any pixel is decoded. ``name`` is what messages call it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        pil = Image.open(path, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageRefused(f"{name!r} is not a {', '.join(IMAGE_FORMATS)} image") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageRefused(f"{name!r} is too large to decode: {exc}") from None
+    width, height = pil.size
+    if width * height > max_pixels or max(width, height) > max_side:
+        pil.close()
+        raise ImageRefused(f"{name!r} is {width}x{height}, larger than the {max_pixels:,}-pixel "
+                           f"(at most {max_side} per side) limit for input images")
+    return pil
 
 
 def pil_to_image(pil):
@@ -73,20 +105,39 @@ def write_pngs(ctx, image, folder: Path, prefix: str, kind: str) -> list[dict]:
     results = []
     counter = _next_counter(target, stem)
     for pil in image_to_pils(image):
-        while True:
-            name = f"{stem}_{counter:05d}.png"
-            path = target / name
-            try:
-                handle = open(path, "xb")  # exclusive create: never overwrite, even racing another run
-            except FileExistsError:
-                counter += 1
-                continue
-            with handle:
-                pil.save(handle, format="PNG", pnginfo=info, compress_level=4)
-            break
+        part = _write_part(target, pil, info)
+        try:
+            while True:
+                name = f"{stem}_{counter:05d}.png"
+                path = target / name
+                try:
+                    # A hard link publishes the complete file under its name atomically and
+                    # fails if the name exists: never a half-written PNG, never an overwrite.
+                    os.link(part, path)
+                except FileExistsError:
+                    counter += 1
+                    continue
+                break
+        finally:
+            part.unlink(missing_ok=True)
         counter += 1
         results.append({"filename": f"{sub}/{name}" if sub else name, "path": str(path), "type": kind})
     return results
+
+
+def _write_part(folder: Path, pil, info) -> Path:
+    """The PNG, complete and flushed to disk, under a hidden temporary name in ``folder``."""
+    handle, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".png.part")
+    part = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            pil.save(out, format="PNG", pnginfo=info, compress_level=4)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return part
 
 
 def _next_counter(folder: Path, stem: str) -> int:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .control import ControlRunner
+from .interrupt import checked_inside
 from .manager import SERVICE
 from .preview import latent_preview
 from .values import Conditioning, Latent, ModelRef
@@ -235,7 +236,8 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
     cfg = modes.pop()
     k = 2 if cfg else 1  # blocks per request along the UNet batch: [negative; positive] under CFG
 
-    with torch.no_grad():
+    # checked_inside: an interrupt also stops a long UNet call between its blocks.
+    with torch.no_grad(), checked_inside([unet], ctx.check_interrupt):
         runs = [_prepare(req, loaded, cfg, device, dtype) for req in reqs]
         timesteps, start, end = runs[0].plan  # equal for all: batch_mismatch compared what sets it
         sizes = [r.latents.shape[0] for r in runs]
