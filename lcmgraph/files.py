@@ -107,8 +107,11 @@ class ModelFolders:
         for root in self.roots.get(folder, []):
             if not root.is_dir():
                 continue
+            real_root = root.resolve()
             for entry in root.rglob("*"):
                 rel = entry.relative_to(root).as_posix()
+                if entry.is_symlink() and not _inside(entry, real_root):
+                    continue  # a link out of the folder is not offered (resolve refuses it too)
                 if entry.is_file() and entry.suffix.lower() in LISTED_SUFFIXES:
                     if not any(part.startswith(".") for part in entry.relative_to(root).parts):
                         names.add(rel)
@@ -134,6 +137,14 @@ class ModelFolders:
         if any(part == ".." for part in name.replace("\\", "/").split("/")):
             return "'..' is not allowed in file names"
         return None
+
+
+def _inside(path: Path, real_root: Path) -> bool:
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a dangling link or a loop
+        return False
+    return real == real_root or real_root in real.parents
 
 
 def _identity(path: Path) -> str:

@@ -139,15 +139,23 @@ def test_schema_models_and_example_workflows(tmp_path):
     (examples / "broken.json").write_text("{")
     (tmp_path / "models" / "loras").mkdir(parents=True)
     (tmp_path / "models" / "loras" / "style.safetensors").write_bytes(b"x")
+    # links out of the folder are not offered: a file elsewhere, and a whole folder elsewhere
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "secret.safetensors").write_bytes(b"s")
+    (tmp_path / "elsewhere" / "deep" / "other.safetensors").write_bytes(b"o")
+    os.symlink(tmp_path / "elsewhere" / "secret.safetensors", tmp_path / "models" / "loras" / "leak.safetensors")
+    os.symlink(tmp_path / "elsewhere" / "deep", tmp_path / "models" / "loras" / "linked")
+    # a link that stays inside is fine
+    os.symlink(tmp_path / "models" / "loras" / "style.safetensors", tmp_path / "models" / "loras" / "alias.safetensors")
 
     async def body(h):
         _, schema = await h.call("GET", "/api/nodes", 200)
         assert schema == h.server.engine.registry.schema()
         assert "SolidImage" in schema["nodes"]
         _, models = await h.call("GET", "/api/models", 200)
-        assert models["folders"]["loras"] == ["style.safetensors"]
+        assert models["folders"]["loras"] == ["alias.safetensors", "style.safetensors"]
         _, loras = await h.call("GET", "/api/models/loras", 200)
-        assert loras == {"folder": "loras", "files": ["style.safetensors"]}
+        assert loras == {"folder": "loras", "files": ["alias.safetensors", "style.safetensors"]}
         _, err = await h.call("GET", "/api/models/secrets", 404)
         assert err["message"] == ("GET /api/models/secrets: no model folder 'secrets' (folders: checkpoints, "
                                   "controlnet, input, loras, vae)")
