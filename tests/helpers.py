@@ -42,8 +42,8 @@ def link(node: str, output: str) -> dict:
 # (a diffusers folder is memory-mapped, so its tensors sit at the file's offsets
 # every time), data compared with data (weights, token ids, file bytes).
 # It is NOT portable between copies loaded or allocated differently: a diffusers
-# folder vs a single file (whose loader copies into fresh, 64-byte aligned
-# buffers), a safetensors round trip into new buffers, fused vs unfused weights,
+# folder vs a single file (mapped at its own file's offsets, or converted into
+# fresh buffers), a safetensors round trip into new buffers, fused vs unfused weights,
 # another process. MKL (torch's CPU BLAS) picks its GEMM code path by CPU and by
 # the operands' alignment; two paths sum in different orders, so float32 results
 # differ in the last bits (seen: 2.4e-7 on SDXL's projected text embeds, while
@@ -57,6 +57,11 @@ PORTABLE_RTOL = 1e-6
 #: Absolute floor for values near zero of unit-scale activations: their rounding
 #: error scales with the summands (~1), not with the (small) result.
 PORTABLE_ATOL = 1e-6
+#: Tolerance for a whole network's output (a UNet forward: dozens of layers, each
+#: adding its last-bit differences): measured 2.7e-6 on the tiny SDXL UNet between
+#: a folder load and a single file mapped at other file offsets. Five orders of
+#: magnitude below what a swapped or missing tensor moves (order one).
+NETWORK_TOL = 1e-5
 #: Absolute tolerance for IMAGEs (0..1) after a few denoising steps and a VAE
 #: decode, where last-bit differences grow: rounding every ControlNet weight by
 #: one ulp moved the tiny models' pixels by at most 1.1e-6 (sd15 and sdxl,

@@ -50,11 +50,21 @@ def test_converts_only_floating_point_tensors(mixed):
     assert lazy["flag"].dtype == torch.bool
 
 
-def test_each_read_is_a_fresh_tensor(mixed):
-    lazy = LazyStateDict(mixed)
-    a = lazy["f32"]
-    a.zero_()
-    assert not torch.equal(lazy["f32"], a)
+def test_a_write_to_a_mapped_weight_reaches_neither_the_file_nor_another_load(mixed):
+    original = load_file(str(mixed))["f32"]
+    a = LazyStateDict(mixed)["f32"]  # a view of a copy-on-write map: no copy made
+    a.zero_()  # what fusing a LoRA in place does
+    assert torch.equal(load_file(str(mixed))["f32"], original)  # the file is untouched
+    assert torch.equal(LazyStateDict(mixed)["f32"], original)  # and a second load sees the file
+
+
+def test_a_file_replaced_while_loaded_leaves_the_weights_intact(mixed, tmp_path):
+    original = load_file(str(mixed))["f32"]
+    a = LazyStateDict(mixed)["f32"]
+    replacement = tmp_path / "new.safetensors"
+    save_file({"f32": torch.zeros(3, 5)}, str(replacement))
+    replacement.replace(mixed)  # how downloads and copies replace a file: a rename
+    assert torch.equal(a, original)
 
 
 def test_data_cut_short_is_refused(mixed, tmp_path):

@@ -11,7 +11,7 @@ from lcmgraph_nodes.diffusion.formats.single_file_export import save_single_file
 from lcmgraph_nodes.diffusion.formats.single_file_reader import LazyStateDict
 from lcmgraph_nodes.diffusion.formats.single_file_tokenizer import clip_tokenizer
 
-from tests.helpers import assert_close_portable
+from tests.helpers import NETWORK_TOL, assert_close_portable
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 PROMPT = "a photo of an astronaut riding a horse on mars"
@@ -80,9 +80,11 @@ def test_single_file_unet_gives_the_folder_unet_output(loaded, arch):
     folder, single = loaded[arch]
     expected = _unet_output(folder.unet, arch)
     assert torch.isfinite(expected).all()
-    # Folder weights are file-offset views, single-file ones fresh aligned buffers: MKL may take
-    # another GEMM path for each, so the outputs are equal up to float32 rounding, not bitwise.
-    assert_close_portable(_unet_output(single.unet, arch), expected, f"{arch} UNet output, file vs folder")
+    # Folder weights are views at one file's offsets, single-file ones at another's: MKL may take
+    # another GEMM path for each, so the outputs are equal up to float32 rounding through the
+    # network's depth, not bitwise.
+    assert_close_portable(_unet_output(single.unet, arch), expected, f"{arch} UNet output, file vs folder",
+                          rtol=NETWORK_TOL, atol=NETWORK_TOL)
 
 
 @pytest.mark.parametrize("arch", [ARCH_SD15, ARCH_SDXL])
@@ -98,8 +100,7 @@ def test_text_encoders_and_tokenizers_match(loaded, arch):
         assert tok_b.model_max_length == 77 and torch.equal(ids_a, ids_b)
         with torch.no_grad():
             out_a, out_b = te_a(ids_a, output_hidden_states=True), te_b(ids_b, output_hidden_states=True)
-        # Bitwise-equal weights in differently aligned buffers (folder: file offsets, single file:
-        # fresh buffers): MKL's GEMM path may differ, so float32 rounding may too (seen: 2.4e-7).
+        # Bitwise-equal weights in differently aligned buffers (views at two files' offsets): MKL's GEMM path may differ, so float32 rounding may too (seen: 2.4e-7).
         assert_close_portable(out_a.hidden_states[-2], out_b.hidden_states[-2], f"{arch} penultimate hidden states")
         assert_close_portable(out_a[0], out_b[0], f"{arch} text encoder output")
 
@@ -124,7 +125,7 @@ def test_sd15_without_pinned_configs_is_inferred_exactly(tiny_sd15, tmp_path, lo
         _assert_same_weights(getattr(folder, name), getattr(bare, name))
     # Same weights, differently aligned buffers (file vs folder): equal up to float32 rounding.
     assert_close_portable(_unet_output(bare.unet, ARCH_SD15), _unet_output(folder.unet, ARCH_SD15),
-                          "UNet output, unpinned file vs folder")
+                          "UNet output, unpinned file vs folder", rtol=NETWORK_TOL, atol=NETWORK_TOL)
     ids = folder.tokenizer(PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():
         assert_close_portable(bare.text_encoder(ids)[0], folder.text_encoder(ids)[0],

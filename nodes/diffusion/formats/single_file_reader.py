@@ -1,11 +1,19 @@
-"""A lazy, copy-once view of a ``.safetensors`` file.
+"""A lazy view of a ``.safetensors`` file: each weight held once.
 
-Why not ``safetensors.torch.load_file`` or ``safe_open(...).get_tensor``: both
-go through a memory map, and every page of the map that a read touches counts
-in the process's resident set until the map is closed, on top of the tensor
-copied out of it — about twice the file at peak. Here each tensor is read with
-plain file reads straight into its own (final) buffer, so the page cache holds
-the file and the process holds each weight once.
+A tensor already in the dtype asked for is a view of a private (copy-on-write)
+memory map of the file: loading costs no copy at all, its pages are the page
+cache's, shared with every process that maps the file, and a write (LoRA
+fusion) copies only the pages it touches. A tensor that must change dtype is
+read with plain file reads into a reused scratch buffer and converted into its
+own final buffer, so the process never holds both the file's pages and the
+converted weights (converting out of a map would: every touched page of the
+map counts in the resident set, and faulting them in was slower than reading).
+
+The map keeps the file's inode: a checkpoint replaced by a new file (a rename,
+as downloads and copies do) leaves the loaded weights intact. Truncating the
+file in place while it is loaded is what a map cannot survive (the process
+gets SIGBUS when it touches a missing page); docs/decisions.md says why that
+is accepted.
 
 ``safe_open`` is still used once, to validate the header the way the format's
 own implementation does (truncated data, overlapping or out-of-range offsets).
@@ -15,7 +23,10 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
+import os
 import struct
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -48,23 +59,39 @@ class LazyStateDict(Mapping):
     reads the file again, so callers take each key once and keep the tensor.
     """
 
-    def __init__(self, path: str | Path, dtype: torch.dtype | None = None):
+    def __init__(self, path: str | Path, dtype: torch.dtype | None = None, map_file: bool = True):
         self.path = Path(path)
         self.dtype = dtype
         self._entries, self.metadata, self._data_start = _read_header(self.path)
+        self._map = _map(self.path) if map_file else None
+        self._scratch: torch.Tensor | None = None
 
     def __getitem__(self, key: str) -> torch.Tensor:
         dtype_name, shape, (begin, end) = self._entries[key]
-        raw = torch.empty(end - begin, dtype=torch.uint8)
+        file_dtype = _DTYPES[dtype_name]
+        start, size = self._data_start + begin, end - begin
+        convert = self.dtype is not None and file_dtype.is_floating_point and file_dtype != self.dtype
+        if not convert and self._map is not None and size and start % file_dtype.itemsize == 0:
+            with warnings.catch_warnings():  # the map is writable (copy-on-write); torch warns by type
+                warnings.simplefilter("ignore", UserWarning)
+                flat = torch.frombuffer(self._map, dtype=file_dtype, count=size // file_dtype.itemsize,
+                                        offset=start)
+            return flat.reshape(shape)
+        # Converted tensors go through one reused scratch buffer: page-faulting a fresh
+        # buffer (or the map) for every tensor cost more than the reads themselves.
+        raw = self._scratch_for(size) if convert else torch.empty(size, dtype=torch.uint8)
         with open(self.path, "rb", buffering=0) as f:
-            f.seek(self._data_start + begin)
-            got = f.readinto(raw.numpy()) if end > begin else 0
-        if got != end - begin:
+            f.seek(start)
+            got = f.readinto(raw.numpy()) if size else 0
+        if got != size:
             raise SafetensorsFormatError(f"{self.path}: file ended while reading tensor {key!r}")
-        tensor = raw.view(_DTYPES[dtype_name]).reshape(shape)
-        if self.dtype is not None and tensor.is_floating_point() and tensor.dtype != self.dtype:
-            tensor = tensor.to(self.dtype)
-        return tensor
+        tensor = raw.view(file_dtype).reshape(shape)
+        return tensor.to(self.dtype) if convert else tensor
+
+    def _scratch_for(self, size: int) -> torch.Tensor:
+        if self._scratch is None or self._scratch.numel() < size:
+            self._scratch = torch.empty(max(size, 1), dtype=torch.uint8)
+        return self._scratch[:size]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -81,6 +108,15 @@ class LazyStateDict(Mapping):
 
     def file_dtype(self, key: str) -> torch.dtype:
         return _DTYPES[self._entries[key][0]]
+
+
+def _map(path: Path) -> mmap.mmap | None:
+    """A private, copy-on-write map of the whole file (None for an empty file)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return None
+        return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
 
 
 def _read_header(path: Path) -> tuple[dict, dict, int]:
