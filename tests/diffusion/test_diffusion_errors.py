@@ -133,7 +133,7 @@ def test_a_file_that_is_not_an_image(extra):
     f = txt2img()
     f.add("load", "LoadImage", image="fake.png")
     f.add("capture", "Capture", value=link("load", "image"))
-    with pytest.raises(NodeFailed, match="not an image") as info:
+    with pytest.raises(NodeFailed, match="is not a PNG, JPEG, WEBP, GIF, BMP image") as info:
         engine.run(f.doc("capture"))
     assert info.value.node_id == "load"
 
