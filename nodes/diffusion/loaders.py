@@ -42,7 +42,7 @@ class LoadVAE(Node):
     place of a checkpoint's VAE wherever a VAE input takes it.
 
     lcmgraph's latents are scaled by the VAE's factor, so the VAE must know
-    which model's latents it decodes: latent_format "auto" takes a folder's
+    which model made the latents: latent_format "auto" takes a folder's
     config, else the file's own pinned value, else "xl" in the name (or the
     file's metadata) for SDXL, else SD1.5; say sd15 or sdxl when that guess
     is wrong."""
