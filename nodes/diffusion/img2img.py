@@ -73,7 +73,7 @@ class Img2Img(Node):
     def request(ctx, model, vae, positive, negative, image, strength, seed, steps, guidance,
                 original_inference_steps):
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
-        image = crop_to_multiple(image, loaded.pipe.vae_scale_factor)
+        image = crop_to_multiple(image, loaded.scale_factor)
         init = Latent(encode(loaded.vae, image, False, loaded.arch))
         return SampleRequest(
             model, positive, negative, init, seed, steps, guidance, scheduler="lcm", denoise=strength,

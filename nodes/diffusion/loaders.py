@@ -1,11 +1,12 @@
-"""Checkpoint and LoRA nodes. They return handles (models/values.py); the model
-manager holds the weights, so loading the same file twice shares one model."""
+"""Checkpoint, VAE and LoRA nodes. They return handles (models/values.py); the
+model manager holds the weights, so loading the same file twice shares one model."""
 
 from __future__ import annotations
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
+from .formats.vae_files import LATENT_FORMATS
 from .models.manager import SERVICE
 from .models.values import ClipRef, LoraPatch, ModelRef, VaeRef
 
@@ -33,6 +34,35 @@ class LoadCheckpoint(Node):
             "clip": ClipRef(path, identity, arch),
             "vae": VaeRef(path, identity, arch),
         }
+
+
+class LoadVAE(Node):
+    """Load a VAE of its own (a diffusers folder, or a single .safetensors in the
+    original or diffusers layout: vae-ft-mse, sdxl-vae-fp16-fix...) to use in
+    place of a checkpoint's VAE wherever a VAE input takes it.
+
+    lcmgraph's latents are scaled by the VAE's factor, so the VAE must know
+    which model made the latents: latent_format "auto" takes a folder's
+    config, else the file's own pinned value, else "xl" in the name (or the
+    file's metadata) for SDXL, else SD1.5; say sd15 or sdxl when that guess
+    is wrong."""
+
+    category = "loaders"
+    record_parameters = True
+    inputs = (
+        Input("vae", T.STRING, folder="vae", description="a .safetensors file or diffusers folder in vae/, or builtin:NAME"),
+        Input("latent_format", T.ENUM, choices=LATENT_FORMATS, default="auto",
+              description="whose latents it decodes (its scaling factor): sd15 0.18215, sdxl 0.13025"),
+    )
+    outputs = (Output("vae", T.VAE),)
+    batch_inputs = ()
+
+    def execute(self, ctx, vae, latent_format):
+        path = str(ctx.resolve_file("vae", vae))
+        identity = ctx.file_identity("vae", vae)
+        # Load now: a broken file fails in this node, and "auto" is decided here.
+        loaded = ctx.service(SERVICE).vae_file(path, identity, latent_format, ctx)
+        return {"vae": VaeRef(path, identity, loaded.arch, standalone=True, latent_format=latent_format)}
 
 
 class ApplyLoRA(Node):
@@ -73,4 +103,4 @@ class ApplyLoRA(Node):
         return {"model": model.with_lora(LoraPatch(path, identity, weight)), "clip": out_clip}
 
 
-NODES = [LoadCheckpoint, ApplyLoRA]
+NODES = [LoadCheckpoint, LoadVAE, ApplyLoRA]

@@ -1,21 +1,33 @@
 """Prompt encoding with the checkpoint's text encoder(s), through the
-pipeline's own ``encode_prompt`` so the embeddings are diffusers' exactly."""
+pipeline's own ``encode_prompt`` so the embeddings are diffusers' exactly;
+CLIPSetLastLayer picks another encoder layer (models/clip_layers.py)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
+from .models.clip_layers import encode_at_layer
 from .models.manager import SERVICE
 from .models.values import ClipRef, Conditioning
 
 _SIZE = dict(default=0, min=0, max=16384, step=8)
 
 
-def encode_text(loaded, text: str) -> Conditioning:
+def encode_text(loaded, text: str, layer: int | None = None) -> Conditioning:
     import torch
 
     pipe = loaded.pipe
+    if layer is not None:
+        embeds, pooled = encode_at_layer(pipe, loaded.arch, text, layer)
+        if loaded.arch == "sdxl":
+            return Conditioning("sdxl", _cpu(embeds), pooled=_cpu(pooled))
+        # Unlike diffusers' pipeline, which encodes its own negative at the last
+        # layer whatever clip_skip says, the empty prompt uses the same layer.
+        negative, _ = encode_at_layer(pipe, loaded.arch, "", layer)
+        return Conditioning("sd15", _cpu(embeds), default_negative=_cpu(negative))
     device = pipe.unet.device
     with torch.no_grad():
         if loaded.arch == "sdxl":
@@ -61,10 +73,8 @@ class TextEncode(Node):
         if clip is None:
             raise ValueError("no CLIP given (an ApplyLoRA without a clip input passes none on)")
         loaded = ctx.service(SERVICE).realise_text(clip, ctx)
-        cond = encode_text(loaded, text)
+        cond = encode_text(loaded, text, clip.layer)
         if cond.arch == "sdxl":
-            from dataclasses import replace
-
             cond = replace(
                 cond,
                 original_size=(original_height, original_width) if original_width and original_height else None,
@@ -74,4 +84,25 @@ class TextEncode(Node):
         return {"conditioning": cond}
 
 
-NODES = [TextEncode]
+class CLIPSetLastLayer(Node):
+    """Encode prompts with an earlier layer of the text encoder ("CLIP skip"):
+    -1 is the last layer, -2 the penultimate (what many SD1.5 fine-tunes
+    expect), and so on. As in ComfyUI: SD1.5 takes the layer through the
+    final layer norm; SDXL takes both encoders' layer without it, so -1 there
+    is not SDXL's default (the penultimate, -2)."""
+
+    category = "conditioning"
+    record_parameters = True
+    inputs = (
+        Input("clip", T.CLIP),
+        Input("stop_at_clip_layer", T.INT, default=-1, min=-24, max=-1),
+    )
+    outputs = (Output("clip", T.CLIP),)
+
+    def execute(self, ctx, clip: ClipRef, stop_at_clip_layer):
+        if clip is None:
+            raise ValueError("no CLIP given (an ApplyLoRA without a clip input passes none on)")
+        return {"clip": replace(clip, layer=stop_at_clip_layer)}
+
+
+NODES = [TextEncode, CLIPSetLastLayer]

@@ -70,7 +70,7 @@ class VAEEncode(Node):
 
     def execute(self, ctx, vae: VaeRef, image, tiled):
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
-        image = crop_to_multiple(image, loaded.pipe.vae_scale_factor)
+        image = crop_to_multiple(image, loaded.scale_factor)
         with checked_inside([loaded.vae.encoder], ctx.check_interrupt):
             return {"latent": Latent(encode(loaded.vae, image, tiled, loaded.arch))}
 

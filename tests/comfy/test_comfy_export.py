@@ -40,6 +40,9 @@ COMFY = {
     "ControlNetApplyAdvanced": ({"positive", "negative", "control_net", "image", "strength", "start_percent",
                                  "end_percent"}, 2),
     "PrimitiveInt": ({"value"}, 1),
+    "VAELoader": ({"vae_name"}, 1),
+    "LatentUpscaleBy": ({"samples", "upscale_method", "scale_by"}, 1),
+    "ImageScale": ({"image", "upscale_method", "width", "height", "crop"}, 1),
 }
 
 

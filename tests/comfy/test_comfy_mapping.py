@@ -232,14 +232,15 @@ def test_controlnet_advanced_passes_the_negative_through(registry):
     assert nodes["3"]["inputs"]["negative"] == {"link": ["7", "conditioning"]}
 
 
-def test_clip_set_last_layer_minus_one_is_a_no_op_and_others_are_refused(registry):
-    api = _with(**{"11": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -1}}})
-    api["6"]["inputs"]["clip"] = ["11", 0]
-    assert load_any(api, registry)["nodes"]["6"]["inputs"]["clip"] == {"link": ["4", "clip"]}
-    api["11"]["inputs"]["stop_at_clip_layer"] = -2
-    assert _error(registry, api) == [
-        "node 11 (CLIPSetLastLayer): stop_at_clip_layer -2 (CLIP skip) has no lcmgraph equivalent; -1, the last "
-        "layer, converts"]
+def test_clip_set_last_layer_is_the_node_for_every_layer(registry):
+    # -1 is not a no-op everywhere: on SDXL it is the last layer, not SDXL's default (the penultimate).
+    for layer in (-1, -2, -12):
+        api = _with(**{"11": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": layer}}})
+        api["6"]["inputs"]["clip"] = ["11", 0]
+        nodes = load_any(api, registry)["nodes"]
+        assert nodes["11"] == {"type": "CLIPSetLastLayer", "inputs": {"clip": {"link": ["4", "clip"]},
+                                                                      "stop_at_clip_layer": layer}}
+        assert nodes["6"]["inputs"]["clip"] == {"link": ["11", "clip"]}
 
 
 @pytest.mark.parametrize("text, noted", [

@@ -29,5 +29,8 @@ BUILTIN_FILES = {
     # A "style" LoRA in kohya naming, with a text-encoder part.
     ("loras", "tiny-style-lora"): lambda e: tiny_addons.save_lora(_root(e) / "tiny-style-lora.safetensors", seed=11, kohya=True),
     ("controlnet", "tiny-controlnet"): lambda e: tiny_addons.save_controlnet(_root(e) / "tiny-controlnet"),
+    # The embedded model's VAE as one file in the original layout (what ComfyUI's VAELoader reads).
+    ("vae", "tiny-shapes-vae"): lambda e: tiny_addons.save_vae(_root(e) / "tiny-shapes-vae.safetensors",
+                                                               source=_SHIPPED / "tiny-shapes"),
     ("input", "tiny-image.png"): lambda e: tiny_addons.save_image(_root(e) / "tiny-image.png"),
 }

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tiny import _seeded, build_atomically, make_controlnet, make_text_encoders, make_unet
+from .tiny import (
+    _seeded,
+    build_atomically,
+    make_controlnet,
+    make_text_encoders,
+    make_unet,
+    make_vae,
+)
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -100,3 +107,21 @@ def hint_image(size: int = 64):
 
 def save_image(target: Path, size: int = 64) -> Path:
     return build_atomically(Path(target), lambda p: hint_image(size).save(p, format="PNG"))
+
+
+def save_vae(target: Path, arch: str = "sd15", seed: int = 31, source: Path | None = None) -> Path:
+    """A VAE file in the original single-file (LDM) layout, as ComfyUI's VAELoader
+    reads them: a tiny random one of ``arch``, or the VAE of the diffusers
+    pipeline folder ``source``."""
+    from ..formats.vae_files import save_ldm_vae
+
+    def build(path: Path):
+        if source is None:
+            vae = make_vae(arch, seed)
+        else:
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(Path(source) / "vae", local_files_only=True)
+        save_ldm_vae(path, vae)
+
+    return build_atomically(Path(target), build)

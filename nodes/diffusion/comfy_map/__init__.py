@@ -18,6 +18,7 @@ from lcmgraph.comfy import SEED_CONTROL, ComfyMapping, Through
 
 from . import conditioning as cond
 from . import models, samplers
+from .latents import LATENTS
 
 _SAMPLER_WIDGETS = ("seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler", "denoise")
 _ADVANCED_WIDGETS = ("add_noise", "noise_seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler",
@@ -33,8 +34,8 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     "CLIPTextEncodeSDXL": ComfyMapping(
         "TextEncode", outputs=("conditioning",), title="CLIPTextEncodeSDXL", convert=cond.text_encode_sdxl,
         widgets=("width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l")),
-    "CLIPSetLastLayer": ComfyMapping(outputs=(Through("clip"),), widgets=("stop_at_clip_layer",),
-                                     title="CLIP Set Last Layer", convert=models.clip_skip),
+    "CLIPSetLastLayer": models.CLIP_LAYER,
+    **cond.ARITHMETIC,
     "EmptyLatentImage": ComfyMapping(
         "EmptyLatent", {"width": "width", "height": "height", "batch_size": "batch"}, ("latent",),
         ("width", "height", "batch_size"), title="Empty Latent Image", export=True),
@@ -45,6 +46,7 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     "KSamplerAdvanced": ComfyMapping(
         "Sampler", outputs=("latent",), widgets=_ADVANCED_WIDGETS, title="KSampler (Advanced)",
         ignore=("control_after_generate",), convert=samplers.ksampler_advanced, export=samplers.export_sampler),
+    **LATENTS,
     "ModelSamplingDiscrete": ComfyMapping(
         outputs=(Through("model"),), widgets=("sampling", "zsnr"), title="ModelSamplingDiscrete",
         convert=models.model_sampling),
@@ -61,6 +63,7 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     "SaveImage": ComfyMapping("SaveImage", {"images": "image", "filename_prefix": "filename_prefix"}, (),
                               ("filename_prefix",), title="Save Image", export=True),
     "PreviewImage": ComfyMapping("PreviewImage", {"images": "image"}, title="Preview Image", export=True),
+    "VAELoader": replace(models.VAE_LOADER, convert=models.vae_loader, export=models.export_vae_loader),
     "LoraLoader": replace(models.LORA, export=models.export_lora),
     "LoraLoaderModelOnly": models.LORA_MODEL_ONLY,
     "ControlNetLoader": ComfyMapping("LoadControlNet", {"control_net_name": "controlnet"}, ("control_net",),

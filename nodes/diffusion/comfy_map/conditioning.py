@@ -1,5 +1,5 @@
 """Prompts and ControlNet hints: CLIPTextEncode(SDXL) <-> TextEncode,
-ControlNetApply(Advanced) <-> ApplyControlNet.
+ControlNetApply(Advanced) <-> ApplyControlNet; conditioning arithmetic one to one.
 
 lcmgraph's sampler applies the positive's hints to both halves of the CFG
 batch, which is what ComfyUI's ControlNetApplyAdvanced does when the sampler
@@ -14,6 +14,18 @@ from lcmgraph.comfy import ComfyMapping, ConversionError, Converted, Through
 from lcmgraph.comfy.export import ADDED, default_export
 
 from .common import literal, present
+
+_TO_FROM = {"conditioning_to": "conditioning_to", "conditioning_from": "conditioning_from"}
+ARITHMETIC = {
+    "ConditioningZeroOut": ComfyMapping("ConditioningZeroOut", {"conditioning": "conditioning"}, ("conditioning",),
+                                        title="ConditioningZeroOut", export=True),
+    # ComfyUI's display-name table misspells this class ("ConditioningAverage "), so its title is the class name.
+    "ConditioningAverage": ComfyMapping("ConditioningAverage", {**_TO_FROM, "conditioning_to_strength": "conditioning_to_strength"},
+                                        ("conditioning",), ("conditioning_to_strength",), title="ConditioningAverage",
+                                        export=True),
+    "ConditioningConcat": ComfyMapping("ConditioningConcat", _TO_FROM, ("conditioning",), title="Conditioning (Concat)",
+                                       export=True),
+}
 
 TEXT_ENCODE = ComfyMapping(
     "TextEncode", {"clip": "clip", "text": "text"}, ("conditioning",), ("text",), title="CLIP Text Encode (Prompt)")

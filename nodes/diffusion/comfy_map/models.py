@@ -1,5 +1,5 @@
-"""Model-side classes: model sampling and CLIP skip (no lcmgraph node), LoRA
-loaders, tiled VAE."""
+"""Model-side classes: model sampling (no lcmgraph node), CLIP skip, VAE files,
+LoRA loaders, tiled VAE."""
 
 from __future__ import annotations
 
@@ -33,12 +33,25 @@ def model_sampling(ctx, node) -> Converted:
     return Converted(None, outputs={0: Through("model")})
 
 
-def clip_skip(ctx, node) -> Converted:
-    layer = ctx.literal(node, "stop_at_clip_layer", -1)
-    if layer != -1:
-        raise ConversionError(f"stop_at_clip_layer {layer} (CLIP skip) has no lcmgraph equivalent; "
-                              "-1, the last layer, converts")
-    return Converted(None, outputs={0: Through("clip")})
+CLIP_LAYER = ComfyMapping("CLIPSetLastLayer", {"clip": "clip", "stop_at_clip_layer": "stop_at_clip_layer"}, ("clip",),
+                          ("stop_at_clip_layer",), title="CLIP Set Last Layer", export=True)
+
+VAE_LOADER = ComfyMapping("LoadVAE", {"vae_name": "vae"}, ("vae",), ("vae_name",), title="Load VAE")
+
+#: ComfyUI's VAELoader also offers TAESD approximations, built from vae_approx/ files.
+_TAESD = ("taesd", "taesdxl", "taesd3", "taef1")
+
+
+def vae_loader(ctx, node) -> Converted:
+    name = ctx.literal(node, "vae_name")
+    if name in _TAESD:
+        raise ConversionError(f"vae_name {name!r} (a TAESD approximation) has no lcmgraph equivalent; name a VAE file")
+    return Converted("LoadVAE", present(vae=name), {0: "vae"})
+
+
+def export_vae_loader(ctx, spec) -> None:
+    # ComfyUI scales latents inside the model, so its VAELoader needs no latent format.
+    default_export(ctx, spec, "VAELoader", VAE_LOADER, drop=("latent_format",))
 
 
 def tiled(node_type: str, comfy_input: str, our_input: str, output: str):

@@ -10,53 +10,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# Input images are read by the image pack's helpers (LoadImageMask reads them
+# too, and that pack does not import diffusers); re-exported for LoadImage.
+from lcmgraph_nodes.image.ops.files import (  # noqa: F401
+    IMAGE_FORMATS,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    ImageRefused,
+    open_image,
+    pil_to_image,
+)
+
 from lcmgraph.pngmeta import pnginfo
-
-#: What LoadImage opens, whatever the file is called: PIL knows dozens of
-#: formats (some with decoders that were exploitable); an input image needs these.
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
-#: Default decode limits (the server passes its own upload limits as engine options).
-MAX_IMAGE_PIXELS = 40_000_000
-MAX_IMAGE_SIDE = 16384
-
-
-class ImageRefused(ValueError):
-    """An input image that is not one of the formats read, or too large to decode."""
-
-
-def open_image(path, name: str, max_pixels: int = MAX_IMAGE_PIXELS, max_side: int = MAX_IMAGE_SIDE):
-    """Open ``path`` (header only) as one of IMAGE_FORMATS and check its size
-    before any pixel is decoded. ``name`` is what messages call it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        pil = Image.open(path, formats=IMAGE_FORMATS)
-    except UnidentifiedImageError:
-        raise ImageRefused(f"{name!r} is not a {', '.join(IMAGE_FORMATS)} image") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageRefused(f"{name!r} is too large to decode: {exc}") from None
-    width, height = pil.size
-    if width * height > max_pixels or max(width, height) > max_side:
-        pil.close()
-        raise ImageRefused(f"{name!r} is {width}x{height}, larger than the {max_pixels:,}-pixel "
-                           f"(at most {max_side} per side) limit for input images")
-    return pil
-
-
-def pil_to_image(pil):
-    """PIL -> (IMAGE [1,H,W,3] 0..1, MASK [1,H,W] with 1 where transparent)."""
-    import numpy as np
-    import torch
-    from PIL import ImageOps
-
-    pil = ImageOps.exif_transpose(pil)
-    rgb = torch.from_numpy(np.asarray(pil.convert("RGB"), dtype=np.float32) / 255.0)[None]
-    if "A" in pil.getbands():
-        alpha = torch.from_numpy(np.asarray(pil.getchannel("A"), dtype=np.float32) / 255.0)
-        mask = 1.0 - alpha
-    else:
-        mask = torch.zeros(rgb.shape[1], rgb.shape[2])
-    return rgb, mask[None]
 
 
 def image_to_pils(image) -> list:

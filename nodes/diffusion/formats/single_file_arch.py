@@ -164,27 +164,36 @@ def infer_unet(sd, arch: str, base: dict, pooled_dim: int | None) -> dict:
     return _fill(base, config)
 
 
-def infer_vae(sd, base: dict) -> dict:
-    keys = [k[len(VAE):] for k in sd if k.startswith(VAE)]
+#: Where the VAE's shapes are read, in the LDM layout and in diffusers' (VAE files of their own, vae_files.py).
+VAE_NAMES = {
+    "ldm": {"down": "encoder.down.", "block": "block", "attention": "encoder.mid.attn_1.q.weight"},
+    "diffusers": {"down": "encoder.down_blocks.", "block": "resnets", "attention": "encoder.mid_block.attentions.0.to_q.weight"},
+}
+
+
+def infer_vae(sd, base: dict, prefix: str = VAE, layout: str = "ldm") -> dict:
+    names = VAE_NAMES[layout]
+    keys = [k[len(prefix):] for k in sd if k.startswith(prefix)]
 
     def shape(key):
-        if VAE + key not in sd:
-            raise LayoutError(f"the VAE has no {VAE}{key} tensor")
-        return sd.shape(VAE + key)
+        if prefix + key not in sd:
+            raise LayoutError(f"the VAE has no {prefix}{key} tensor")
+        return sd.shape(prefix + key)
 
-    levels = _indices(keys, "encoder.down.")
+    down, block = names["down"], names["block"]
+    levels = _indices(keys, down)
     if not levels:
-        raise LayoutError("the VAE has no encoder.down.* blocks")
+        raise LayoutError(f"the VAE has no {down}* blocks")
     n = len(levels)
     config = {
         "in_channels": shape("encoder.conv_in.weight")[1],
         "out_channels": shape("decoder.conv_out.weight")[0],
-        "block_out_channels": [shape(f"encoder.down.{i}.block.0.conv1.weight")[0] for i in levels],
-        "layers_per_block": len(_indices(keys, "encoder.down.0.block.")),
+        "block_out_channels": [shape(f"{down}{i}.{block}.0.conv1.weight")[0] for i in levels],
+        "layers_per_block": len(_indices(keys, f"{down}0.{block}.")),
         "latent_channels": shape("decoder.conv_in.weight")[1],
         "down_block_types": ["DownEncoderBlock2D"] * n,
         "up_block_types": ["UpDecoderBlock2D"] * n,
-        "mid_block_add_attention": "encoder.mid.attn_1.q.weight" in keys,
+        "mid_block_add_attention": names["attention"] in keys,
         "use_quant_conv": "quant_conv.weight" in keys,
         "use_post_quant_conv": "post_quant_conv.weight" in keys,
     }

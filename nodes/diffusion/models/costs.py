@@ -16,7 +16,8 @@ not to predict the last megabyte:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+# Sizes are the image pack's facts: an IMAGE resized there is sized here.
+from lcmgraph_nodes.image.ops.sizes import Size, batch, pixels  # noqa: F401
 
 from lcmgraph.budget import Estimate, Usage
 
@@ -24,31 +25,6 @@ VAE_BYTES_PER_PIXEL = 2048
 VAE_TILE_PIXELS = 512 * 512
 UNET_BYTES_PER_CELL = 32 * 1024
 IMAGE_BYTES_PER_PIXEL = 3 * 4  # IMAGE tensors: float32 RGB
-
-
-@dataclass(frozen=True)
-class Size:
-    """A LATENT's or IMAGE's batch and size, in image pixels."""
-
-    batch: int
-    height: int
-    width: int
-
-    @property
-    def pixels(self) -> int:
-        return self.height * self.width
-
-    def describe(self) -> str:
-        batch = f", batch {self.batch}" if self.batch != 1 else ""
-        return f"{self.width}x{self.height}{batch}"
-
-
-def pixels(size: Size, what: str, input_name: str | None) -> Usage:
-    return Usage("pixels", size.pixels, f"{what} of {size.width}x{size.height}", input_name)
-
-
-def batch(size: Size, input_name: str | None) -> Usage:
-    return Usage("batch", size.batch, f"a batch of {size.batch} images", input_name)
 
 
 def vae_memory(size: Size, tiled: bool, verb: str, input_name: str | None) -> Usage:

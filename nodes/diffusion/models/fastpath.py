@@ -201,17 +201,27 @@ def vae_dtype_for(fast: FastPath, vae: Any, arch: str):
 
 def prepare_pipeline(pipe: Any, arch: str, fast: FastPath) -> None:
     """Apply the load-time switches to a freshly loaded pipeline (in place)."""
+
+    prepare_vae(pipe.vae, arch, fast)
+    _prepare_module(pipe.unet, fast)
+
+
+def prepare_vae(vae: Any, arch: str, fast: FastPath) -> None:
+    """The load-time switches for a VAE (a checkpoint's, or a VAE file's)."""
+    vae_dtype = vae_dtype_for(fast, vae, arch)
+    if vae_dtype is not None and vae_dtype != vae.dtype:
+        vae.to(dtype=vae_dtype)
+    _prepare_module(vae, fast)
+
+
+def _prepare_module(module: Any, fast: FastPath) -> None:
     import torch
 
-    vae_dtype = vae_dtype_for(fast, pipe.vae, arch)
-    if vae_dtype is not None and vae_dtype != pipe.vae.dtype:
-        pipe.vae.to(dtype=vae_dtype)
-    for module in (pipe.unet, pipe.vae):
-        if fast.channels_last:
-            module.to(memory_format=torch.channels_last)
-        if fast.fused_qkv:
-            module.fuse_qkv_projections()
-        set_attention(module, fast.attention, fused=fast.fused_qkv)
+    if fast.channels_last:
+        module.to(memory_format=torch.channels_last)
+    if fast.fused_qkv:
+        module.fuse_qkv_projections()
+    set_attention(module, fast.attention, fused=fast.fused_qkv)
 
 
 # -- attention processors --------------------------------------------------------------

@@ -59,6 +59,11 @@ class LoadedCheckpoint:
     def vae(self):
         return self.pipe.vae
 
+    @property
+    def scale_factor(self) -> int:
+        """Image pixels per latent cell (8)."""
+        return self.pipe.vae_scale_factor
+
     def text_encoders(self) -> dict[str, Any]:
         names = ("text_encoder", "text_encoder_2")
         return {n: getattr(self.pipe, n) for n in names if getattr(self.pipe, n, None) is not None}
@@ -69,6 +74,21 @@ class LoadedControlNet:
     key: str
     model: Any
     nbytes: int
+
+
+@dataclass
+class LoadedVae:
+    """A VAE of its own (LoadVAE): it stands in for a checkpoint's VAE."""
+
+    key: str
+    path: str
+    arch: str  # the latent format it serves: its scaling factor
+    vae: Any
+    nbytes: int
+
+    @property
+    def scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -131,7 +151,7 @@ class ModelManager:
         self.offload = bool(options.get("offload", False))
         self.stages: dict[str, str] = {}  # checkpoint key -> stage on the device
         self._uses = 0
-        self._entries: OrderedDict[str, LoadedCheckpoint | LoadedControlNet] = OrderedDict()
+        self._entries: OrderedDict[str, LoadedCheckpoint | LoadedControlNet | LoadedVae] = OrderedDict()
         self._lock = threading.RLock()
         self.loads = 0  # how many times weights were read from disk (tests watch this)
 
@@ -330,11 +350,41 @@ class ModelManager:
             realise_adapters(encoder, name, ref.loras, loaded.adapters)
         return self.activate(loaded, "text")
 
-    def realise_vae(self, ref: VaeRef, ctx: Any = None) -> LoadedCheckpoint:
+    def realise_vae(self, ref: VaeRef, ctx: Any = None) -> LoadedCheckpoint | LoadedVae:
+        """The VAE a VAE value names, ready to run: its checkpoint's, or a VAE file's."""
+        if ref.standalone:
+            return self.activate(self.vae_file(ref.checkpoint, ref.identity, ref.latent_format, ctx), "vae")
         return self.activate(self.checkpoint(ref, ctx), "vae")
 
+    # -- VAE files ------------------------------------------------------------------------
+    def vae_file(self, path: str, identity: str, latent_format: str = "auto", ctx: Any = None) -> LoadedVae:
+        """A standalone VAE (file or folder), loaded once per engine and format."""
+        key = f"vae:{latent_format}:{identity}"
+        with self._lock:
+            entry = self._touch(key)
+            if entry is not None:
+                return entry
+            self._trim(set(), incoming=_files_bytes(Path(path)))
+            if ctx is not None:
+                ctx.progress(0, 1, stage="loading VAE")
+            from ..formats.vae_files import VaeFileError, load_vae
+
+            try:
+                vae, arch = load_vae(path, self.dtype, latent_format)
+            except VaeFileError as exc:
+                raise ModelLoadError(str(exc)) from exc
+            except Exception as exc:
+                raise ModelLoadError(f"could not load VAE {Path(path).name!r}: {type(exc).__name__}: {exc}") from exc
+            vae.to("cpu" if self.offload else self.device)
+            fastpath.prepare_vae(vae, arch, self.fast)
+            self.loads += 1
+            entry = LoadedVae(key, path, arch, vae, _module_bytes(vae))
+            self._entries[key] = entry
+            self._trim({key})
+            return entry
+
     # -- offload ------------------------------------------------------------------------
-    def activate(self, loaded: LoadedCheckpoint, stage: str) -> LoadedCheckpoint:
+    def activate(self, loaded, stage: str):
         """With offload on, put ``stage``'s modules of ``loaded`` on the device and
         everything else in CPU memory; without offload, nothing moves."""
         if not self.offload:
@@ -345,6 +395,9 @@ class ModelManager:
                 if isinstance(entry, LoadedControlNet):
                     if stage != "denoise":
                         entry.model.to("cpu")
+                    continue
+                if isinstance(entry, LoadedVae):
+                    entry.vae.to(self.device if key == loaded.key else "cpu")
                     continue
                 for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
                     module = getattr(entry.pipe, name, None)

@@ -54,12 +54,19 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class ClipRef:
-    """CLIP: the text encoder(s) of a checkpoint plus their LoRA patches."""
+    """CLIP: the text encoder(s) of a checkpoint plus their LoRA patches.
+
+    ``layer`` is ComfyUI's ``stop_at_clip_layer`` (CLIPSetLastLayer): the
+    encoder layer whose output the prompt's embeddings are, -1 the last. None:
+    the architecture's own choice, as in diffusers and ComfyUI without the
+    node (SD1.5: the last layer; SDXL: the penultimate, without final norm).
+    """
 
     checkpoint: str
     identity: str
     arch: str
     loras: tuple[LoraPatch, ...] = ()
+    layer: int | None = None
 
     def with_lora(self, patch: LoraPatch) -> ClipRef:
         return replace(self, loras=(*self.loras, patch))
@@ -67,9 +74,15 @@ class ClipRef:
 
 @dataclass(frozen=True)
 class VaeRef:
+    """VAE: a checkpoint's VAE, or (``standalone``) a VAE file or folder of its
+    own (LoadVAE), whose latents are ``arch``'s (its scaling factor)."""
+
     checkpoint: str
     identity: str
     arch: str
+    standalone: bool = False
+    #: LoadVAE's latent_format ("auto", "sd15", "sdxl"): how ``arch`` was chosen.
+    latent_format: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,23 @@ class Conditioning:
         return replace(self, controls=(*self.controls, hint))
 
 
+def match_token_lengths(*embeds):
+    """Prompt embeddings ``[B, T_i, D]`` of different token counts brought to
+    one (their least common multiple) by repeating each, as ComfyUI does when
+    it batches conditionings: cross-attention over a prompt repeated k times
+    equals attention over the prompt, so each result is unchanged. For CFG's
+    negative + positive batch after ConditioningConcat, say."""
+    import math
+
+    length = math.lcm(*(e.shape[1] for e in embeds))
+    return [e if e.shape[1] == length else e.repeat(1, length // e.shape[1], 1) for e in embeds]
+
+
 @dataclass(frozen=True)
 class Latent:
     samples: Any  # [B, 4, h, w], scaled latent space
+    #: Which images of the batch they were drawn from these are (ComfyUI's
+    #: ``batch_index``: LatentFromBatch sets it, RepeatLatentBatch extends it),
+    #: so that a sampler can give each the noise that image had in the whole
+    #: batch. None: images 0..B-1.
+    batch_index: tuple[int, ...] | None = None
