@@ -234,6 +234,8 @@ class Node:
     has_input_checks: ClassVar[bool] = False
     #: Whether the class overrides ``estimate`` (budget checks skip it otherwise).
     has_estimate: ClassVar[bool] = False
+    #: Whether the class overrides ``referenced_files`` (validation and keys skip it otherwise).
+    has_referenced_files: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -250,6 +252,7 @@ class Node:
         cls.required_inputs = tuple(i for i in cls.inputs if i.required)
         cls.has_input_checks = cls.check_inputs.__func__ is not Node.check_inputs.__func__
         cls.has_estimate = cls.estimate.__func__ is not Node.estimate.__func__
+        cls.has_referenced_files = cls.referenced_files.__func__ is not Node.referenced_files.__func__
         for out in cls.outputs:
             unknown = [n for n in out.depends_on or () if n not in cls.input_map]
             if unknown:
@@ -289,6 +292,21 @@ class Node:
 
         Return ``(input_name_or_None, sentence)`` pairs. Only literals are
         given: linked inputs are unknown until execution.
+        """
+        return []
+
+    @classmethod
+    def referenced_files(cls, literals: Mapping[str, Any], file_check: Any) -> list[tuple[str, str, str | None]]:
+        """Optional: files that literal values name inside them, beyond ``folder=``
+        inputs (a prompt's ``embedding:NAME``), as ``(input, folder, file name)``.
+
+        ``literals`` holds the literal inputs (defaults filled in; a linked
+        input is absent), ``file_check(folder, name)`` says why a name does not
+        resolve (None: it does). Validation reports every name that does not
+        resolve, naming the input, and the cache key hashes each file's identity
+        as it does for file inputs, so a changed file re-runs the node. A file
+        name of None stands for "some file of ``folder``, unknown until the node
+        runs" (the input is linked): the key then hashes the whole folder's.
         """
         return []
 

@@ -58,6 +58,8 @@ def compute_keys(runtime: Runtime, prepared: Prepared) -> dict[str, str]:
             if decl.folder and isinstance(value, str):
                 value = [value, files.identity(decl.folder, value)]
             literals[decl.name] = value
+        if cls.has_referenced_files:
+            _key_referenced_files(cls, spec, literals, files)
         key = keys[node_id] = node_key(cls.type_name, cls.version, literals, upstream, cls.cacheable)
         for out in cls.outputs:
             if out.depends_on is None or not cls.cacheable:
@@ -69,6 +71,22 @@ def compute_keys(runtime: Runtime, prepared: Prepared) -> dict[str, str]:
                     {k: v for k, v in literals.items() if k in only},
                     {k: v for k, v in upstream.items() if k in only})
     return keys
+
+
+def _key_referenced_files(cls, spec, literals: dict[str, Any], files) -> None:
+    """Add the identity of the files a node's literals name (``Node.referenced_files``)
+    to the literal of the input naming them (a linked input: to its own entry)."""
+    raw = {decl.name: decl.value_or_default(spec.inputs.get(decl.name)) for decl in cls.inputs
+           if decl.is_literal and not isinstance(spec.inputs.get(decl.name), Link)}
+    found: dict[str, list] = {}
+    for input_name, folder, name in cls.referenced_files(raw, files.check):
+        if name is None:  # unknown until the node runs: every file of the folder
+            ident = [[n, files.identity(folder, n)] for n in files.list(folder)]
+        else:
+            ident = files.identity(folder, name)
+        found.setdefault(input_name, []).append([folder, name, ident])
+    for input_name, refs in found.items():
+        literals[input_name] = [literals.get(input_name), {"files": refs}]
 
 
 def make_plan(runtime: Runtime, prepared: Prepared) -> Plan:

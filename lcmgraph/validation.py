@@ -144,14 +144,24 @@ def validate(
                 what = f"a link from a {decl.type} output" if not decl.is_literal else f"a {decl.type} value"
                 problems.append(Problem(f"required input is missing (needs {what})", node=node_id,
                                         input=decl.name, code="missing_input"))
-        if cls.has_input_checks and len(problems) == before:
+        if (cls.has_input_checks or (cls.has_referenced_files and file_check is not None)) and len(problems) == before:
             literals = {}
             for decl in cls.inputs:
                 value = inputs.get(decl.name)
                 if decl.is_literal and not isinstance(value, Link) and (decl.name in inputs or decl.default is not REQUIRED):
                     literals[decl.name] = decl.value_or_default(value)
-            for input_name, message in cls.check_inputs(literals):
-                problems.append(Problem(message, node=node_id, input=input_name, code="bad_value"))
+            if cls.has_input_checks:
+                for input_name, message in cls.check_inputs(literals):
+                    problems.append(Problem(message, node=node_id, input=input_name, code="bad_value"))
+            if cls.has_referenced_files and file_check is not None:
+                for input_name, folder, name in cls.referenced_files(literals, file_check):
+                    if name is None:
+                        continue
+                    missing = file_check(folder, name)
+                    if missing:
+                        problems.append(Problem(missing, node=node_id, input=input_name, code="missing_file"))
+                    else:
+                        file_inputs.append((node_id, input_name, folder, name))
 
     order = _kahn(indegree, consumers)
     if len(order) < len(nodes):

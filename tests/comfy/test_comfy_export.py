@@ -261,3 +261,16 @@ def test_titles_travel_both_ways(registry):
     assert prompt["neg"]["_meta"]["title"] == "CLIP Text Encode (Prompt)"
     back = load_any(prompt, registry)["nodes"]
     assert back["pos"]["title"] == "Prompt" and "title" not in back["neg"]
+
+
+def test_plain_prompts_export_escaped(registry):
+    doc = txt2img(node("LCMSampler", seed=1, steps=4), prompt="a (red) circle \\(x", negative="embedding:x")
+    doc["nodes"]["pos"]["inputs"]["syntax"] = "plain"
+    prompt = to_api(doc, registry)
+    assert prompt["pos"]["inputs"]["text"] == "a \\(red\\) circle \\\\(x"
+    assert prompt["neg"]["inputs"]["text"] == "embedding:x"  # "comfy": the same syntax as ComfyUI's
+    back = load_any(prompt, registry)["nodes"]["pos"]["inputs"]
+    assert back["text"] == "a \\(red\\) circle \\\\(x" and "syntax" not in back
+    doc["nodes"]["neg"]["inputs"]["syntax"] = "plain"
+    with pytest.raises(ComfyExportError, match="embedding"):
+        to_api(doc, registry)

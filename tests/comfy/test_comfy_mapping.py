@@ -243,12 +243,12 @@ def test_clip_set_last_layer_is_the_node_for_every_layer(registry):
         assert nodes["6"]["inputs"]["clip"] == {"link": ["11", "clip"]}
 
 
-@pytest.mark.parametrize("text, noted", [
-    ("a (red:1.3) circle", True), ("embedding:easynegative, blurry", True), ("a red circle (round)", False),
-])
-def test_comfy_prompt_syntax_is_noted(registry, text, noted):
+@pytest.mark.parametrize("text", ["a (red:1.3) circle", "embedding:easynegative, blurry", "a red circle (round)"])
+def test_comfy_prompt_syntax_is_read_as_comfyui_reads_it(registry, text):
+    # TextEncode's default syntax ("comfy") reads weights and embeddings: nothing to note.
     api = _with()
     api["6"]["inputs"]["text"] = text
-    notes = load_any(api, registry)["meta"]["comfy_import"].get("notes", [])
-    assert notes == (["node 6 (CLIPTextEncode): prompt weights like (word:1.2) and embedding:NAME are ComfyUI "
-                      "syntax; lcmgraph encodes the text as written"] if noted else [])
+    converted = load_any(api, registry)
+    assert converted["meta"]["comfy_import"].get("notes", []) == []
+    assert converted["nodes"]["6"]["inputs"]["text"] == text
+    assert "syntax" not in converted["nodes"]["6"]["inputs"]

@@ -8,11 +8,10 @@ takes both of its outputs; the export writes it that way (``thread``).
 
 from __future__ import annotations
 
-import re
-
 from lcmgraph.comfy import ComfyMapping, ConversionError, Converted, Through
 from lcmgraph.comfy.export import ADDED, default_export
 
+from ..models.prompt_syntax import embedding_names
 from .common import literal, present
 
 _TO_FROM = {"conditioning_to": "conditioning_to", "conditioning_from": "conditioning_from"}
@@ -30,21 +29,11 @@ ARITHMETIC = {
 TEXT_ENCODE = ComfyMapping(
     "TextEncode", {"clip": "clip", "text": "text"}, ("conditioning",), ("text",), title="CLIP Text Encode (Prompt)")
 
-#: ComfyUI's prompt syntax: "(word:1.2)" weights and "embedding:name" textual inversions.
-_PROMPT_SYNTAX = re.compile(r"\([^()]*:\s*-?[0-9.]+\s*\)|embedding:")
-
-
-def _note_prompt_syntax(ctx, text) -> None:
-    if isinstance(text, str) and _PROMPT_SYNTAX.search(text):
-        ctx.note("prompt weights like (word:1.2) and embedding:NAME are ComfyUI syntax; lcmgraph encodes the "
-                 "text as written")
-
-
 def text_encode(ctx, node) -> Converted:
     text = node.inputs.get("text")
     if node.meta.get(ADDED) and text == "":
         return Converted(None)  # the empty negative export added: lcmgraph's sampler default
-    _note_prompt_syntax(ctx, text)
+    # TextEncode's default syntax, "comfy", reads weights, embeddings and long prompts as ComfyUI does.
     return Converted("TextEncode", present(clip=node.inputs.get("clip"), text=text), {0: "conditioning"})
 
 
@@ -52,7 +41,6 @@ def text_encode_sdxl(ctx, node) -> Converted:
     text_g, text_l = ctx.literal(node, "text_g", ""), ctx.literal(node, "text_l", "")
     if text_g != text_l:
         raise ConversionError("different text_g and text_l: lcmgraph's TextEncode gives both encoders one text")
-    _note_prompt_syntax(ctx, text_g)
     get = node.inputs.get
     return Converted("TextEncode", present(
         clip=get("clip"), text=text_g, original_width=get("width"), original_height=get("height"),
@@ -146,11 +134,28 @@ def _image_size(ctx, spec) -> tuple[int, int] | None:
     return size if all(isinstance(s, int) for s in size) else None
 
 
+def _comfy_text(ctx, spec):
+    """The prompt as ComfyUI reads it: TextEncode's "plain" text with its
+    parentheses escaped (an embedding: reference cannot be escaped)."""
+    text = ctx.value(spec, "text")
+    if ctx.value(spec, "syntax") != "plain":
+        return ctx.ref(text)
+    if not isinstance(text, str):
+        raise ConversionError("syntax 'plain' with a linked text: ComfyUI reads prompt syntax in it, and lcmgraph "
+                              "cannot escape a text it does not know; give the text here or use syntax 'comfy'")
+    escaped = text.replace("(", "\\(").replace(")", "\\)")
+    if embedding_names(escaped):
+        raise ConversionError("syntax 'plain' with 'embedding:' in the text: ComfyUI would load an embedding "
+                              "there and has no escape for it")
+    return escaped
+
+
 def export_text(ctx, spec) -> None:
     names = ("original_width", "original_height", "crop_left", "crop_top", "target_width", "target_height")
     sizes = {n: literal(ctx, spec, n) for n in names}
     if not any(sizes.values()):
-        default_export(ctx, spec, "CLIPTextEncode", TEXT_ENCODE)
+        default_export(ctx, spec, "CLIPTextEncode", TEXT_ENCODE, extra={"text": _comfy_text(ctx, spec)},
+                       drop=("syntax",))
         return
     if 0 in (sizes["original_width"], sizes["original_height"], sizes["target_width"], sizes["target_height"]):
         # 0 means "the image size", which CLIPTextEncodeSDXL has to be told.
@@ -161,7 +166,7 @@ def export_text(ctx, spec) -> None:
         for prefix in ("original", "target"):
             if not sizes[f"{prefix}_width"] or not sizes[f"{prefix}_height"]:
                 sizes[f"{prefix}_width"], sizes[f"{prefix}_height"] = size
-    text, clip = ctx.ref(ctx.value(spec, "text")), ctx.ref(ctx.value(spec, "clip"))
+    text, clip = _comfy_text(ctx, spec), ctx.ref(ctx.value(spec, "clip"))
     ctx.emit(spec.id, "CLIPTextEncodeSDXL", {
         "clip": clip, "width": sizes["original_width"], "height": sizes["original_height"],
         "crop_w": sizes["crop_left"], "crop_h": sizes["crop_top"], "target_width": sizes["target_width"],

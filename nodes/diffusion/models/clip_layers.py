@@ -21,6 +21,15 @@ def _final_norm(encoder):
     return getattr(encoder, "text_model", encoder).final_layer_norm
 
 
+def pick_layer(encoder, out, layer: int | None, norm: bool):
+    """The prompt embeddings at ``layer`` of an encoder output (with hidden
+    states): None or a layer past its depth is the last layer (normed)."""
+    if layer is None or abs(layer) > len(out.hidden_states) - 1:
+        return out.last_hidden_state
+    hidden = out.hidden_states[layer]
+    return _final_norm(encoder)(hidden) if norm else hidden
+
+
 def _hidden(tokenizer, encoder, text: str, layer: int, norm: bool):
     """(the layer's hidden state, the encoder's output) for ``text``."""
     tokens = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
@@ -28,11 +37,7 @@ def _hidden(tokenizer, encoder, text: str, layer: int, norm: bool):
     device = next(encoder.parameters()).device
     mask = tokens.attention_mask.to(device) if getattr(encoder.config, "use_attention_mask", False) else None
     out = encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True)
-    depth = len(out.hidden_states) - 1
-    if abs(layer) > depth:
-        return out.last_hidden_state, out
-    hidden = out.hidden_states[layer]
-    return (_final_norm(encoder)(hidden) if norm else hidden), out
+    return pick_layer(encoder, out, layer, norm), out
 
 
 def encode_at_layer(pipe, arch: str, text: str, layer: int):

@@ -35,7 +35,7 @@ from .control import ControlRunner
 from .interrupt import checked_inside
 from .manager import SERVICE
 from .preview import latent_preview
-from .values import Conditioning, Latent, ModelRef
+from .values import Conditioning, Latent, ModelRef, match_token_lengths
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +312,7 @@ def _conditioning(req: SampleRequest, loaded: Any, batch: int, cfg: bool, shape,
     if cfg:
         neg = req.negative.embeds if req.negative is not None else pos.default_negative
         neg = torch.zeros_like(embeds) if neg is None else neg.to(device=device, dtype=dtype).repeat(batch, 1, 1)
+        neg, embeds = match_token_lengths(neg, embeds)  # prompts of several chunks: repeated as ComfyUI does
         embeds = torch.cat([neg, embeds])
     if loaded.arch != "sdxl":
         return embeds, None
