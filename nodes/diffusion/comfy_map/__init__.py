@@ -19,6 +19,7 @@ from lcmgraph.comfy import SEED_CONTROL, ComfyMapping, Through
 from . import conditioning as cond
 from . import models, samplers
 from .latents import LATENTS
+from .merging import MERGING, UNSUPPORTED
 
 _SAMPLER_WIDGETS = ("seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler", "denoise")
 _ADVANCED_WIDGETS = ("add_noise", "noise_seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler",
@@ -82,6 +83,9 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     "PrimitiveStringMultiline": ComfyMapping("String", _VALUE, ("value",), ("value",), title="String (Multiline)",
                                              export=True),
     "PrimitiveBoolean": ComfyMapping("Boolean", _VALUE, ("value",), ("value",), title="Boolean", export=True),
+    **MERGING,
+    # Model kinds lcmgraph does not load: refused by name (all at once, with their node ids).
+    **UNSUPPORTED,
 }
 
 __all__ = ["COMFY_MAPPINGS"]

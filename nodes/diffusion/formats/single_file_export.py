@@ -124,14 +124,19 @@ def open_clip_to_ldm(state_dict: dict, prefix: str = SDXL_OPENCLIP) -> dict:
     return {prefix + k: v for k, v in out.items()}
 
 
-def to_ldm(unet, vae, text_encoder, text_encoder_2=None) -> dict:
-    """One LDM-layout state dict from diffusers/transformers models (SDXL when ``text_encoder_2`` is given)."""
-    sd = {**unet_to_ldm(unet.state_dict(), unet.config), **vae_to_ldm(vae.state_dict(), vae.config)}
+def to_ldm(unet, vae, text_encoder, text_encoder_2=None, weights: dict | None = None) -> dict:
+    """One LDM-layout state dict from diffusers/transformers models (SDXL when
+    ``text_encoder_2`` is given). ``weights`` maps a component name ("unet",
+    "vae", "text_encoder", "text_encoder_2") to the state dict to write in place
+    of the module's own (merged or LoRA-patched weights, say)."""
+    weights = weights or {}
+    state = lambda name, module: weights[name] if name in weights else module.state_dict()  # noqa: E731
+    sd = {**unet_to_ldm(state("unet", unet), unet.config), **vae_to_ldm(state("vae", vae), vae.config)}
     if text_encoder_2 is None:
-        sd.update(clip_to_ldm(text_encoder.state_dict(), SD15_CLIP))
+        sd.update(clip_to_ldm(state("text_encoder", text_encoder), SD15_CLIP))
     else:
-        sd.update(clip_to_ldm(text_encoder.state_dict(), SDXL_CLIP))
-        sd.update(open_clip_to_ldm(text_encoder_2.state_dict()))
+        sd.update(clip_to_ldm(state("text_encoder", text_encoder), SDXL_CLIP))
+        sd.update(open_clip_to_ldm(state("text_encoder_2", text_encoder_2)))
     return sd
 
 
@@ -146,20 +151,23 @@ def pinned_configs(**components) -> dict:
 
 
 def save_single_file(path: str | Path, unet, vae, text_encoder, text_encoder_2=None, pin: bool = True,
-                     dtype: torch.dtype | None = None, tokenizer=None, tokenizer_2=None) -> Path:
+                     dtype: torch.dtype | None = None, tokenizer=None, tokenizer_2=None,
+                     weights: dict | None = None, metadata: dict | None = None) -> Path:
     """Write the components as one LDM-layout file.
 
     ``pin`` stores the UNSHAPED config values in the metadata; a tokenizer
     given that is not the shipped CLIP vocabulary (cut to its size) is stored
-    there too, so the file loads back with it.
+    there too, so the file loads back with it. ``weights``: state dicts to
+    write instead of the modules' own (see ``to_ldm``); ``metadata``: more
+    string entries for the file's header.
     """
     from safetensors.torch import save_file
 
     from .single_file_tokenizer import is_clip_bpe, tokenizer_to_json
 
-    sd = to_ldm(unet, vae, text_encoder, text_encoder_2)
+    sd = to_ldm(unet, vae, text_encoder, text_encoder_2, weights)
     sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in sd.items()}
-    metadata = {"format": "pt"}
+    metadata = {"format": "pt", **(metadata or {})}
     if pin:
         configs = pinned_configs(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2)
         metadata[METADATA_KEY] = json.dumps(configs)

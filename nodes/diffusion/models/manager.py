@@ -22,6 +22,7 @@ from typing import Any
 from . import fastpath
 from .lora import LoraMismatch, drop_adapter, load_adapter, realise_adapters
 from .lora_fuse import FusedLora, realise_fused, wanted_weights
+from .merging import CannotMerge, ComponentView, Evaluator, MergeState, ldm_names
 from .values import ClipRef, ControlNetRef, LoraPatch, ModelRef, VaeRef
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ class LoadedCheckpoint:
     #: sampler runs so far (compilation waits for ``compile_after`` of them)
     denoise_runs: int = 0
     compiled: bool = False
+    #: merged weights written into a component ("unet", "text_encoder"...), reversibly
+    merges: dict[str, MergeState] = field(default_factory=dict)
+
+    @property
+    def copies_bytes(self) -> int:
+        """CPU memory held by the copies of original weights (merges, LoRA fusion)."""
+        fused = sum(o.numel() * o.element_size() for _, o in self.fused.backups.values())
+        return fused + sum(m.nbytes for m in self.merges.values())
 
     @property
     def unet(self):
@@ -158,7 +167,12 @@ class ModelManager:
     # -- bookkeeping ----------------------------------------------------------------
     @property
     def bytes_used(self) -> int:
-        return sum(e.nbytes for e in self._entries.values())
+        total = sum(e.nbytes for e in self._entries.values())
+        if not self.device.startswith("cuda"):
+            # The copies of original weights that merges and fused LoRAs keep live in
+            # CPU memory: the budget's own memory unless the models are on a GPU.
+            total += sum(getattr(e, "copies_bytes", 0) for e in self._entries.values())
+        return total
 
     def loaded_keys(self) -> list[str]:
         return list(self._entries)
@@ -276,6 +290,7 @@ class ModelManager:
     def realise_unet(self, ref: ModelRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
         with self._lock:
             loaded = self.checkpoint(ref, ctx, keep)
+            self._realise_base(loaded, "unet", ref, ctx, keep)
             self._ensure_all(loaded, ref.loras)
             self._realise_unet_loras(loaded, ref.loras)
             self.activate(loaded, "denoise")
@@ -344,11 +359,84 @@ class ModelManager:
         return {"switches": self.fast.summary(), "models": models}
 
     def realise_text(self, ref: ClipRef, ctx: Any = None) -> LoadedCheckpoint:
-        loaded = self.checkpoint(ref, ctx)
-        self._ensure_all(loaded, ref.loras)
-        for name, encoder in loaded.text_encoders().items():
-            realise_adapters(encoder, name, ref.loras, loaded.adapters)
-        return self.activate(loaded, "text")
+        with self._lock:
+            loaded = self.checkpoint(ref, ctx)
+            for name in loaded.text_encoders():
+                self._realise_base(loaded, name, ref, ctx)
+            self._ensure_all(loaded, ref.loras)
+            for name, encoder in loaded.text_encoders().items():
+                realise_adapters(encoder, name, ref.loras, loaded.adapters)
+            return self.activate(loaded, "text")
+
+    # -- merged weights (merging.py) ----------------------------------------------------
+    def _realise_base(self, loaded: LoadedCheckpoint, component: str, ref, ctx: Any = None,
+                      keep: set[str] = frozenset()) -> None:
+        """Write ``ref.base``'s merged weights into ``loaded``'s ``component`` (or put
+        the checkpoint's own back), leaving the ref's LoRAs to the usual realisation."""
+        state = loaded.merges.setdefault(component, MergeState())
+        if state.signature == ref.base:
+            return
+        if component == "unet":
+            # The LoRA fusion's copies hold the weights it fused over: the old base.
+            loaded.fused.wrap()
+            loaded.fused.restore()
+            loaded.fused.backups.clear()
+        state.restore()
+        if ref.base is not None:
+            evaluator = self._evaluator(component, ctx, set(keep) | {loaded.key})
+            target = evaluator.view(ref)
+            if ctx is not None:
+                ctx.progress(0, 1, stage="merging weights")
+            try:
+                for key, weight in target.params.items():
+                    value = evaluator.merged(ref.base, key)
+                    if value is not None:
+                        state.write(weight, value)
+            except CannotMerge as exc:
+                state.restore()
+                raise ModelLoadError(str(exc)) from exc
+            state.signature = ref.base
+            state.builds += 1
+            self._trim(set(keep) | {loaded.key})
+        if component == "unet" and self.fast.fused_qkv:
+            fastpath.refresh_fused_projections(loaded.unet)
+
+    def _evaluator(self, component: str, ctx: Any, keep: set[str]) -> Evaluator:
+        """Reads the effective weights of refs (merges, LoRAs) from original weights."""
+        views: dict[str, ComponentView] = {}
+        blocks: dict[str, str] = {}
+
+        def view(ref) -> ComponentView:
+            entry = self.checkpoint(ref, ctx, keep)
+            keep.add(entry.key)
+            self._ensure_all(entry, ref.loras)
+            if entry.key not in views:
+                module = getattr(entry.pipe, component, None)
+                if module is None:
+                    raise ModelLoadError(f"{Path(entry.path).name!r} has no {component} to merge")
+                views[entry.key] = ComponentView(module, entry.merges.setdefault(component, MergeState()),
+                                                 entry.fused if component == "unet" else None)
+                if component == "unet" and not blocks:
+                    blocks.update(ldm_names(module))
+            return views[entry.key]
+
+        return Evaluator(view, blocks)
+
+    def effective_weights(self, ref, component: str, ctx: Any = None) -> dict[str, Any]:
+        """``component``'s weights as ``ref`` computes with them (merges and LoRAs
+        folded in), by their plain names, in the model's dtype on the CPU."""
+        with self._lock:
+            evaluator = self._evaluator(component, ctx, set())
+            target = evaluator.view(ref)
+            out = {}
+            for key, weight in target.params.items():
+                value = evaluator.value(ref, key)
+                out[key] = value.to(device="cpu", dtype=weight.dtype)
+            module = getattr(self.checkpoint(ref, ctx).pipe, component)
+            for name, buffer in module.named_buffers():
+                if ".lora_" not in name:
+                    out.setdefault(name.replace(".base_layer", ""), buffer.detach().cpu())
+            return out
 
     def realise_vae(self, ref: VaeRef, ctx: Any = None) -> LoadedCheckpoint | LoadedVae:
         """The VAE a VAE value names, ready to run: its checkpoint's, or a VAE file's."""

@@ -40,16 +40,46 @@ class LoraPatch:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """Weights that replace a model's own before its LoRAs apply (model merging,
+    as ComfyUI's ``add_patches``): per weight, ``first``'s times strength_model
+    plus ``second``'s times strength_patch, each with its own patches realised.
+
+    ``rules`` are ``(prefix, strength_model, strength_patch)``: the longest
+    prefix of the weight's block name (its LDM name for a UNet:
+    ``input_blocks.4.1...``, ``middle_block``, ``out``) picks the pair, and the
+    first rule is the default. A weight ``second`` lacks, or has in another
+    shape, stays ``first``'s."""
+
+    first: Any  # ModelRef | ClipRef
+    second: Any
+    rules: tuple[tuple[str, float, float], ...]
+
+
+@dataclass(frozen=True)
 class ModelRef:
-    """MODEL: the denoiser of a checkpoint plus the LoRA patches to apply to it."""
+    """MODEL: the denoiser of a checkpoint plus the LoRA patches to apply to it.
+
+    ``base`` (a Merge) replaces the checkpoint's weights first: merged weights
+    are realised by the model manager like LoRAs, on the checkpoint's modules."""
 
     checkpoint: str
     identity: str
     arch: str
     loras: tuple[LoraPatch, ...] = ()
+    base: Merge | None = None
+    #: Patches realised on the UNet around sampling (FreeU): (name, settings...) tuples.
+    patches: tuple[tuple, ...] = ()
+    #: ComfyUI's RescaleCFG multiplier (diffusers' guidance_rescale); 0 = off.
+    rescale_cfg: float = 0.0
 
     def with_lora(self, patch: LoraPatch) -> ModelRef:
         return replace(self, loras=(*self.loras, patch))
+
+    def merged(self, second: ModelRef, rules) -> ModelRef:
+        """This model's weights merged with ``second``'s (its LoRAs and patches folded in)."""
+        weights = lambda ref: replace(ref, patches=(), rescale_cfg=0.0)  # noqa: E731 - sampling options, not weights
+        return replace(self, loras=(), base=Merge(weights(self), weights(second), tuple(rules)))
 
 
 @dataclass(frozen=True)
@@ -67,9 +97,13 @@ class ClipRef:
     arch: str
     loras: tuple[LoraPatch, ...] = ()
     layer: int | None = None
+    base: Merge | None = None  # merged text-encoder weights (CLIPMergeSimple...), as ModelRef's
 
     def with_lora(self, patch: LoraPatch) -> ClipRef:
         return replace(self, loras=(*self.loras, patch))
+
+    def merged(self, second: ClipRef, rules) -> ClipRef:
+        return replace(self, loras=(), base=Merge(replace(self, layer=None), replace(second, layer=None), tuple(rules)))
 
 
 @dataclass(frozen=True)
