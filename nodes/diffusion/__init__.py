@@ -2,23 +2,24 @@
 ControlNet, images.
 
 The node classes are the modules here (loaders, text, conditioning, samplers,
-img2img, latents, vae, controlnet, images, merging); what they stand on lives below:
+img2img, latents, vae, controlnet, images, merging, patches); what they stand on lives below:
 ``formats/`` (files on disk), ``models/`` (the model manager and the sampling loop), ``builtin/``
 (the shipped and the tiny built-in models), ``comfy_map/`` (ComfyUI import /
 export tables) and ``train/`` (the trainers behind ``lcmgraph train``).
 """
 
 from . import (
-         conditioning,
-         controlnet,
-         images,
-         img2img,
-         latents,
-         loaders,
-         merging,
-         samplers,
-         text,
-         vae,
+    conditioning,
+    controlnet,
+    images,
+    img2img,
+    latents,
+    loaders,
+    merging,
+    patches,
+    samplers,
+    text,
+    vae,
 )
 from .builtin import BUILTIN_FILES
 from .comfy_map import COMFY_MAPPINGS
@@ -28,7 +29,8 @@ from .train.cli import add_train_parser
 from .train.lora_cli import add_lora_parsers
 
 NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *img2img.NODES, *latents.NODES,
-         *vae.NODES, *controlnet.NODES, *images.NODES, *merging.NODES]
+         *vae.NODES, *controlnet.NODES, *images.NODES, *merging.NODES,
+         *patches.NODES]
 
 SERVICES = {SERVICE: factory}
 

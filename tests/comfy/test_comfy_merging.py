@@ -1,4 +1,4 @@
-"""ComfyUI's model-merging classes convert both ways (API and UI format), and
+"""ComfyUI's model-merging, FreeU and RescaleCFG classes convert both ways (API and UI format), and
 the model kinds lcmgraph does not load are refused by name, all at once."""
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ MERGES = [
      {"clip1": link("4", "clip"), "clip2": link("5", "clip")}),
     ("CLIPMergeSubtract", {"clip1": ["4", 1], "clip2": ["5", 1], "multiplier": 0.5}, "CLIPMergeSubtract",
      {"clip1": link("4", "clip"), "clip2": link("5", "clip"), "multiplier": 0.5}),
+    ("FreeU", {"model": ["4", 0], "b1": 1.1, "b2": 1.2, "s1": 0.9, "s2": 0.2}, "FreeU",
+     {"model": link("4", "model"), "b1": 1.1, "b2": 1.2, "s1": 0.9, "s2": 0.2}),
+    ("FreeU_V2", {"model": ["4", 0], "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}, "FreeU_V2",
+     {"model": link("4", "model"), "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}),
+    ("RescaleCFG", {"model": ["4", 0], "multiplier": 0.7}, "RescaleCFG", {"model": link("4", "model"), "multiplier": 0.7}),
     ("CheckpointSave", {"model": ["4", 0], "clip": ["4", 1], "vae": ["4", 2], "filename_prefix": "checkpoints/ComfyUI"},
      "CheckpointSave", {"model": link("4", "model"), "clip": link("4", "clip"), "vae": link("4", "vae"),
                         "filename_prefix": "checkpoints/ComfyUI"}),

@@ -1,5 +1,5 @@
-"""Model merging (comfy_extras/nodes_model_merging*.py) one to one, both ways,
-and the ComfyUI model kinds lcmgraph does not load yet, refused by name."""
+"""Model merging (comfy_extras/nodes_model_merging*.py), FreeU and RescaleCFG
+one to one, both ways, and the ComfyUI model kinds lcmgraph does not load yet, refused by name."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ MERGING: dict[str, ComfyMapping] = {
     "CLIPMergeSimple": _merge("CLIPMergeSimple", _CLIPS, ("ratio",), "clip"),
     "CLIPMergeAdd": _merge("CLIPMergeAdd", _CLIPS, (), "clip"),
     "CLIPMergeSubtract": _merge("CLIPMergeSubtract", _CLIPS, ("multiplier",), "clip"),
+    "FreeU": _merge("FreeU", {"model": "model"}, ("b1", "b2", "s1", "s2"), "model"),
+    "FreeU_V2": _merge("FreeU_V2", {"model": "model"}, ("b1", "b2", "s1", "s2"), "model"),
+    "RescaleCFG": _merge("RescaleCFG", {"model": "model"}, ("multiplier",), "model"),
     "CheckpointSave": ComfyMapping("CheckpointSave", {"model": "model", "clip": "clip", "vae": "vae",
                                                       "filename_prefix": "filename_prefix"},
                                    (), ("filename_prefix",), title="Save Checkpoint", export=True),

@@ -53,6 +53,9 @@ class LoadedCheckpoint:
     compiled: bool = False
     #: merged weights written into a component ("unet", "text_encoder"...), reversibly
     merges: dict[str, MergeState] = field(default_factory=dict)
+    #: the UNet patches (FreeU) hooked in now, and their hook handles
+    patches: tuple = ()
+    patch_handles: list = field(default_factory=list)
 
     @property
     def copies_bytes(self) -> int:
@@ -293,6 +296,7 @@ class ModelManager:
             self._realise_base(loaded, "unet", ref, ctx, keep)
             self._ensure_all(loaded, ref.loras)
             self._realise_unet_loras(loaded, ref.loras)
+            self._realise_patches(loaded, ref.patches)
             self.activate(loaded, "denoise")
             self._maybe_compile(loaded, ctx)
             loaded.denoise_runs += 1
@@ -367,6 +371,17 @@ class ModelManager:
             for name, encoder in loaded.text_encoders().items():
                 realise_adapters(encoder, name, ref.loras, loaded.adapters)
             return self.activate(loaded, "text")
+
+    def _realise_patches(self, loaded: LoadedCheckpoint, patches: tuple) -> None:
+        """Hook the value's UNet patches (FreeU) in, the previous value's out."""
+        if loaded.patches == patches:
+            return
+        from .unet_patches import install
+
+        for handle in loaded.patch_handles:
+            handle.remove()
+        loaded.patch_handles = install(loaded.unet, patches) if patches else []
+        loaded.patches = patches
 
     # -- merged weights (merging.py) ----------------------------------------------------
     def _realise_base(self, loaded: LoadedCheckpoint, component: str, ref, ctx: Any = None,

@@ -35,6 +35,7 @@ from .control import ControlRunner
 from .interrupt import checked_inside
 from .manager import SERVICE
 from .preview import latent_preview
+from .unet_patches import rescale_cfg
 from .values import Conditioning, Latent, ModelRef, match_token_lengths
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
                 own = noise_pred[o:o + n]
                 if cfg:
                     uncond, cond = own, noise_pred[total + o:total + o + n]
-                    own = uncond + r.req.guidance * (cond - uncond)
+                    own = rescale_cfg(uncond + r.req.guidance * (cond - uncond), cond, r.req.model.rescale_cfg)
                 out = r.scheduler.step(own, t, r.latents, **r.extra, return_dict=True)
                 r.latents = out.prev_sample
                 x0 = getattr(out, "denoised", None)
