@@ -32,6 +32,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	# Upscale models: spandrel without its torchvision requirement (see pyproject.toml).
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt spandrel
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -2,7 +2,7 @@
 ControlNet, images.
 
 The node classes are the modules here (loaders, text, conditioning, samplers,
-img2img, latents, vae, controlnet, images, merging, patches); what they stand on lives below:
+img2img, latents, vae, controlnet, images, merging, patches, upscale); what they stand on lives below:
 ``formats/`` (files on disk), ``models/`` (the model manager and the sampling loop), ``builtin/``
 (the shipped and the tiny built-in models), ``comfy_map/`` (ComfyUI import /
 export tables) and ``train/`` (the trainers behind ``lcmgraph train``).
@@ -19,6 +19,7 @@ from . import (
     patches,
     samplers,
     text,
+    upscale,
     vae,
 )
 from .builtin import BUILTIN_FILES
@@ -30,7 +31,7 @@ from .train.lora_cli import add_lora_parsers
 
 NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *img2img.NODES, *latents.NODES,
          *vae.NODES, *controlnet.NODES, *images.NODES, *merging.NODES,
-         *patches.NODES]
+         *patches.NODES, *upscale.NODES]
 
 SERVICES = {SERVICE: factory}
 

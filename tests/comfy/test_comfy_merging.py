@@ -40,6 +40,7 @@ MERGES = [
     ("FreeU_V2", {"model": ["4", 0], "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}, "FreeU_V2",
      {"model": link("4", "model"), "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}),
     ("RescaleCFG", {"model": ["4", 0], "multiplier": 0.7}, "RescaleCFG", {"model": link("4", "model"), "multiplier": 0.7}),
+    ("UpscaleModelLoader", {"model_name": "4x.pth"}, "UpscaleModelLoader", {"model_name": "4x.pth"}),
     ("CheckpointSave", {"model": ["4", 0], "clip": ["4", 1], "vae": ["4", 2], "filename_prefix": "checkpoints/ComfyUI"},
      "CheckpointSave", {"model": link("4", "model"), "clip": link("4", "clip"), "vae": link("4", "vae"),
                         "filename_prefix": "checkpoints/ComfyUI"}),
@@ -114,3 +115,13 @@ def test_unsupported_model_kinds_are_named_all_at_once(registry):
     with pytest.raises(ComfyImportError) as err:
         load_any(ui, registry)
     assert err.value.problems == ["node 3 (GLIGENTextBoxApply): GLIGEN models are not supported yet in lcmgraph"]
+
+
+def test_upscale_with_model_imports_and_exports(registry):
+    api = _api({"8": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}},
+                "9": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+                "10": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["8", 0], "image": ["9", 0]}}})
+    converted = load_any(api, registry)
+    assert converted["nodes"]["10"] == {"type": "ImageUpscaleWithModel", "inputs": {
+        "upscale_model": link("8", "upscale_model"), "image": link("9", "image")}}
+    assert to_api(converted, registry)["10"]["inputs"] == api["10"]["inputs"]

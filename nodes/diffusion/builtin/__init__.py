@@ -33,4 +33,6 @@ BUILTIN_FILES = {
     ("vae", "tiny-shapes-vae"): lambda e: tiny_addons.save_vae(_root(e) / "tiny-shapes-vae.safetensors",
                                                                source=_SHIPPED / "tiny-shapes"),
     ("input", "tiny-image.png"): lambda e: tiny_addons.save_image(_root(e) / "tiny-image.png"),
+    # A 2x ESRGAN with random weights (spandrel detects it): for ImageUpscaleWithModel.
+    ("upscale_models", "tiny-upscale-2x"): lambda e: tiny_addons.save_upscaler(_root(e) / "tiny-upscale-2x.safetensors"),
 }

@@ -125,3 +125,24 @@ def save_vae(target: Path, arch: str = "sd15", seed: int = 31, source: Path | No
         save_ldm_vae(path, vae)
 
     return build_atomically(Path(target), build)
+
+
+def save_upscaler(target: Path, seed: int = 30, scale: int = 2) -> Path:
+    """A tiny ESRGAN (RRDBNet, 8 filters, one block) with fixed random weights,
+    in the layout spandrel detects: an upscale model for tests."""
+    from ..formats.upscale_files import spandrel
+
+    def build(path: Path):
+        import torch
+        from safetensors.torch import save_file
+
+        spandrel()  # imports spandrel (with torchvision stand-ins where needed)
+        from spandrel.architectures.ESRGAN import ESRGAN
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+    return build_atomically(Path(target), build)

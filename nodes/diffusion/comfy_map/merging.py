@@ -1,5 +1,5 @@
-"""Model merging (comfy_extras/nodes_model_merging*.py), FreeU and RescaleCFG
-one to one, both ways, and the ComfyUI model kinds lcmgraph does not load yet, refused by name."""
+"""Model merging (comfy_extras/nodes_model_merging*.py), FreeU, RescaleCFG and
+upscale models one to one, both ways, and the ComfyUI model kinds lcmgraph does not load yet, refused by name."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ MERGING: dict[str, ComfyMapping] = {
     "FreeU": _merge("FreeU", {"model": "model"}, ("b1", "b2", "s1", "s2"), "model"),
     "FreeU_V2": _merge("FreeU_V2", {"model": "model"}, ("b1", "b2", "s1", "s2"), "model"),
     "RescaleCFG": _merge("RescaleCFG", {"model": "model"}, ("multiplier",), "model"),
+    "UpscaleModelLoader": ComfyMapping("UpscaleModelLoader", {"model_name": "model_name"}, ("upscale_model",),
+                                       ("model_name",), title="Load Upscale Model", export=True),
+    "ImageUpscaleWithModel": ComfyMapping("ImageUpscaleWithModel", {"upscale_model": "upscale_model", "image": "image"},
+                                          ("image",), title="Upscale Image (using Model)", export=True),
     "CheckpointSave": ComfyMapping("CheckpointSave", {"model": "model", "clip": "clip", "vae": "vae",
                                                       "filename_prefix": "filename_prefix"},
                                    (), ("filename_prefix",), title="Save Checkpoint", export=True),

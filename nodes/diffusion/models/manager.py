@@ -103,6 +103,16 @@ class LoadedVae:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
+@dataclass
+class LoadedUpscaler:
+    """An upscale model (spandrel's descriptor) and the dtype it runs in."""
+
+    key: str
+    descriptor: Any
+    dtype: Any
+    nbytes: int
+
+
 def pick_device(requested: str = "auto") -> str:
     import torch
 
@@ -163,7 +173,7 @@ class ModelManager:
         self.offload = bool(options.get("offload", False))
         self.stages: dict[str, str] = {}  # checkpoint key -> stage on the device
         self._uses = 0
-        self._entries: OrderedDict[str, LoadedCheckpoint | LoadedControlNet | LoadedVae] = OrderedDict()
+        self._entries: OrderedDict[str, LoadedCheckpoint | LoadedControlNet | LoadedVae | LoadedUpscaler] = OrderedDict()
         self._lock = threading.RLock()
         self.loads = 0  # how many times weights were read from disk (tests watch this)
 
@@ -486,6 +496,34 @@ class ModelManager:
             self._trim({key})
             return entry
 
+    # -- upscale models --------------------------------------------------------------------
+    def upscaler(self, path: str, identity: str, ctx: Any = None) -> LoadedUpscaler:
+        """An upscale model file, loaded once per engine, on the engine's device
+        (fp16 on CUDA where the architecture supports it)."""
+        import torch
+
+        key = "up:" + identity
+        with self._lock:
+            entry = self._touch(key)
+            if entry is not None:
+                return entry
+            self._trim(set(), incoming=_files_bytes(Path(path)))
+            if ctx is not None:
+                ctx.progress(0, 1, stage="loading upscale model")
+            from ..formats.upscale_files import UpscaleFileError, load_upscale_model
+
+            try:
+                descriptor = load_upscale_model(path)
+            except UpscaleFileError as exc:
+                raise ModelLoadError(str(exc)) from exc
+            dtype = torch.float16 if self.device.startswith("cuda") and descriptor.supports_half else torch.float32
+            descriptor.model.to(device=self.device, dtype=dtype)
+            self.loads += 1
+            entry = LoadedUpscaler(key, descriptor, dtype, _module_bytes(descriptor.model))
+            self._entries[key] = entry
+            self._trim({key})
+            return entry
+
     # -- offload ------------------------------------------------------------------------
     def activate(self, loaded, stage: str):
         """With offload on, put ``stage``'s modules of ``loaded`` on the device and
@@ -501,6 +539,9 @@ class ModelManager:
                     continue
                 if isinstance(entry, LoadedVae):
                     entry.vae.to(self.device if key == loaded.key else "cpu")
+                    continue
+                if isinstance(entry, LoadedUpscaler):
+                    entry.descriptor.model.to(self.device if key == loaded.key else "cpu")
                     continue
                 for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
                     module = getattr(entry.pipe, name, None)
@@ -519,7 +560,7 @@ class ModelManager:
 
 
 #: Which pipeline modules each stage needs on the device.
-STAGES = {"text": ("text_encoder", "text_encoder_2"), "denoise": ("unet",), "vae": ("vae",)}
+STAGES = {"text": ("text_encoder", "text_encoder_2"), "denoise": ("unet",), "vae": ("vae",), "upscale": ()}
 
 
 def _pipeline_from(ckpt: Any):

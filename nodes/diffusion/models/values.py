@@ -127,6 +127,14 @@ class ControlNetRef:
 
 
 @dataclass(frozen=True)
+class UpscaleModelRef:
+    """UPSCALE_MODEL: an upscale model file (ESRGAN, SwinIR, ...) by path and identity."""
+
+    path: str
+    identity: str
+
+
+@dataclass(frozen=True)
 class ControlHint:
     """One ControlNet applied to a conditioning (ApplyControlNet stacks them)."""
 
