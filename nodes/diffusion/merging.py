@@ -116,6 +116,7 @@ class ModelMergeSD1(Node):
     time_embed's ratio is the default for anything else."""
 
     category = "advanced/model_merging/model_specific"
+    blocks = SD1_BLOCKS
     inputs = (Input("model1", T.MODEL), Input("model2", T.MODEL),
               *(Input(name, T.FLOAT, **_RATIO) for name, _ in SD1_BLOCKS))
     outputs = (Output("model", T.MODEL),)
@@ -123,23 +124,17 @@ class ModelMergeSD1(Node):
 
     def execute(self, ctx, model1: ModelRef, model2: ModelRef, **ratios):
         _pair(model1, model2, "model")
-        return {"model": model1.merged(model2, _ratio_rules([(p, ratios[n]) for n, p in SD1_BLOCKS]))}
+        return {"model": model1.merged(model2, _ratio_rules([(p, ratios[n]) for n, p in self.blocks]))}
 
 
-class ModelMergeSDXL(Node):
+class ModelMergeSDXL(ModelMergeSD1):
     """ModelMergeBlocks with a ratio per block of an SDXL UNet, named as in the
     original (LDM) layout: input_blocks 0-8, middle_block 0-2, output_blocks 0-8;
     time_embed's ratio is the default for anything else."""
 
-    category = "advanced/model_merging/model_specific"
+    blocks = SDXL_BLOCKS
     inputs = (Input("model1", T.MODEL), Input("model2", T.MODEL),
               *(Input(name, T.FLOAT, **_RATIO) for name, _ in SDXL_BLOCKS))
-    outputs = (Output("model", T.MODEL),)
-    batch_inputs = ()
-
-    def execute(self, ctx, model1: ModelRef, model2: ModelRef, **ratios):
-        _pair(model1, model2, "model")
-        return {"model": model1.merged(model2, _ratio_rules([(p, ratios[n]) for n, p in SDXL_BLOCKS]))}
 
 
 class CLIPMergeSimple(Node):
