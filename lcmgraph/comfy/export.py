@@ -6,8 +6,8 @@ exporter that rewires its inputs (a sampler threading its negative prompt
 through ControlNet nodes, as ComfyUI needs) sees them before anyone else.
 That walk nests at most MAX_NESTING exporters deep, however long a chain of
 nodes is (ExportContext.export_all). Cycles are named before anything is
-exported, and an exporter that trips over a value of the wrong type is
-reported with validation's sentence about that value.
+exported, and so are literal values lcmgraph's validation refuses (a wrong
+type, out of range): exporters only see values lcmgraph would run.
 Node ids are kept as the API prompt's keys; nodes ComfyUI needs but lcmgraph
 does not (an empty negative prompt, ModelSamplingDiscrete) are added with
 ``_meta.lcmgraph_added``, and the importer drops them again.
@@ -212,19 +212,27 @@ class ExportContext:
             self._outputs.setdefault((node_id, out), [node_id, 0])
         self._state[node_id] = "done"
 
-    def _unexportable(self, spec: wf.NodeSpec, exc: Exception) -> list[str]:
-        """Sentences for an exporter that raised something else than
-        ConversionError: the values validation finds wrong on the node, which
-        are what it tripped over, else the exception itself."""
+    def bad_values(self) -> dict[str, list[str]]:
+        """Node id -> validation's sentences about its literal values (a
+        wrong type, out of range): what lcmgraph would refuse to run, and what
+        exporters need not expect (a steps of 1.5 kept one computing forever)."""
         if self._bad_values is None:
             from ..validation import validate
 
             self._bad_values = {}
-            for p in validate(self.workflow, self.registry).problems:
+            try:
+                problems = validate(self.workflow, self.registry).problems
+            except Exception:  # noqa: BLE001 - a validator bug must not stop the export; exporters still check
+                problems = []
+            for p in problems:
                 if p.code == "bad_value" and p.node:
                     self._bad_values.setdefault(p.node, []).append(f"node {p.node!r} input {p.input!r}: {p.message}")
-        return self._bad_values.get(spec.id) or [
-            f"node {spec.id!r} ({spec.type}): its values cannot be exported ({type(exc).__name__}: {clip(str(exc))})"]
+        return self._bad_values
+
+    def _unexportable(self, spec: wf.NodeSpec, exc: Exception) -> list[str]:
+        """Sentences for an exporter that raised something else than ConversionError."""
+        return [f"node {spec.id!r} ({spec.type}): its values cannot be exported ({type(exc).__name__}: "
+                f"{clip(str(exc))})"]
 
     def _export(self, spec: wf.NodeSpec) -> None:
         if spec.type.startswith(PLACEHOLDER_PREFIX):
@@ -291,6 +299,8 @@ def export(document: Any, registry) -> dict:
         ctx.fail(first, problem)
         for node_id in members:
             ctx.fail(node_id)
+    for node_id, sentences in ctx.bad_values().items():
+        ctx.fail(node_id, *sentences)
     height = _heights(workflow, ctx.is_done)
     is_output: Callable[[wf.NodeSpec], bool] = lambda s: bool(getattr(registry.get(s.type), "output_node", False))  # noqa: E731
     # Outputs first: their sources then export in dependency order (see the module docstring).

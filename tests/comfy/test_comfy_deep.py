@@ -91,22 +91,25 @@ def test_cycles_are_named_once_and_the_rest_is_exported(registry):
     assert err.value.problems == ["node 'a' (ApplyLoRA): the graph has a cycle: a -> b -> a"]
 
 
-def test_values_an_exporter_trips_over_are_named_by_validation(registry):
-    doc = txt2img(node("Sampler", scheduler="euler", steps="many", denoise=0.5))
+def test_values_lcmgraph_would_refuse_are_named_before_any_exporter_sees_them(registry):
+    """A Sampler steps of 1.5 kept the pack's comfy_denoise stepping through
+    floats for ever (a request that blocked the server); validation's
+    sentences name such values, node and input, and the rest still exports."""
+    doc = txt2img(node("Sampler", scheduler="euler", steps=1.5, denoise=1.0, end_step=2))
+    doc["nodes"]["pos"]["inputs"]["text"] = {"value": {"a": 1}}
     with pytest.raises(ComfyExportError) as err:
         to_api(doc, registry)
-    assert len(err.value.problems) == 1
-    assert err.value.problems[0].startswith("node 'sampler' input 'steps': ")
+    assert err.value.problems == ["node 'pos' input 'text': expected a string, got an object",
+                                  "node 'sampler' input 'steps': expected an integer, got 1.5"]
 
 
 def test_list_literals_are_named_with_their_node(registry):
     doc = txt2img(node("LCMSampler", seed=1))
-    doc["nodes"]["pos"]["inputs"]["text"] = {"value": {"a": 1}}  # an object literal passes ...
-    doc["nodes"]["neg"]["inputs"]["text"] = ["a", "b"]  # ... a list would read as a link
+    doc["nodes"]["odd"] = node("comfy:Sharpen", image=link("decode", "image"), radius=[1, 2])
     with pytest.raises(ComfyExportError) as err:
         to_api(doc, registry)
     assert err.value.problems == [
-        "node 'neg' (TextEncode): the list ['a', 'b'] cannot be written in ComfyUI's API format (ComfyUI reads "
+        "node 'odd' (comfy:Sharpen): the list [1, 2] cannot be written in ComfyUI's API format (ComfyUI reads "
         "every list as a link)"]
 
 

@@ -104,3 +104,36 @@ def test_png_text_chunks_of_garbage(registry):
         except WorkflowFileError:  # ComfyImportError is one too
             seen["refused"] += 1
     assert min(seen.values()) > PNG_TEXTS // 20, seen
+
+
+#: What every JSON path of the real files gets in turn (and then the key or item is removed).
+WRONG = [None, "x", 1.5, 2**70, {}, ["3", 0]]
+
+
+def _every_path(value, prefix=()):
+    yield prefix
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        yield from _every_path(child, (*prefix, key))
+
+
+def test_a_wrong_value_at_every_path_of_the_real_files(registry):
+    """Exhaustive where the random test samples: each path of each real file,
+    each wrong value, and the path removed. (This found a Sampler steps of
+    1.5 that kept the export computing for ever.)"""
+    outcomes = dict.fromkeys(["imported", "refused", "passed on", "exported", "export refused"], 0)
+    for original in mutations.REAL.values():
+        for path in list(_every_path(original))[1:]:
+            for wrong in [*WRONG, KeyError]:
+                document = mutations.copied(original)
+                parent = document
+                for key in path[:-1]:
+                    parent = parent[key]
+                if wrong is KeyError:
+                    del parent[path[-1]]
+                else:
+                    parent[path[-1]] = mutations.copied(wrong)
+                imported = _import(document, registry, False, outcomes)
+                if imported is not None:
+                    _export(imported, registry, outcomes)
+    assert min(n for kind, n in outcomes.items() if kind != "passed on") > 100, outcomes
