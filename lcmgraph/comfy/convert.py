@@ -15,6 +15,7 @@ from ..workflow import FORMAT, NODE_ID, VERSION
 from .errors import ALLOW_MISSING_HINT, ComfyImportError
 from .graph import MAX_NODES, ComfyGraph, ComfyNode, Ref, clip, id_order, show
 from .mapping import ComfyMapping, ConversionError, Converted, Through, default_convert
+from .widgets import frontend_only
 
 #: Unknown ComfyUI classes kept with --allow-missing become nodes of this type
 #: prefix, which no pack registers: the editor shows them as missing, and a
@@ -77,6 +78,8 @@ def convert(graph: ComfyGraph, mappings: Mapping[str, ComfyMapping], allow_missi
                                  "replace it before running")
             continue
         ctx.current = node
+        for name in frontend_only(node.class_type):  # upload buttons, control_after_generate
+            node.inputs.pop(name, None)
         try:
             result = mapping.convert(ctx, node) if mapping.convert else default_convert(mapping, node.inputs)
         except ConversionError as exc:
@@ -100,11 +103,10 @@ def convert(graph: ComfyGraph, mappings: Mapping[str, ComfyMapping], allow_missi
 
 def _unknown(node: ComfyNode) -> str:
     if "subgraph" in node.meta:
-        return (f"node {node.id}: a ComfyUI subgraph ({node.meta['subgraph']!r}); lcmgraph does not read "
-                "subgraphs: unpack it in ComfyUI and save again")
+        return (f"node {node.id}: a ComfyUI subgraph ({node.meta['subgraph']!r}) whose definition has no nodes "
+                "to expand")
     if "group_node" in node.meta:
-        return (f"node {node.id}: a ComfyUI group node ({node.class_type!r}); convert it to nodes in ComfyUI "
-                "and save again")
+        return f"node {node.id}: a ComfyUI group node ({node.class_type!r}) whose definition has no nodes to expand"
     return f"node {node.id}: ComfyUI node type {node.class_type!r} has no lcmgraph equivalent"
 
 

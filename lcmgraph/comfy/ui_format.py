@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ComfyImportError
+from .expand import expand
 from .graph import MAX_NODES, ComfyGraph, ComfyNode, Ref, clip, described, is_id, kind, show
-from .mapping import SEED_CONTROL, SEED_CONTROL_VALUES
+from .widgets import read_widgets, widget_layout
 
 SOURCE = "UI format"
 MODE_MUTED, MODE_BYPASS = 2, 4
@@ -77,7 +78,10 @@ def read_ui(doc: dict, mappings: Mapping[str, Any], values: dict | None = None) 
     """``values``: the API prompt saved beside the UI workflow (ComfyUI's PNGs
     carry both). Its literals are what ran; the widgets may already hold the
     next seed of a "randomize" or "increment" control."""
-    return _Reader(doc, mappings).read(values)
+    doc, notes = expand(doc)
+    reader = _Reader(doc, mappings)
+    reader.notes.extend(notes)
+    return reader.read(values)
 
 
 def _int(value: Any) -> int | None:
@@ -314,7 +318,10 @@ class _Reader:
             if mapping is None:
                 node.widgets = list(widget_values)
             else:
-                node.inputs.update(self._widgets(node_id, node_type, mapping.widgets, widget_values))
+                # ComfyUI's own declaration for its core classes; a pack's for the classes it maps.
+                layout = widget_layout(node_type)
+                node.inputs.update(self._widgets(node_id, node_type, mapping.widgets if layout is None else layout,
+                                                 widget_values))
         for i, slot in enumerate(raw.inputs):
             if slot.link is None:
                 continue
@@ -332,20 +339,11 @@ class _Reader:
         return node
 
     def _widgets(self, node_id: str, node_type: str, names: tuple[str, ...], values: list) -> dict:
-        out, i = {}, 0
-        for name in names:
-            if i >= len(values):
-                break
-            if name == SEED_CONTROL:
-                if isinstance(values[i], str) and values[i] in SEED_CONTROL_VALUES:
-                    i += 1
-                continue
-            out[name] = values[i]
-            i += 1
+        out, i = read_widgets(names, values)
         if i < len(values):
             # More values than known widgets: a ComfyUI version with other
             # widgets; reading them by position would misplace values.
-            known = ", ".join(n for n in names if n != SEED_CONTROL) or "it has none"
+            known = ", ".join(n for n in names if not n.startswith("<")) or "it has none"
             self.problems.append(
                 f"node {node_id} ({node_type}): {len(values)} widget values {show(values, 200)} do not fit its "
                 f"widgets ({known})")
