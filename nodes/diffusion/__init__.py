@@ -1,13 +1,13 @@
 """Diffusion pack: checkpoints, LoRA, text encoding, LCM sampling, ControlNet, VAE, images.
 
-The node classes are the modules here (loaders, text, samplers, img2img, vae,
+The node classes are the modules here (loaders, text, samplers, fewstep, img2img, vae,
 controlnet, images); what they stand on lives below: ``formats/`` (files on
 disk), ``models/`` (the model manager and the sampling loop), ``builtin/``
 (the shipped and the tiny built-in models), ``comfy_map/`` (ComfyUI import /
 export tables) and ``train/`` (the trainers behind ``lcmgraph train``).
 """
 
-from . import controlnet, images, img2img, loaders, samplers, text, vae
+from . import controlnet, fewstep, images, img2img, loaders, samplers, text, vae
 from .builtin import BUILTIN_FILES
 from .comfy_map import COMFY_MAPPINGS
 from .formats.hub_files import FILE_SCHEMES
@@ -15,7 +15,7 @@ from .models.manager import SERVICE, factory
 from .train.cli import add_train_parser
 from .train.lora_cli import add_lora_parsers
 
-NODES = [*loaders.NODES, *text.NODES, *samplers.NODES, *img2img.NODES, *vae.NODES, *controlnet.NODES, *images.NODES]
+NODES = [*loaders.NODES, *text.NODES, *samplers.NODES, *fewstep.NODES, *img2img.NODES, *vae.NODES, *controlnet.NODES, *images.NODES]
 
 SERVICES = {SERVICE: factory}
 
