@@ -159,7 +159,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
         comfy="UniPC with B(h)=expm1(h) (bh2), as ComfyUI's uni_pc_bh2"),
     "deis": SamplerSpec(
         "DEISMultistepScheduler", {"solver_order": 3},
-        comfy="DEIS of order 3 (ComfyUI's default max_order); diffusers' log-rho coefficients, ComfyUI's tabulated ones"),
+        comfy="DEIS of order 3 (ComfyUI's default max_order); diffusers' log-rho coefficients, ComfyUI's tabulated "
+              "ones; its last step ends at the model's smallest sigma, not 0"),
     "lcm": SamplerSpec(
         "LCMScheduler", spacing=(), sigma_schedules=False, custom_timesteps=True, consistency=True,
         comfy="LCM's skipping-step schedule and boundary conditions, what ComfyUI does with "
@@ -169,7 +170,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
         comfy="TCD's strategic stochastic sampling (eta = gamma), as the ComfyUI-TCD node; ComfyUI itself has none"),
     # Older workflows' name for dpmpp_2m with schedule karras.
     "dpmpp_2m_karras": SamplerSpec(
-        _DPM, {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+        _DPM, {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}, spacing=(),
         comfy="dpmpp_2m with schedule karras (the name older lcmgraph workflows use)"),
 }
 
