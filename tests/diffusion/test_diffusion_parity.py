@@ -74,7 +74,7 @@ SCHEDULER_CLASSES = {
     "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
     "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "ddim": ("DDIMScheduler", {}),
+    "ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}),
     "tcd": ("TCDScheduler", {}),
 }
 

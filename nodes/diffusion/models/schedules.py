@@ -104,6 +104,10 @@ def _init_keys(cls: str) -> frozenset[str]:
 
 
 _DPM = "DPMSolverMultistepScheduler"
+#: Latent diffusion never clips x0 to [-1, 1] (SD1.5's and SDXL's configs say so); a config
+#: without the key would get DDIM's / DDPM's pixel-space default. DDIM's last step goes to
+#: alphas_cumprod[0], as in those configs and PCM's card (set_alpha_to_one=False).
+_LATENT = {"clip_sample": False}
 SAMPLERS: dict[str, SamplerSpec] = {
     "euler": SamplerSpec(
         "EulerDiscreteScheduler", custom_timesteps=True, custom_sigmas=True,
@@ -144,10 +148,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
         comfy="diffusers' single-step DPM-Solver++(2S) in its SDE form: the same solver, stochastic like "
               "ComfyUI's ancestral version but with another noise rule"),
     "ddpm": SamplerSpec(
-        "DDPMScheduler", sigma_schedules=False, custom_timesteps=True,
+        "DDPMScheduler", _LATENT, sigma_schedules=False, custom_timesteps=True,
         comfy="the DDPM posterior step, as ComfyUI's ddpm; noise from the seed's generator"),
     "ddim": SamplerSpec(
-        "DDIMScheduler", sigma_schedules=False,
+        "DDIMScheduler", {**_LATENT, "set_alpha_to_one": False}, sigma_schedules=False,
         comfy="DDIM; at eta 0 it equals ComfyUI's ddim (which is Euler on the same sigmas); eta > 0 has no "
               "ComfyUI equivalent"),
     "uni_pc": SamplerSpec(
