@@ -207,3 +207,16 @@ def test_scheduler_config_is_json_clean():
     for sampler in S.SAMPLERS:
         for schedule in S.SCHEDULES:
             json.dumps(S.config_for(sampler, schedule, "auto", 4, CONFIG, seed=3))
+
+
+def test_docs_list_every_sampler_with_its_comfyui_note():
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "samplers.md").read_text()
+    for name, spec in S.SAMPLERS.items():
+        assert f"| {name} | `{spec.cls}`" in docs and spec.comfy in docs, name
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    from lcmgraph_nodes.diffusion.models.presets import PRESETS
+
+    for name in PRESETS:
+        assert f"| `{name}`" in readme, name
