@@ -167,3 +167,21 @@ def test_imported_lightning_workflow_runs_trailing(engine):
     ours["nodes"]["3"]["inputs"]["schedule"] = "auto"
     leading = image(engine, ours, "8")
     assert np.abs(got - leading).max() > 1e-3
+
+
+@pytest.mark.parametrize("preset, steps, expected", [
+    ("lightning", 4, {"sampler_name": "euler", "scheduler": "sgm_uniform", "steps": 4, "cfg": 1.0}),
+    ("hyper-sd", 0, {"sampler_name": "ddim", "scheduler": "sgm_uniform", "steps": 4, "cfg": 1.0}),
+])
+def test_fewstep_sampler_exports_as_its_settings(registry, preset, steps, expected):
+    doc = txt2img(node("FewStepSampler", seed=1, preset=preset, steps=steps))
+    prompt = to_api(doc, registry)
+    assert {k: prompt["sampler"]["inputs"][k] for k in expected} == expected
+    back = load_any(prompt, registry)["nodes"]["sampler"]
+    assert back["type"] == "Sampler" and back["inputs"]["schedule"] == "sgm_uniform"
+
+
+def test_fewstep_tcd_exports_to_comfyui_tcd(registry):
+    prompt = to_api(txt2img(node("FewStepSampler", seed=1, preset="tcd")), registry)
+    assert prompt["sampler"]["class_type"] == "SamplerCustom"
+    assert prompt["sampler.tcd"]["inputs"]["eta"] == 0.3

@@ -219,3 +219,24 @@ def test_fewstep_refuses_step_counts_the_family_has_no_checkpoint_for(engine):
     (problem,) = engine.validate(f.doc("capture"))
     assert (problem.node, problem.input) == ("sampler", "steps")
     assert "preset dmd2 is made for 1, 4 steps, not 3" in problem.message
+
+
+@pytest.mark.parametrize("sampler, cls, prediction", [
+    ("euler", "EulerDiscreteScheduler", "v_prediction"), ("ddim", "DDIMScheduler", "v_prediction"),
+    ("dpmpp_2m", "DPMSolverMultistepScheduler", "sample"),
+])
+def test_prediction_override_matches_diffusers(engine, sd_pipe, sampler, cls, prediction):
+    """What a v-prediction fine-tune or an x0 model needs, on a checkpoint whose config says epsilon."""
+    import diffusers
+
+    ours = image_of(engine, txt2img(prompt=PROMPT, sampler="Sampler", scheduler=sampler, schedule="sgm_uniform",
+                                    prediction=prediction, steps=3, cfg=1.0, seed=8))
+    extra = {"clip_sample": False, "set_alpha_to_one": False} if sampler == "ddim" else {}
+    sd_pipe.scheduler = getattr(diffusers, cls).from_config(
+        sd_pipe.base_config, timestep_spacing="trailing", prediction_type=prediction, **extra)
+    ref = sd_pipe(PROMPT, num_inference_steps=3, guidance_scale=1.0, height=64, width=64, generator=gen(8),
+                  output_type="np").images
+    assert max_diff(ours, ref) <= TOL
+    eps = image_of(engine, txt2img(prompt=PROMPT, sampler="Sampler", scheduler=sampler, schedule="sgm_uniform",
+                                   steps=3, cfg=1.0, seed=8))
+    assert max_diff(ours, eps) > 1e-3

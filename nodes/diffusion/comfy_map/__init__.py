@@ -44,7 +44,8 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
         export_types=("Img2Img",)),
     "KSamplerAdvanced": ComfyMapping(
         "Sampler", outputs=("latent",), widgets=_ADVANCED_WIDGETS, title="KSampler (Advanced)",
-        ignore=("control_after_generate",), convert=samplers.ksampler_advanced, export=samplers.export_sampler),
+        ignore=("control_after_generate",), convert=samplers.ksampler_advanced, export=samplers.export_sampler,
+        export_types=("FewStepSampler",)),
     "ModelSamplingDiscrete": ComfyMapping(
         outputs=(Through("model"),), widgets=("sampling", "zsnr"), title="ModelSamplingDiscrete",
         convert=models.model_sampling),

@@ -267,7 +267,21 @@ def export_lcm_sampler(ctx, spec) -> None:
     ctx.expose(spec.id, "latent", spec.id, 0)
 
 
+def preset_as_sampler(ctx, spec):
+    """FewStepSampler -> the Sampler its preset sets up (what the export writes; it comes back as Sampler)."""
+    from ..fewstep import settings_for
+    from ..models.presets import PRESETS
+
+    name, steps = literal(ctx, spec, "preset"), literal(ctx, spec, "steps")
+    inputs = {k: v for k, v in spec.inputs.items() if k not in ("preset", "steps")}
+    settings = settings_for(name, steps or PRESETS[name].default_steps, ctx.value(spec, "denoise"))
+    inputs.update({k: v for k, v in settings.items() if k != "denoise"})
+    return spec._replace(type="Sampler", inputs=inputs, linked=None)
+
+
 def export_sampler(ctx, spec) -> None:
+    if spec.type == "FewStepSampler":
+        spec = preset_as_sampler(ctx, spec)
     scheduler = literal(ctx, spec, "scheduler")
     if scheduler not in S.SAMPLERS:
         raise ConversionError(f"scheduler {scheduler!r} has no ComfyUI equivalent")
