@@ -8,12 +8,18 @@ are called:
   converts to nothing and is added on export). ``denoise`` carries over as
   is: ComfyUI and LCMSampler both run every step over the low-noise part of
   the schedule.
-* Other samplers -> Sampler with the scheduler of the same algorithm.
+* Other samplers -> Sampler under the same sampler and schedule names
+  (models/schedules.py maps them onto diffusers; what diffusers cannot run is
+  refused naming the closest alternative). ModelSamplingDiscrete eps /
+  v_prediction / x0 in front of the model become the prediction type.
   ComfyUI's ``denoise`` d with S steps runs the last S steps of an
   int(S/d)-step schedule; Sampler truncates its own schedule, so it gets
   steps int(S/d) and the denoise that keeps exactly S of them (``truncation``).
 * KSamplerAdvanced <-> Sampler with start/end steps (base -> refiner); the
   add_noise / leftover-noise combinations Sampler cannot express are refused.
+* On export, schedule ``auto`` (the checkpoint's spacing, unknown to ComfyUI)
+  is written as ddim_uniform and marked in ``_meta`` to come back as auto;
+  Sampler tcd becomes ComfyUI-TCD's node feeding SamplerCustom.
 """
 
 from __future__ import annotations
