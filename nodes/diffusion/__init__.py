@@ -2,13 +2,24 @@
 ControlNet, images.
 
 The node classes are the modules here (loaders, text, conditioning, samplers,
-img2img, latents, vae, controlnet, images); what they stand on lives below:
+fewstep, img2img, latents, vae, controlnet, images); what they stand on lives below:
 ``formats/`` (files on disk), ``models/`` (the model manager and the sampling loop), ``builtin/``
 (the shipped and the tiny built-in models), ``comfy_map/`` (ComfyUI import /
 export tables) and ``train/`` (the trainers behind ``lcmgraph train``).
 """
 
-from . import conditioning, controlnet, images, img2img, latents, loaders, samplers, text, vae
+from . import (
+         conditioning,
+         controlnet,
+         fewstep,
+         images,
+         img2img,
+         latents,
+         loaders,
+         samplers,
+         text,
+         vae,
+)
 from .builtin import BUILTIN_FILES
 from .comfy_map import COMFY_MAPPINGS
 from .formats.hub_files import FILE_SCHEMES
@@ -16,8 +27,8 @@ from .models.manager import SERVICE, factory
 from .train.cli import add_train_parser
 from .train.lora_cli import add_lora_parsers
 
-NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *img2img.NODES, *latents.NODES,
-         *vae.NODES, *controlnet.NODES, *images.NODES]
+NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *fewstep.NODES, *img2img.NODES,
+         *latents.NODES, *vae.NODES, *controlnet.NODES, *images.NODES]
 
 SERVICES = {SERVICE: factory}
 

@@ -232,6 +232,17 @@ def _prepare_module(module: Any, fast: FastPath) -> None:
     set_attention(module, fast.attention, fused=fast.fused_qkv)
 
 
+def prepare_unet(unet: Any, fast: FastPath) -> None:
+    """The load-time switches for a UNet loaded on its own (LoadUNet)."""
+    import torch
+
+    if fast.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    if fast.fused_qkv:
+        unet.fuse_qkv_projections()
+    set_attention(unet, fast.attention, fused=fast.fused_qkv)
+
+
 # -- attention processors --------------------------------------------------------------
 class KernelChoice:
     """An attention processor that runs its inner processor with only the

@@ -40,16 +40,29 @@ class LoraPatch:
 
 
 @dataclass(frozen=True)
+class UnetFile:
+    """A UNet-only file replacing a checkpoint's UNet (LoadUNet)."""
+
+    path: str
+    identity: str
+
+
+@dataclass(frozen=True)
 class ModelRef:
-    """MODEL: the denoiser of a checkpoint plus the LoRA patches to apply to it."""
+    """MODEL: the denoiser of a checkpoint plus the LoRA patches to apply to it;
+    ``unet``, when set, replaces the checkpoint's UNet (LoadUNet)."""
 
     checkpoint: str
     identity: str
     arch: str
     loras: tuple[LoraPatch, ...] = ()
+    unet: UnetFile | None = None
 
     def with_lora(self, patch: LoraPatch) -> ModelRef:
         return replace(self, loras=(*self.loras, patch))
+
+    def with_unet(self, unet: UnetFile) -> ModelRef:
+        return replace(self, unet=unet)
 
 
 @dataclass(frozen=True)
