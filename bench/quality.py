@@ -8,7 +8,9 @@ per-attribute accuracy and seconds/image. ``colour+shape`` counts an image
 right when both its colour and its shape match the prompt.
 
 With the shipped LoRAs it adds the LCM-LoRA rows (LCMScheduler, guidance 1.0,
-1 / 2 / 4 / 8 steps) and LCM-LoRA 1.0 + the outline style LoRA 0.8 at 4 steps,
+1 / 2 / 4 / 8 steps), the same LCM-LoRA under the other few-step recipes
+(TCD at eta 0 and 0.3, Euler and DDIM on trailing timesteps, 2 / 4 / 8 steps),
+and LCM-LoRA 1.0 + the outline style LoRA 0.8 at 4 steps,
 whose ``style`` column is the fraction of images the style judge (a second
 classifier trained on plain and outlined renders) reads as outlined.
 
@@ -31,15 +33,24 @@ STYLE_JUDGE = BUILTIN / "tiny-shapes-style-judge.safetensors"
 LCM_LORA = BUILTIN / "tiny-shapes-lcm-lora.safetensors"
 STYLE_LORA = BUILTIN / "tiny-shapes-outline-lora.safetensors"
 
-RUNS = [  # (label, scheduler, steps, guidance, {adapter: weight})
+#: (label, scheduler, steps, guidance, {adapter: weight}[, schedule, eta]); the scheduler is the
+#: Sampler's (lcmgraph's sampler / schedule names onto diffusers, models/schedules.py).
+RUNS = [
     ("base", "euler", 25, 1.0, {}),
     ("base", "euler", 4, 1.0, {}),
     ("base", "lcm", 4, 1.0, {}),
     ("base", "euler", 25, 3.0, {}),
+    ("base", "dpmpp_2m", 25, 3.0, {}, "karras"),
+    ("base", "uni_pc", 25, 3.0, {}),
+    ("base", "dpmpp_sde", 25, 3.0, {}, "karras"),
     ("lcm-lora", "lcm", 1, 1.0, {"lcm": 1.0}),
     ("lcm-lora", "lcm", 2, 1.0, {"lcm": 1.0}),
     ("lcm-lora", "lcm", 4, 1.0, {"lcm": 1.0}),
     ("lcm-lora", "lcm", 8, 1.0, {"lcm": 1.0}),
+    *[("lcm-lora", sampler, steps, 1.0, {"lcm": 1.0}, schedule, eta)
+      for sampler, schedule, eta in (("tcd", "auto", 0.0), ("tcd", "auto", 0.3), ("euler", "sgm_uniform", 0.0),
+                                     ("ddim", "sgm_uniform", 0.0))
+      for steps in (2, 4, 8)],
     ("lcm+style", "lcm", 4, 1.0, {"lcm": 1.0, "style": 0.8}),
     ("base+style", "euler", 25, 1.0, {"style": 0.8}),
 ]
@@ -80,13 +91,14 @@ def _reconstruction_row(pipe, judge, prompts) -> None:
 def main(argv=None) -> int:
     import torch
     from diffusers import StableDiffusionPipeline
+    from lcmgraph_nodes.diffusion.models.schedules import make_scheduler
     from lcmgraph_nodes.diffusion.train import dataset
     from lcmgraph_nodes.diffusion.train.evaluator import (
         load_evaluator,
         load_style_judge,
         style_score,
     )
-    from lcmgraph_nodes.diffusion.train.generate import prompt_accuracy, set_scheduler
+    from lcmgraph_nodes.diffusion.train.generate import SCHEDULER_CONFIG, prompt_accuracy
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=MODEL)
@@ -118,21 +130,24 @@ def main(argv=None) -> int:
     prompts = dataset.eval_prompts(args.prompts)
     runs = [r for r in RUNS if set(r[4]) <= set(adapters)]
     if args.only:
-        runs = [r for r in runs if args.only in ":".join(map(str, r[:4]))]
+        runs = [r for r in runs if args.only in ":".join(map(str, (*r[:4], *r[5:])))]
     print(f"model {args.model.name}: {args.prompts} prompts, seeds 0..{args.prompts - 1}, 128x128, "
           f"torch threads {args.threads}, device cpu; LoRAs: "
           + (", ".join(f"{k}={v.name}" for k, v in adapters.items()) or "none found"))
-    header = (f"{'model':<11}{'scheduler':<10}{'steps':>6}{'cfg':>5}{'colour+shape':>14}{'colour':>8}{'shape':>7}"
+    header = (f"{'model':<11}{'scheduler':<21}{'steps':>6}{'cfg':>5}{'colour+shape':>14}{'colour':>8}{'shape':>7}"
               f"{'bg':>6}{'pos':>6}{'size':>6}{'style':>7}{'s/image':>9}")
     print(header)
     start = time.perf_counter()
     _reconstruction_row(pipe, judge, prompts)
-    for label, name, steps, guidance, weights in runs:
+    for label, name, steps, guidance, weights, *rest in runs:
+        schedule, eta = [*rest, *["auto", 0.0][len(rest):]]
         _set_adapters(pipe, weights)
-        set_scheduler(pipe, name)
-        r = prompt_accuracy(pipe, judge, prompts, steps, guidance, batch=args.batch)
+        pipe.scheduler = make_scheduler(name, SCHEDULER_CONFIG, schedule, steps=steps, seed=0)
+        call = {"eta": eta} if name in ("tcd", "ddim") else {}
+        r = prompt_accuracy(pipe, judge, prompts, steps, guidance, batch=args.batch, **call)
         style = f"{float(style_score(style_judge, r['images']).mean()):>7.3f}" if style_judge else f"{'-':>7}"
-        print(f"{label:<11}{name:<10}{steps:>6}{guidance:>5.1f}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}"
+        shown = name + ("" if schedule == "auto" else f" {schedule}") + (f" eta {eta:g}" if name == "tcd" else "")
+        print(f"{label:<11}{shown:<21}{steps:>6}{guidance:>5.1f}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}"
               f"{r['shape']:>7.3f}{r['background']:>6.3f}{r['position']:>6.3f}{r['size']:>6.3f}{style}"
               f"{r['seconds_per_image']:>9.4f}", flush=True)
         if args.grid and f"{label}:{name}:{steps}:{guidance}" == args.grid_row:

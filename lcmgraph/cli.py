@@ -18,7 +18,7 @@ from .comfy.cli import add_comfy_parsers
 from .context import RunControl
 from .engine import Engine, EngineConfig
 from .events import fan_out
-from .model_flags import add_model_arguments, model_options
+from .model_flags import add_model_arguments, apply_threads, model_options
 from .plugins import cli_commands
 from .problems import WorkflowInvalid
 from .progress import JsonLines, ProgressBars
@@ -126,6 +126,7 @@ def _load(args, registry) -> dict:
 
 
 def cmd_run(args) -> int:
+    apply_threads(args)
     engine = _make_engine(args, cache_dir=args.cache_dir, output_dir=args.out)
     document = _load(args, engine.registry)
     if not args.debug:

@@ -10,6 +10,8 @@ per-device default applies.
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 _SWITCH = ("auto", "on", "off")
@@ -19,7 +21,8 @@ COMPILE_CHOICES = ("auto", "off", "default", "reduce-overhead", "max-autotune",
 #: flag -> (option name, choices, help)
 FLAGS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
     "--dtype": ("dtype", ("auto", "fp16", "bf16", "fp32"),
-                "model precision (auto: fp16 on CUDA, fp32 elsewhere)"),
+                "model precision (auto: fp16 on CUDA; bf16 on a CPU that computes it natively, "
+                "AVX512-BF16, AMX or Arm BF16; fp32 elsewhere)"),
     "--compile": ("compile", COMPILE_CHOICES,
                   "torch.compile the UNet and VAE decoder after a model's first image "
                   "(auto: reduce-overhead on CUDA, off elsewhere)"),
@@ -40,9 +43,12 @@ FLAGS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """``--offload`` and the fast-path flags."""
+    """``--offload``, ``--threads`` and the fast-path flags."""
     p.add_argument("--offload", action="store_true",
                    help="keep weights in CPU memory; only the running stage sits on the GPU (small cards)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help=f"CPU threads for torch (default: the physical cores this process may use, "
+                        f"{physical_cores()} here; more threads than cores only wait on each other)")
     group = p.add_argument_group("GPU fast path (docs/gpu.md)")
     for flag, (_, choices, text) in FLAGS.items():
         if flag == "--compile-after":
@@ -51,6 +57,43 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
             group.add_argument(flag, default=None, metavar="DIR", help=text)
         else:
             group.add_argument(flag, choices=choices, default=choices[0], help=text)
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads above 0, got {text!r}")
+    return value
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads count
+    once: a second thread on a core slows torch's kernels down)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no topology to read
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """Set torch's intra-op threads for this process (``--threads`` or the physical cores)."""
+    import torch
+
+    threads = getattr(args, "threads", None) or physical_cores()
+    torch.set_num_threads(threads)
+    return threads
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The lcmgraph command line: exit codes, messages, overrides, event stream."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -140,3 +141,21 @@ def test_sweep_runs_every_combination_and_writes_a_grid(tmp_path):
 def test_grid_without_sweep_is_a_usage_error(tmp_path):
     proc = cli("run", write(tmp_path, GOOD), "--plugins", str(PACKS), "--grid", str(tmp_path / "g.png"))
     assert proc.returncode == 2 and "--grid needs at least one --sweep" in proc.stderr
+
+
+def test_threads_default_to_the_physical_cores_and_are_checked(capsys):
+    import torch
+
+    from lcmgraph.cli import build_parser, main
+    from lcmgraph.model_flags import apply_threads, physical_cores
+
+    assert 1 <= physical_cores() <= (os.cpu_count() or 1)
+    assert main(["run", "workflow.json", "--threads", "0"]) == 2
+    assert "expected a whole number of threads above 0, got '0'" in capsys.readouterr().err
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(build_parser().parse_args(["run", "w.json", "--threads", "1"])) == 1
+        assert torch.get_num_threads() == 1
+        assert apply_threads(build_parser().parse_args(["serve"])) == physical_cores()
+    finally:
+        torch.set_num_threads(before)

@@ -27,7 +27,7 @@ def test_schema_command_prints_a_valid_json_schema():
 
 def test_bundled_workflows_match_the_schema():
     validator = jsonschema.Draft202012Validator(schema())
-    files = sorted((ROOT / "workflows").glob("*.json"))
+    files = sorted((ROOT / "workflows").glob("*.json")) + sorted((ROOT / "workflows").glob("fewstep/*.json"))
     assert files, "workflows/ has example workflows"
     for path in files:
         errors = list(validator.iter_errors(json.loads(path.read_text())))

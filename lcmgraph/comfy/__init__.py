@@ -35,14 +35,20 @@ def load_any(document: Any, registry: NodeRegistry, allow_missing: bool = False)
     Raises ComfyImportError (a WorkflowFileError) naming every node that
     cannot be converted; with ``allow_missing`` unknown node types become
     placeholders instead (``comfy:ClassName`` nodes, which do not validate)."""
+    kind = detect(document)
+    if kind not in (COMFY_API, COMFY_UI):
+        return document
+    try:
+        return _load(document, kind, registry.comfy_mappings(), allow_missing)
+    except RecursionError:  # only values nested nearly as deep as Python allows; graphs are walked iteratively
+        raise ComfyImportError(["the workflow's values are nested too deeply to convert"]) from None
+
+
+def _load(document: dict, kind: str, mappings: dict, allow_missing: bool) -> Any:
     from .api_format import read_api
     from .convert import convert
     from .ui_format import read_ui
 
-    kind = detect(document)
-    if kind not in (COMFY_API, COMFY_UI):
-        return document
-    mappings = registry.comfy_mappings()
     if kind == COMFY_UI:
         graph = read_ui(document, mappings)
     elif is_api_prompt(document.get("prompt")):
@@ -87,4 +93,7 @@ def to_api(document: Any, registry: NodeRegistry) -> dict:
     """The workflow in ComfyUI's API format (what ComfyUI's /prompt takes as "prompt")."""
     from .export import export
 
-    return export(document, registry)
+    try:
+        return export(document, registry)
+    except RecursionError:  # only values nested nearly as deep as Python allows; graphs are walked iteratively
+        raise ComfyExportError(["the workflow's values are nested too deeply to export"]) from None

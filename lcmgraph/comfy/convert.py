@@ -13,8 +13,9 @@ from typing import Any
 
 from ..workflow import FORMAT, NODE_ID, VERSION
 from .errors import ALLOW_MISSING_HINT, ComfyImportError
-from .graph import ComfyGraph, ComfyNode, Ref, id_order
+from .graph import MAX_NODES, ComfyGraph, ComfyNode, Ref, clip, id_order, show
 from .mapping import ComfyMapping, ConversionError, Converted, Through, default_convert
+from .widgets import frontend_only
 
 #: Unknown ComfyUI classes kept with --allow-missing become nodes of this type
 #: prefix, which no pack registers: the editor shows them as missing, and a
@@ -54,7 +55,10 @@ class ImportContext:
 
 
 def convert(graph: ComfyGraph, mappings: Mapping[str, ComfyMapping], allow_missing: bool = False) -> dict:
+    if len(graph.nodes) > MAX_NODES:
+        raise ComfyImportError([f"the workflow has {len(graph.nodes)} nodes; lcmgraph imports at most {MAX_NODES}"])
     ctx = ImportContext(graph, mappings)
+    ctx.notes.extend(graph.import_notes)
     order = sorted(graph.nodes, key=id_order)
     results: dict[str, Converted] = {}
     placeholders: dict[str, ComfyNode] = {}
@@ -62,7 +66,7 @@ def convert(graph: ComfyGraph, mappings: Mapping[str, ComfyMapping], allow_missi
     for node_id in order:
         node = graph.nodes[node_id]
         if not NODE_ID.match(node_id):
-            problems.append((id_order(node_id), f"node {node_id!r}: not a usable node id (1-64 letters, digits, _ . : -)"))
+            problems.append((id_order(node_id), f"node {show(node_id)}: not a usable node id (1-64 letters, digits, _ . : -)"))
             continue
         mapping = mappings.get(node.class_type)
         if mapping is None:
@@ -74,10 +78,22 @@ def convert(graph: ComfyGraph, mappings: Mapping[str, ComfyMapping], allow_missi
                                  "replace it before running")
             continue
         ctx.current = node
+        for name in frontend_only(node.class_type):  # upload buttons, control_after_generate
+            node.inputs.pop(name, None)
         try:
-            results[node_id] = mapping.convert(ctx, node) if mapping.convert else default_convert(mapping, node.inputs)
+            result = mapping.convert(ctx, node) if mapping.convert else default_convert(mapping, node.inputs)
         except ConversionError as exc:
             problems.append((id_order(node_id), f"node {node_id} ({node.class_type}): {exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a pack's converter tripping over odd values is the file's problem
+            problems.append((id_order(node_id), f"node {node_id} ({node.class_type}): its values cannot be "
+                                                f"converted ({type(exc).__name__}: {clip(str(exc))})"))
+            continue
+        if not isinstance(result, Converted):
+            problems.append((id_order(node_id), f"node {node_id} ({node.class_type}): the pack's conversion "
+                                                f"returned {type(result).__name__}, not a Converted"))
+            continue
+        results[node_id] = result
     if problems:
         unknown = any(node_id in placeholders for node_id in graph.nodes) and not allow_missing
         raise ComfyImportError([p for _, p in sorted(problems, key=lambda p: p[0])],
@@ -87,11 +103,10 @@ def convert(graph: ComfyGraph, mappings: Mapping[str, ComfyMapping], allow_missi
 
 def _unknown(node: ComfyNode) -> str:
     if "subgraph" in node.meta:
-        return (f"node {node.id}: a ComfyUI subgraph ({node.meta['subgraph']!r}); lcmgraph does not read "
-                "subgraphs: unpack it in ComfyUI and save again")
+        return (f"node {node.id}: a ComfyUI subgraph ({node.meta['subgraph']!r}) whose definition has no nodes "
+                "to expand")
     if "group_node" in node.meta:
-        return (f"node {node.id}: a ComfyUI group node ({node.class_type!r}); convert it to nodes in ComfyUI "
-                "and save again")
+        return f"node {node.id}: a ComfyUI group node ({node.class_type!r}) whose definition has no nodes to expand"
     return f"node {node.id}: ComfyUI node type {node.class_type!r} has no lcmgraph equivalent"
 
 
@@ -144,33 +159,44 @@ class _Builder:
     def _inputs(self, node_id: str, inputs: Mapping[str, Any]) -> dict:
         out = {}
         for name, value in inputs.items():
-            resolved = self._resolve(node_id, name, value, 0)
+            resolved = self._resolve(node_id, name, value)
             if resolved is not _OMIT:
                 out[name] = resolved
         return out
 
-    def _resolve(self, node_id: str, name: str, value: Any, hops: int) -> Any:
-        if not isinstance(value, Ref):
-            return {"value": value} if isinstance(value, dict) else value
+    def _resolve(self, node_id: str, name: str, value: Any) -> Any:
+        """A ComfyUI input as an lcmgraph input: a literal, or a link followed
+        through pass-through outputs (iteratively) to the node that computes it."""
         where = f"node {node_id} input {name!r}"
-        source = self.graph.nodes.get(value.node)
-        if source is None or hops > len(self.graph.nodes):
-            self.problems.append(f"{where}: links to node {value.node}, which is not in the workflow")
-            return _OMIT
-        if value.node in self.placeholders:
-            return {"link": [value.node, value.name or f"output_{value.index}"]}
-        result = self.results[value.node]
-        output = result.outputs.get(value.index)
-        if output is None:
-            if result.type is None and not result.outputs:
-                return _OMIT  # a node the conversion dropped: the input takes its default
-            self.problems.append(f"{where}: node {value.node} ({source.class_type}) has no output {value.index}")
-            return _OMIT
-        if isinstance(output, Through):
-            if output.input not in source.inputs:
+        passed: dict[str, None] = {}  # pass-through nodes on the way (ordered), to name a loop
+        while True:
+            if not isinstance(value, Ref):
+                return {"value": value} if isinstance(value, dict) else value
+            source = self.graph.nodes.get(value.node)
+            if source is None:
+                self.problems.append(f"{where}: links to node {value.node}, which is not in the workflow")
                 return _OMIT
-            return self._resolve(node_id, name, source.inputs[output.input], hops + 1)
-        if result.type is None:
-            self.problems.append(f"{where}: node {value.node} ({source.class_type}) makes no lcmgraph node")
-            return _OMIT
-        return {"link": [value.node, output]}
+            if value.node in self.placeholders:
+                return {"link": [value.node, value.name or f"output_{value.index}"]}
+            if value.node in passed:
+                way = list(passed)
+                loop = " -> ".join([*way[way.index(value.node):], value.node])
+                self.problems.append(f"{where}: pass-through nodes form a loop ({loop})")
+                return _OMIT
+            result = self.results[value.node]
+            output = result.outputs.get(value.index)
+            if output is None:
+                if result.type is None and not result.outputs:
+                    return _OMIT  # a node the conversion dropped: the input takes its default
+                self.problems.append(f"{where}: node {value.node} ({source.class_type}) has no output {value.index}")
+                return _OMIT
+            if isinstance(output, Through):
+                if output.input not in source.inputs:
+                    return _OMIT
+                passed[value.node] = None
+                value = source.inputs[output.input]
+                continue
+            if result.type is None:
+                self.problems.append(f"{where}: node {value.node} ({source.class_type}) makes no lcmgraph node")
+                return _OMIT
+            return {"link": [value.node, output]}

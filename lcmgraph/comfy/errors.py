@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ..workflow import WorkflowFileError
 
+#: Problems the message lists (``.problems`` has them all).
+MAX_LISTED = 50
 ALLOW_MISSING_HINT = "(lcmgraph import-comfy --allow-missing keeps unknown node types as placeholders for the editor)"
 
 
@@ -21,7 +23,9 @@ class ComfyError(WorkflowFileError):
     def __str__(self) -> str:
         count = len(self.problems)
         head = f"{self.what} ({count} problem{'s' if count != 1 else ''}):"
-        lines = [head, *(f"  - {p}" for p in self.problems)]
+        lines = [head, *(f"  - {p}" for p in self.problems[:MAX_LISTED])]
+        if count > MAX_LISTED:
+            lines.append(f"  (and {count - MAX_LISTED} more; .problems lists them all)")
         if self.hint:
             lines.append(self.hint)
         return "\n".join(lines)

@@ -44,3 +44,7 @@ def _json(source: str, key: str, text: str) -> Any:
         return json.loads(text)  # ComfyUI may write NaN: Python's json reads it
     except json.JSONDecodeError as exc:
         raise WorkflowFileError(f"{source}: the PNG's {key!r} text is not JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise WorkflowFileError(f"{source}: the PNG's {key!r} text is JSON nested too deeply to read") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise WorkflowFileError(f"{source}: the PNG's {key!r} text has an unreadable number ({exc})") from None

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..engine import Engine, EngineConfig
-from ..model_flags import add_model_arguments, model_options
+from ..model_flags import add_model_arguments, apply_threads, model_options
 from .batching import AUTO_BATCH_CUDA, AUTO_BATCH_OTHER, auto_batch
 from .config import Limits, ServerConfig
 from .job_limits import add_job_limit_arguments, budget_from_args, engine_options
@@ -136,6 +136,7 @@ def serve_main(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if not is_loopback(config.host) and not config.token:
         print(f"warning: serving {config.host} without a token (--insecure)", file=sys.stderr)
+    apply_threads(args)
     engine = Engine(engine_config(args, config))
     for pack in engine.registry.packs:
         if not pack.ok:

@@ -2,7 +2,7 @@
 ControlNet, images.
 
 The node classes are the modules here (loaders, text, conditioning, samplers,
-img2img, latents, vae, controlnet, images, merging, patches, upscale); what they stand on lives below:
+fewstep, img2img, latents, vae, controlnet, images, merging, patches, upscale); what they stand on lives below:
 ``formats/`` (files on disk), ``models/`` (the model manager and the sampling loop), ``builtin/``
 (the shipped and the tiny built-in models), ``comfy_map/`` (ComfyUI import /
 export tables) and ``train/`` (the trainers behind ``lcmgraph train``).
@@ -11,6 +11,7 @@ export tables) and ``train/`` (the trainers behind ``lcmgraph train``).
 from . import (
     conditioning,
     controlnet,
+    fewstep,
     images,
     img2img,
     latents,
@@ -29,9 +30,9 @@ from .models.manager import SERVICE, factory
 from .train.cli import add_train_parser
 from .train.lora_cli import add_lora_parsers
 
-NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *img2img.NODES, *latents.NODES,
-         *vae.NODES, *controlnet.NODES, *images.NODES, *merging.NODES,
-         *patches.NODES, *upscale.NODES]
+NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *fewstep.NODES, *img2img.NODES,
+         *latents.NODES, *vae.NODES, *controlnet.NODES, *images.NODES, *merging.NODES, *patches.NODES,
+         *upscale.NODES]
 
 SERVICES = {SERVICE: factory}
 

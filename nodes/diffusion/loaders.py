@@ -8,7 +8,7 @@ from lcmgraph import types as T
 
 from .formats.vae_files import LATENT_FORMATS
 from .models.manager import SERVICE
-from .models.values import ClipRef, LoraPatch, ModelRef, VaeRef
+from .models.values import ClipRef, LoraPatch, ModelRef, UnetFile, VaeRef
 
 
 class LoadCheckpoint(Node):
@@ -93,7 +93,7 @@ class ApplyLoRA(Node):
         identity = ctx.file_identity("loras", lora)
         manager = ctx.service(SERVICE)
         # Load the adapter now so that a LoRA that does not fit fails in this node.
-        manager.ensure_lora(manager.checkpoint(model, ctx), LoraPatch(path, identity, weight),
+        manager.ensure_lora(manager.denoiser(model, ctx), LoraPatch(path, identity, weight),
                             protect={p.adapter_name for p in model.loras})
         out_clip = None
         if clip is not None:
@@ -103,4 +103,33 @@ class ApplyLoRA(Node):
         return {"model": model.with_lora(LoraPatch(path, identity, weight)), "clip": out_clip}
 
 
-NODES = [LoadCheckpoint, LoadVAE, ApplyLoRA]
+class LoadUNet(Node):
+    """Replace a checkpoint's UNet with a UNet-only file: SDXL-Lightning's
+    ``*_unet.safetensors``, Hyper-SDXL's 1-step UNet, DMD2's UNet (as .safetensors).
+
+    Diffusers layout (UNet2DConditionModel keys, or a UNet folder with its
+    config.json) or the original LDM layout (input_blocks..., as ComfyUI's UNet
+    loader reads). The file takes the checkpoint's UNet shape; a file of the
+    other architecture, a LoRA, a VAE or a whole checkpoint is refused with a
+    sentence. The text encoders and VAE stay the checkpoint's, and LoRAs
+    applied to the MODEL (before or after) go on the new UNet.
+    """
+
+    category = "loaders"
+    record_parameters = True
+    inputs = (
+        Input("model", T.MODEL),
+        Input("unet", T.STRING, folder="unet",
+              description="a UNet .safetensors file or diffusers UNet folder in unet/, or builtin:NAME"),
+    )
+    outputs = (Output("model", T.MODEL),)
+    batch_inputs = ()
+
+    def execute(self, ctx, model: ModelRef, unet):
+        path = str(ctx.resolve_file("unet", unet))
+        out = model.with_unet(UnetFile(path, ctx.file_identity("unet", unet)))
+        ctx.service(SERVICE).denoiser(out, ctx)  # load now: a file that does not fit fails in this node
+        return {"model": out}
+
+
+NODES = [LoadCheckpoint, LoadVAE, ApplyLoRA, LoadUNet]

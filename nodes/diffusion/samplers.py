@@ -6,7 +6,7 @@ from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 from lcmgraph.budget import Estimate
 
-from .models import costs
+from .models import costs, schedules
 from .models.sampling import SCHEDULERS, SampleRequest, sample, sample_batch
 from .models.values import Latent
 
@@ -102,26 +102,50 @@ class LCMSampler(Node):
 
 
 class Sampler(Node):
-    """General sampler: LCM, Euler, Euler ancestral, DPM++ 2M (Karras), DDIM, TCD.
+    """General sampler: every ComfyUI KSampler sampler diffusers can run, on ComfyUI's schedules.
+
+    ``scheduler`` names the sampler (ComfyUI's sampler_name: euler, dpmpp_2m,
+    uni_pc, lcm, tcd, ...) and ``schedule`` the timesteps (ComfyUI's scheduler:
+    normal, karras, sgm_uniform, simple, ddim_uniform, ...; ``auto`` keeps the
+    checkpoint's own timestep_spacing). Few-step LoRAs need their authors'
+    schedule: sgm_uniform (trailing) for SDXL-Lightning, Hyper-SD and PCM.
+    ``timesteps`` (999,749,499,249) or ``sigmas`` replace the schedule (DMD2,
+    Hyper-SD's 1-step UNet at 800); ``prediction`` overrides the checkpoint's
+    prediction type (sample for Lightning's 1-step x0 UNet). Combinations
+    diffusers cannot run are refused before the run, each with a sentence.
 
     denoise < 1 follows StableDiffusionImg2ImgPipeline: the ``steps``-step
-    schedule is cut to its last int(steps * denoise) steps. start_step /
-    end_step run part of the schedule for base -> refiner: a run that stops
-    early returns the latent with its leftover noise, and a run that starts
-    late (start_step > 0) takes such a latent and adds no noise.
+    schedule is cut to its last int(steps * denoise) steps (tcd: TCD's own
+    strength, which spreads all steps over the lower-noise part like LCM).
+    start_step / end_step run part of the schedule for base -> refiner: a run
+    that stops early returns the latent with its leftover noise, and a run that
+    starts late (start_step > 0) takes such a latent and adds no noise.
     """
 
     category = "sampling"
+    version = 2
     record_parameters = True
     inputs = (
         *_SAMPLER_INPUTS,
-        Input("scheduler", T.ENUM, default="euler", choices=tuple(SCHEDULERS)),
+        Input("scheduler", T.ENUM, default="euler", choices=tuple(SCHEDULERS),
+              description="the sampler, by ComfyUI's sampler_name (docs/samplers.md)"),
         Input("steps", T.INT, default=20, min=1, max=1000),
         Input("cfg", T.FLOAT, default=7.0, min=0.0, max=30.0, step=0.1),
         Input("denoise", T.FLOAT, default=1.0, min=0.0, max=1.0, step=0.01),
         Input("start_step", T.INT, default=0, min=0, max=10000),
         Input("end_step", T.INT, default=10000, min=1, max=10000),
-        Input("eta", T.FLOAT, default=0.0, min=0.0, max=1.0, step=0.01, description="stochasticity of ddim / tcd"),
+        Input("eta", T.FLOAT, default=schedules.ETA_AUTO, min=-1.0, max=1.0, step=0.01,
+              description="stochasticity of ddim / tcd (TCD's gamma); -1: the sampler's default (tcd 0.3, ddim 0)"),
+        Input("schedule", T.ENUM, default="auto", choices=tuple(schedules.SCHEDULES),
+              description="ComfyUI's scheduler names; auto: the checkpoint's timestep_spacing"),
+        Input("timesteps", T.STRING, default="",
+              description="custom timesteps replacing the schedule, e.g. 999,749,499,249 (steps = their count)"),
+        Input("sigmas", T.STRING, default="",
+              description="custom sigmas with the final one, e.g. 14.6,3.2,0.45,0 (euler)"),
+        Input("prediction", T.ENUM, default="auto", choices=schedules.PREDICTIONS,
+              description="the UNet's prediction type; auto: the checkpoint's"),
+        Input("original_inference_steps", T.INT, default=50, min=1, max=1000,
+              description="lcm / tcd: the grid their few steps are taken from"),
     )
     outputs = (Output("latent", T.LATENT),)
     batch_inputs = ("seed", "cfg", "eta")
@@ -129,9 +153,36 @@ class Sampler(Node):
     @classmethod
     def check_inputs(cls, literals):
         start, end = literals.get("start_step"), literals.get("end_step")
+        out = []
         if start is not None and end is not None and start >= end:
-            return [("start_step", f"start_step {start} must be below end_step {end}")]
-        return []
+            out.append(("start_step", f"start_step {start} must be below end_step {end}"))
+        sampler = literals.get("scheduler")
+        if not isinstance(sampler, str):
+            return out
+        schedule, prediction = literals.get("schedule", "auto"), literals.get("prediction", "auto")
+        timesteps, sigmas = literals.get("timesteps", ""), literals.get("sigmas", "")
+        if not all(isinstance(v, str) for v in (schedule, prediction, timesteps, sigmas)):
+            return out
+        custom = schedules.custom_problems(sampler, timesteps.strip(), sigmas.strip(), schedule)
+        out += custom
+        steps = literals.get("steps")
+        if not custom and (timesteps.strip() or sigmas.strip()):
+            steps = len(schedules.parse_list(timesteps or sigmas, float)) - (0 if timesteps.strip() else 1)
+            denoise = literals.get("denoise", 1.0)
+            if isinstance(denoise, int | float) and denoise < 1:
+                out.append(("denoise", "custom timesteps set where the run starts: leave out the high-noise ones "
+                                       "instead of lowering denoise"))
+        eta = literals.get("eta")
+        out += schedules.problems(sampler, schedule, prediction, steps if isinstance(steps, int) else None,
+                                  eta if isinstance(eta, int | float) else None)
+        spec = schedules.SAMPLERS.get(sampler)
+        ois, denoise = literals.get("original_inference_steps"), literals.get("denoise", 1.0)
+        if spec is not None and spec.consistency and not (timesteps or sigmas) and None not in (steps, ois, denoise):
+            if int(ois * (denoise if sampler == "tcd" else 1.0)) < steps:
+                out.append(("steps", f"{steps} {sampler} steps do not fit in original_inference_steps "
+                                     f"{'x denoise ' if sampler == 'tcd' else ''}= "
+                                     f"{int(ois * (denoise if sampler == 'tcd' else 1.0))}"))
+        return out
 
     def execute(self, ctx, **inputs):
         return {"latent": Latent(sample(ctx, self.request(**inputs)))}
@@ -145,10 +196,16 @@ class Sampler(Node):
 
     @staticmethod
     def request(model, positive, negative, latent, seed, scheduler, steps, cfg, denoise, start_step, end_step,
-                eta):
+                eta, schedule="auto", timesteps="", sigmas="", prediction="auto", original_inference_steps=50):
+        custom_t = tuple(schedules.parse_list(timesteps, int)) if timesteps.strip() else None
+        custom_s = tuple(schedules.parse_list(sigmas, float)) if sigmas.strip() else None
+        if custom_t or custom_s:
+            steps = len(custom_t) if custom_t else len(custom_s) - 1
         return SampleRequest(
             model, positive, negative, latent, seed, steps, cfg, scheduler=scheduler, denoise=denoise,
-            start_step=start_step, end_step=end_step, eta=eta, strength_mode="truncate",
+            start_step=start_step, end_step=end_step, eta=schedules.resolve_eta(scheduler, eta),
+            strength_mode="truncate", original_inference_steps=original_inference_steps, schedule=schedule,
+            prediction=prediction, timesteps=custom_t, sigmas=custom_s,
         )
 
 

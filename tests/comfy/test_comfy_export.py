@@ -218,7 +218,7 @@ def test_ui_placeholders_do_not_export_but_api_ones_do(registry):
 
 
 def test_what_comfyui_cannot_express_is_refused_naming_it(registry):
-    doc = txt2img(node("Sampler", scheduler="tcd", seed=1))
+    doc = txt2img(node("Sampler", scheduler="euler", timesteps="999,749", seed=1))
     doc["nodes"]["other"] = node("Sampler", model=link("ckpt", "model"), positive=link("pos", "conditioning"),
                                  latent=link("latent", "latent"), scheduler="ddim", eta=0.3)
     doc["nodes"]["lcm"] = node("LCMSampler", model=link("ckpt", "model"), positive=link("pos", "conditioning"),
@@ -234,7 +234,7 @@ def test_what_comfyui_cannot_express_is_refused_naming_it(registry):
         "the workflow cannot be exported to ComfyUI's API format (5 problems):",
         "  - node 'pos' (TextEncode): SDXL sizes of 0 mean the image size, which ComfyUI's CLIPTextEncodeSDXL "
         "needs written out and lcmgraph cannot tell here; set the original and target sizes",
-        "  - node 'sampler' (Sampler): scheduler 'tcd' has no ComfyUI equivalent",
+        "  - node 'sampler' (Sampler): custom timesteps have no ComfyUI KSampler equivalent",
         "  - node 'other' (Sampler): eta 0.3: ComfyUI's ddim sampler is deterministic (eta 0)",
         "  - node 'lcm' (LCMSampler): original_inference_steps 30: ComfyUI's LCM schedule always uses 50",
         "  - node 'mystery' (Frobnicate): unknown node type 'Frobnicate' has no ComfyUI equivalent",

@@ -168,7 +168,7 @@ def test_ui_placeholders_keep_widget_values_and_output_names(registry):
     assert nodes["9"]["inputs"]["image"] == {"link": ["30", "IMAGE"]}
 
 
-def test_subgraphs_and_group_nodes_are_named_as_such(registry):
+def test_subgraphs_and_group_nodes_without_nodes_are_named_as_such(registry):
     doc = load("ui_txt2img.json")
     doc["nodes"].append({"id": 40, "type": "a1b2c3", "mode": 0, "inputs": [], "outputs": []})
     doc["nodes"].append({"id": 41, "type": "workflow>Upscaler", "mode": 0, "inputs": [], "outputs": []})
@@ -177,8 +177,8 @@ def test_subgraphs_and_group_nodes_are_named_as_such(registry):
     with pytest.raises(ComfyImportError) as err:
         load_any(doc, registry)
     assert err.value.problems == [
-        "node 40: a ComfyUI subgraph ('Face fix'); lcmgraph does not read subgraphs: unpack it in ComfyUI and save again",
-        "node 41: a ComfyUI group node ('workflow>Upscaler'); convert it to nodes in ComfyUI and save again",
+        "node 40: a ComfyUI subgraph ('Face fix') whose definition has no nodes to expand",
+        "node 41: a ComfyUI group node ('workflow>Upscaler') whose definition has no nodes to expand",
     ]
 
 

@@ -22,7 +22,7 @@ def _img2img_euler():
         # ComfyUI's steps 4 at denoise 0.5: the last 4 steps of an 8-step schedule.
         "sampler": node("Sampler", model=link("ckpt", "model"), positive=link("pos", "conditioning"),
                         negative=link("neg", "conditioning"), latent=link("encode", "latent"),
-                        scheduler="euler", seed=7, steps=8, cfg=1.0, denoise=0.5),
+                        scheduler="euler", schedule="normal", seed=7, steps=8, cfg=1.0, denoise=0.5),
         "decode": node("VAEDecode", vae=link("ckpt", "vae"), latent=link("sampler", "latent")),
     })
 
@@ -63,12 +63,12 @@ def _controlnet(end: float):
 
 
 def _refiner():
-    doc = txt2img(node("Sampler", scheduler="euler", seed=5, steps=4, cfg=1.0, start_step=2),
+    doc = txt2img(node("Sampler", scheduler="euler", schedule="normal", seed=5, steps=4, cfg=1.0, start_step=2),
                   prompt="a lighthouse", negative="")
     nodes = doc["nodes"]
     nodes["base"] = node("Sampler", model=link("ckpt", "model"), positive=link("pos", "conditioning"),
                          negative=link("neg", "conditioning"), latent=link("latent", "latent"),
-                         scheduler="euler", seed=5, steps=4, cfg=1.0, end_step=2)
+                         scheduler="euler", schedule="normal", seed=5, steps=4, cfg=1.0, end_step=2)
     nodes["sampler"]["inputs"]["latent"] = link("base", "latent")
     return doc
 

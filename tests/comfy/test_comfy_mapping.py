@@ -62,16 +62,24 @@ def test_keep_fraction_prefers_short_numbers():
 
 
 # -- samplers ----------------------------------------------------------------------
-@pytest.mark.parametrize("sampler, scheduler, ours", [
-    ("euler", "normal", "euler"), ("euler", "simple", "euler"), ("euler_ancestral", "sgm_uniform", "euler_ancestral"),
-    ("dpmpp_2m", "normal", "dpmpp_2m"), ("dpmpp_2m", "karras", "dpmpp_2m_karras"), ("ddim", "ddim_uniform", "ddim"),
+@pytest.mark.parametrize("sampler, scheduler, ours, schedule", [
+    ("euler", "normal", "euler", "normal"), ("euler", "simple", "euler", "simple"),
+    ("euler_ancestral", "sgm_uniform", "euler_ancestral", "sgm_uniform"), ("euler", "karras", "euler", "karras"),
+    ("dpmpp_2m", "normal", "dpmpp_2m", "normal"), ("dpmpp_2m", "karras", "dpmpp_2m", "karras"),
+    ("ddim", "ddim_uniform", "ddim", "ddim_uniform"), ("heun", "beta", "heun", "beta"),
+    ("dpmpp_sde", "karras", "dpmpp_sde", "karras"), ("dpmpp_sde_gpu", "karras", "dpmpp_sde", "karras"),
+    ("uni_pc", "simple", "uni_pc", "simple"), ("uni_pc_bh2", "exponential", "uni_pc_bh2", "exponential"),
+    ("dpmpp_2m_sde", "karras", "dpmpp_2m_sde", "karras"), ("dpmpp_3m_sde", "exponential", "dpmpp_3m_sde", "exponential"),
+    ("lms", "karras", "lms", "karras"), ("dpm_2_ancestral", "normal", "dpm_2_ancestral", "normal"),
+    ("dpmpp_2s_ancestral", "karras", "dpmpp_2s_ancestral", "karras"), ("ddpm", "simple", "ddpm", "simple"),
+    ("deis", "sgm_uniform", "deis", "sgm_uniform"), ("dpm_2", "ddim_uniform", "dpm_2", "ddim_uniform"),
 ])
-def test_ksampler_maps_to_the_sampler_with_that_scheduler(registry, sampler, scheduler, ours):
+def test_ksampler_maps_to_the_sampler_with_that_scheduler(registry, sampler, scheduler, ours, schedule):
     node = _sampler(registry, _with({"sampler_name": sampler, "scheduler": scheduler, "cfg": 7.5, "steps": 20},
                                     drop_patch=True))
     assert node["type"] == "Sampler"
-    assert {k: node["inputs"][k] for k in ("scheduler", "steps", "cfg", "denoise", "seed")} == {
-        "scheduler": ours, "steps": 20, "cfg": 7.5, "denoise": 1.0, "seed": 42}
+    assert {k: node["inputs"][k] for k in ("scheduler", "schedule", "steps", "cfg", "denoise", "seed")} == {
+        "scheduler": ours, "schedule": schedule, "steps": 20, "cfg": 7.5, "denoise": 1.0, "seed": 42}
 
 
 def test_ksampler_denoise_becomes_the_truncation_that_runs_the_same_steps(registry):
@@ -87,28 +95,30 @@ def test_ksampler_lcm_keeps_its_denoise(registry):
 
 
 @pytest.mark.parametrize("sampler, scheduler, message", [
-    ("heun", "normal", "sampler 'heun' has no lcmgraph equivalent (lcmgraph has lcm, euler, euler_ancestral, "
-                       "dpmpp_2m, ddim)"),
-    ("euler", "karras", "scheduler 'karras' with sampler 'euler' has no lcmgraph equivalent (euler works with "
-                        "normal, simple, sgm_uniform, ddim_uniform)"),
-    ("dpmpp_2m", "exponential", "scheduler 'exponential' with sampler 'dpmpp_2m' has no lcmgraph equivalent "
-                                "(dpmpp_2m works with normal, simple, sgm_uniform, ddim_uniform, karras)"),
+    ("heunpp2", "normal", "sampler 'heunpp2' has no diffusers equivalent in lcmgraph; the closest is 'heun'"),
+    ("res_multistep", "normal", "sampler 'res_multistep' has no diffusers equivalent in lcmgraph; the closest is "
+                                "'dpmpp_2m'"),
+    ("euler_ancestral", "karras", "schedule karras with sampler euler_ancestral has no diffusers equivalent: "
+                                  "diffusers' EulerAncestralDiscreteScheduler has no use_karras_sigmas"),
+    ("dpmpp_2s_ancestral", "normal", "schedule normal with sampler dpmpp_2s_ancestral has no diffusers "
+                                     "equivalent: diffusers' DPMSolverSinglestepScheduler has no timestep_spacing"),
+    ("euler", "kl_optimal", "scheduler 'kl_optimal' has no diffusers equivalent in lcmgraph; the closest is 'karras'"),
     ("lcm", "beta", "scheduler 'beta' with sampler 'lcm' has no lcmgraph equivalent (lcm works with normal, "
-                    "simple, sgm_uniform, ddim_uniform)"),
+                    "simple, sgm_uniform, ddim_uniform: LCM's own schedule)"),
 ])
 def test_samplers_without_equivalent_are_named(registry, sampler, scheduler, message):
     problems = _error(registry, _with({"sampler_name": sampler, "scheduler": scheduler}, drop_patch=True))
-    assert problems == [f"node 3 (KSampler): {message}"]
+    assert len(problems) == 1 and problems[0].startswith(f"node 3 (KSampler): {message}"), problems
 
 
 def test_every_problem_is_reported_at_once(registry):
-    api = _with({"sampler_name": "heun"}, drop_patch=True)
-    api["11"] = {"class_type": "KSampler", "inputs": {**api["3"]["inputs"], "sampler_name": "uni_pc"}}
+    api = _with({"sampler_name": "heunpp2"}, drop_patch=True)
+    api["11"] = {"class_type": "KSampler", "inputs": {**api["3"]["inputs"], "sampler_name": "ipndm"}}
     api["5"]["inputs"]["color"] = "red"
     assert _error(registry, api) == [
-        "node 3 (KSampler): sampler 'heun' has no lcmgraph equivalent (lcmgraph has lcm, euler, euler_ancestral, dpmpp_2m, ddim)",
+        "node 3 (KSampler): sampler 'heunpp2' has no diffusers equivalent in lcmgraph; the closest is 'heun'",
         "node 5 (EmptyLatentImage): input 'color' has no lcmgraph equivalent",
-        "node 11 (KSampler): sampler 'uni_pc' has no lcmgraph equivalent (lcmgraph has lcm, euler, euler_ancestral, dpmpp_2m, ddim)",
+        "node 11 (KSampler): sampler 'ipndm' has no diffusers equivalent in lcmgraph; the closest is 'deis'",
     ]
 
 
@@ -191,8 +201,8 @@ def test_ksampler_advanced_without_equivalent(registry, inputs, message):
 
 # -- other classes --------------------------------------------------------------------
 @pytest.mark.parametrize("sampling, zsnr, message", [
-    ("v_prediction", False, "sampling 'v_prediction' has no lcmgraph equivalent (lcmgraph takes the prediction "
-                            "type from the checkpoint; 'eps' and 'lcm' convert)"),
+    ("img_to_img", False, "sampling 'img_to_img' has no lcmgraph equivalent ('eps', 'v_prediction', 'x0' become "
+                          "the sampler's prediction type, 'lcm' LCM's schedule)"),
     ("lcm", True, "zsnr (zero terminal SNR) has no lcmgraph equivalent"),
 ])
 def test_model_sampling_without_equivalent(registry, sampling, zsnr, message):

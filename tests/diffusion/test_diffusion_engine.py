@@ -315,3 +315,20 @@ def test_least_recently_used_lora_adapters_are_unloaded(make_engine):
     stacked.add("lora2", "ApplyLoRA", model=link("lora", "model"), lora="b_peft.safetensors", weight=0.5)
     stacked.nodes["sampler"]["inputs"]["model"] = link("lora2", "model")
     assert max_diff(image_of(engine, stacked), image_of(make_engine(), stacked)) == 0.0
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    import torch
+    from lcmgraph_nodes.diffusion.models import cpu
+    from lcmgraph_nodes.diffusion.models.fastpath import resolve_dtype
+
+    epyc = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n" * 2
+    older = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+    graviton3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+    mixed = epyc + older  # a CPU set where one core lacks it: not native for the process
+    assert [cpu.flags_have_bf16(t) for t in (epyc, older, graviton3, mixed, "")] == [True, False, True, False, False]
+    monkeypatch.setenv("LCMGRAPH_CPU_BF16", "1")
+    assert resolve_dtype("cpu") is torch.bfloat16 and resolve_dtype("cpu", "fp32") is torch.float32
+    assert resolve_dtype("cuda") is torch.float16 and resolve_dtype("mps") is torch.float32
+    monkeypatch.setenv("LCMGRAPH_CPU_BF16", "0")
+    assert resolve_dtype("cpu") is torch.float32

@@ -11,7 +11,9 @@ from lcmgraph.pngmeta import workflow_from_png
 
 from .diffusion_helpers import new_engine
 
-WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
+_ROOT = Path(__file__).resolve().parents[2] / "workflows"
+#: The examples, and one per few-step family (workflows/fewstep/, the README's table).
+WORKFLOWS = sorted(_ROOT.glob("*.json")) + sorted(_ROOT.glob("fewstep/*.json"))
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +23,12 @@ def shared(models, tmp_path_factory):
 
 
 def test_the_examples_are_there():
+    from lcmgraph_nodes.diffusion.models.presets import PRESETS
+
     names = {p.name for p in WORKFLOWS}
     assert {"txt2img_lcm.json", "img2img_lcm.json", "controlnet_lcm.json", "lora_stack_lcm.json",
             "sdxl_lcm.json"} <= names
+    assert {p.stem for p in WORKFLOWS if p.parent.name == "fewstep"} == set(PRESETS)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -42,7 +47,7 @@ def test_lora_stack_example_differs_from_its_base_branch(shared):
     import numpy as np
     from PIL import Image
 
-    doc = json.loads((WORKFLOWS[0].parent / "lora_stack_lcm.json").read_text())
+    doc = json.loads((_ROOT / "lora_stack_lcm.json").read_text())
     result = shared.run(doc)
     lora = np.asarray(Image.open(result.outputs["save"]["images"][0]["path"]), dtype=np.int16)
     base = np.asarray(Image.open(result.outputs["save_base"]["images"][0]["path"]), dtype=np.int16)

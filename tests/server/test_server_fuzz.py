@@ -1,16 +1,31 @@
-"""Fuzz the API on loopback with a few thousand mutated workflows, malformed
-bodies, hostile paths and WebSocket junk: never a 5xx, and the server keeps
-serving and running jobs afterwards. Seeded, bounded in count and time."""
+"""Fuzz the API on loopback: never a 5xx, and the server keeps serving and
+running jobs afterwards. Seeded, bounded in count and time.
+
+- a few thousand mutated lcmgraph workflows, malformed bodies, hostile paths
+  and WebSocket junk;
+- every route the router has (enumerated, so a new route is fuzzed without
+  editing this file) with ComfyUI-shaped garbage: mutations of the real
+  ComfyUI files in tests/comfy/workflows (tests/comfy/mutations.py), /prompt
+  bodies, PNGs carrying them, deep graphs, junk path parameters, queries,
+  headers and methods."""
 
 import asyncio
 import copy
+import io
 import json
 import random
+import re
 import time
+from pathlib import Path
+from urllib.parse import quote
 
+from aiohttp import FormData
 from yarl import URL
 
-from tests.server.harness import const_doc, link, serve, solid_doc, workflow
+from lcmgraph import Engine, EngineConfig
+from lcmgraph.comfy import ComfyImportError, load_any
+from tests.comfy import mutations
+from tests.server.harness import PACKS, const_doc, link, serve, solid_doc, workflow
 
 SEED = 20261126
 WORKFLOWS = 3000
@@ -170,3 +185,200 @@ def test_fuzzed_requests_never_cause_a_5xx(tmp_path):
         assert job["status"] == "done" and job["outputs"]["out"]["values"] == [42.0]
 
     serve(tmp_path, body, timeout=90)
+
+
+# -- every route, ComfyUI-shaped garbage ------------------------------------------
+
+ROUTE_REQUESTS = 5000  # besides the deep graphs and the few requests that set the scene
+MIN_PER_ROUTE = 40
+#: Sent to every POST route; 20,000 nodes are more than the 2 MB body limit allows (413).
+DEEP_GRAPHS = [("api", 3000, "LoraLoaderModelOnly"), ("api", 3000, "ControlNetApply"), ("ui", 3000, "Reroute"),
+               ("ui", 3000, "bypass"), ("api", 20000, "LoraLoaderModelOnly")]
+ROUTE_TIME_BUDGET = 60.0
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+FIELDS = ["workflow", "allow_missing", "outputs", "client_id", "front", "title", "position", "job", "prompt",
+          "extra_data", "id", "name", "token", "overwrite", "scope"]
+QUERY_KEYS = ["client_id", "thumbnail", "workflow", "limit", "offset", "allow_missing", "name", "scope", "overwrite",
+              "folder", "token", "before", "x"]
+QUERY_VALUES = ["", "1", "0", "-1", "true", "false", "all", "own", "x" * 300, "%00", "%ff", "99999999999999999999999",
+                "1e3", "..%2f..", "%C3%A9", "a%20b", "NaN"]
+PARAM_JUNK = ["x", "", "0", "-1", "..", "%2e%2e", "%2f", "%00", "%ff", "a" * 300, "%C3%A9", "con", "*", ".json",
+              "output", "input", "temp", "checkpoints", "loras", "a.png", "..%2f..%2fetc%2fpasswd", "%252e%252e"]
+
+
+def _png(rng) -> bytes:
+    """A small PNG carrying ComfyUI text chunks (or lcmgraph's) made of mutants."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    api = rng.choice(mutations.API_DOCS)
+    ui = rng.choice(mutations.UI_DOCS)
+    for key, doc in (("prompt", api), ("workflow", ui), ("lcmgraph.workflow", const_doc(1))):
+        if rng.random() < 0.6:
+            text = json.dumps(mutations.mutate(rng, doc) if rng.random() < 0.7 else doc)
+            info.add_text(key, text[: rng.randrange(len(text) + 1)] if rng.random() < 0.1 else text)
+    buffer = io.BytesIO()
+    Image.new("RGB", (rng.choice([1, 8, 16]), 8)).save(buffer, format="PNG", pnginfo=info)
+    data = buffer.getvalue()
+    if rng.random() < 0.1:
+        data = data[: rng.randrange(8, len(data))]
+    return data
+
+
+def _comfy_body(rng, registry) -> dict:
+    document = mutations.random_document(rng, max_depth=30)
+    if rng.random() < 0.35:  # an lcmgraph document from a ComfyUI one, mutated: what /api/comfy/export gets
+        try:
+            document = load_any(document, registry)
+            document = mutations.mutate(rng, document) if rng.random() < 0.5 else document
+        except ComfyImportError:
+            pass
+    body = {"workflow": document} if rng.random() < 0.95 else {"prompt": document}
+    for _ in range(rng.choice([0, 0, 0, 0, 0, 1, 1, 2])):
+        body[rng.choice(FIELDS)] = mutations.junk(rng, 8)
+    if rng.random() < 0.2:
+        body["allow_missing"] = rng.choice([True, True, False, "yes", 1])
+    return body
+
+
+def _body(rng, pngs, registry, takes_files: bool) -> dict:
+    """Keyword arguments for the request: data and Content-Type. Routes whose
+    path speaks of images, uploads or files get images more often."""
+    roll = 0.70 + 0.22 * rng.random() if takes_files and rng.random() < 0.6 else rng.random()
+    if roll < 0.50:
+        return {"data": json.dumps(_comfy_body(rng, registry)).encode(), "headers": {"Content-Type": "application/json"}}
+    if roll < 0.60:
+        document = rng.choice([mutations.random_document(rng, max_depth=30), mutations.junk(rng, 8),
+                               {rng.choice(FIELDS): mutations.junk(rng, 8)}])
+        return {"data": json.dumps(document).encode(), "headers": {"Content-Type": "application/json"}}
+    if roll < 0.70:
+        ctype = rng.choice(["application/json", "text/plain", "multipart/form-data; boundary=x", ""])
+        return {"data": raw_body(rng), "headers": {"Content-Type": ctype}}
+    if roll < 0.82:
+        ctype = rng.choice(["image/png", "image/png", "application/octet-stream", "image/jpeg", "text/plain"])
+        return {"data": rng.choice(pngs), "headers": {"Content-Type": ctype}}
+    if roll < 0.92:
+        form = FormData()
+        for _ in range(rng.choice([1, 1, 2])):
+            field = rng.choice(["image", "image", "image", "overwrite", "x", "workflow"])
+            if field == "image":
+                form.add_field("image", rng.choice(pngs), filename=rng.choice(["a.png", "../b.png", "", "é.png"]),
+                               content_type="image/png")
+            else:
+                form.add_field(field, rng.choice(["true", "false", "1", "x" * 100]))
+        return {"data": form}
+    return {}
+
+
+def _path(rng, canonical: str, known: dict[str, list[str]]) -> str:
+    def fill(match) -> str:
+        name = match.group(1).split(":")[0]
+        roll = rng.random()
+        if roll < 0.4 and known.get(name):
+            return quote(rng.choice(known[name]), safe="", errors="surrogatepass")
+        if roll < 0.5:
+            return quote(str(mutations.junk(rng, 2)), safe="", errors="surrogatepass")[:400]
+        return "/".join(rng.choice(PARAM_JUNK) for _ in range(rng.choice([1, 1, 1, 2, 3])))
+    path = re.sub(r"\{([^}]+)\}", fill, canonical)
+    if rng.random() < 0.5:
+        query = "&".join(f"{rng.choice(QUERY_KEYS)}={rng.choice(QUERY_VALUES)}" for _ in range(rng.randint(1, 3)))
+        path += "?" + query
+    return path
+
+
+def _engine(tmp_path: Path) -> Engine:
+    """The test packs and the installed packs: the diffusion pack's ComfyUI mappings convert the mutants."""
+    return Engine(EngineConfig(plugin_dirs=PACKS, plugins_from_env=False, load_entry_points=True,
+                               home=tmp_path / "home", models_dir=tmp_path / "models", output_dir=tmp_path / "out"))
+
+
+def _examples(folder: Path, rng) -> None:
+    """The workflow folder the server lists: ComfyUI files, mutants, a broken and a deeply nested one."""
+    folder.mkdir()
+    for i, document in enumerate([*mutations.SEEDS[:6], *(mutations.random_document(rng) for _ in range(6))]):
+        (folder / f"comfy_{i}.json").write_text(json.dumps(document))
+    (folder / "broken.json").write_text('{"meta": ')
+    (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "digits.json").write_text('{"meta": ' + "7" * 5000 + "}")
+
+
+def test_every_route_survives_comfy_shaped_garbage(tmp_path):
+    rng = random.Random(SEED + 1)
+    pngs = [_png(rng) for _ in range(40)]
+    _examples(tmp_path / "examples", rng)
+
+    async def body(h):
+        started = time.monotonic()
+        app = h.client.server.app
+        routes = sorted({(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None})
+        assert len(routes) >= 20, routes  # the enumeration sees the server's routes
+        base = f"http://127.0.0.1:{h.client.port}"
+        hits: dict[tuple[str, str], int] = dict.fromkeys(routes, 0)
+        statuses: dict[tuple[str, int], int] = {}
+        known: dict[str, list[str]] = {"job_id": [], "folder": ["output", "input", "temp", "checkpoints"],
+                                       "name": ["comfy_0", "comfy_7.json", "broken", "deep.json", "digits"],
+                                       "path": ["index.html", "assets/x.js", "api", "favicon.ico"]}
+
+        async def send(method, path, route, **kwargs):
+            async with h.client.session.request(method, URL(base + path, encoded=True), **kwargs) as response:
+                raw = await response.read()
+                assert response.status < 500, (method, path, str(kwargs)[:2000], response.status, raw[:2000])
+            statuses[(route[1], response.status)] = statuses.get((route[1], response.status), 0) + 1
+            if response.status in (200, 201) and response.content_type == "application/json" and raw:
+                try:
+                    reply = json.loads(raw)
+                except (ValueError, RecursionError):  # an example file served as it is
+                    return
+                job = reply.get("job") if isinstance(reply, dict) else None
+                if isinstance(job, dict) and isinstance(job.get("id"), str):
+                    known["job_id"].append(job["id"])
+                if isinstance(reply, dict) and isinstance(reply.get("name"), str) and reply.get("folder"):
+                    known["name"].append(reply["name"])
+
+        async def hit(route):
+            method = route[0] if rng.random() < 0.9 else rng.choice(METHODS)
+            takes_files = any(word in route[1] for word in ("image", "upload", "file"))
+            wants_body = method not in ("GET", "HEAD") or rng.random() < 0.05
+            kwargs = _body(rng, pngs, h.server.engine.registry, takes_files) if wants_body else {}
+            if rng.random() < 0.05:
+                kwargs.setdefault("headers", {})["Origin"] = rng.choice(["http://evil.example", "null", "x"])
+            hits[route] += 1
+            await send(method, _path(rng, route[1], known), route, **kwargs)
+
+        # Scene: a job that runs, an upload, so that ids and names in paths are sometimes real.
+        known["job_id"].append((await h.submit(const_doc(7)))["job"]["id"])
+        form = FormData()
+        form.add_field("image", pngs[0], filename="scene.png", content_type="image/png")
+        await h.call("POST", "/api/upload", data=form)
+        for route in routes:
+            for _ in range(MIN_PER_ROUTE):
+                await hit(route)
+        weights = [4 if method == "POST" else 1 for method, _ in routes]
+        for route in rng.choices(routes, weights, k=ROUTE_REQUESTS - MIN_PER_ROUTE * len(routes)):
+            await hit(route)
+        posts = [r for r in routes if r[0] == "POST"]
+        for kind, length, node_kind in DEEP_GRAPHS:
+            document = mutations.api_chain(length, node_kind) if kind == "api" else mutations.ui_chain(length, node_kind)
+            data = json.dumps({"workflow": document}).encode()
+            for route in posts:
+                hits[route] += 1
+                await send("POST", re.sub(r"\{[^}]+\}", "x", route[1]), route, data=data,
+                           headers={"Content-Type": "application/json"})
+        elapsed = time.monotonic() - started
+
+        total = sum(hits.values())
+        assert total >= 5000 and min(hits.values()) >= MIN_PER_ROUTE, hits
+        assert elapsed < ROUTE_TIME_BUDGET, elapsed
+        # The garbage reached the converters, not only the doors: some imports succeed, some are refused.
+        assert statuses.get(("/api/comfy/import", 200), 0) > 20, statuses
+        assert statuses.get(("/api/comfy/import", 400), 0) > 20, statuses
+        assert statuses.get(("/api/workflow/from-image", 200), 0) > 5, statuses
+        assert statuses.get(("/api/comfy/export", 200), 0) + statuses.get(("/api/comfy/export", 400), 0) > 20
+
+        await h.call("POST", "/api/queue/clear", 200)
+        await h.call("POST", "/api/interrupt", 200)
+        job = await h.wait((await h.submit(const_doc(42)))["job"]["id"], timeout=20)
+        assert job["status"] == "done" and job["outputs"]["out"]["values"] == [42.0]
+
+    serve(tmp_path, body, timeout=150, engine=_engine(tmp_path), workflows_dir=tmp_path / "examples")

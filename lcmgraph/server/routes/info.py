@@ -67,6 +67,8 @@ def _examples(directory) -> list[dict]:
             meta = json.loads(path.read_text("utf-8")).get("meta") or {}
         except (OSError, ValueError, AttributeError) as exc:
             entry["error"] = f"unreadable: {exc}"
+        except RecursionError:
+            entry["error"] = "unreadable: JSON nested too deeply"
         else:
             if isinstance(meta, dict):
                 entry.update({k: meta[k] for k in ("title", "description") if isinstance(meta.get(k), str)})

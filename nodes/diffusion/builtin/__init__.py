@@ -28,6 +28,10 @@ BUILTIN_FILES = {
     ("loras", "tiny-lcm-lora"): lambda e: tiny_addons.save_lora(_root(e) / "tiny-lcm-lora.safetensors", seed=10, text=False),
     # A "style" LoRA in kohya naming, with a text-encoder part.
     ("loras", "tiny-style-lora"): lambda e: tiny_addons.save_lora(_root(e) / "tiny-style-lora.safetensors", seed=11, kohya=True),
+    # UNet-only files (LoadUNet), like SDXL-Lightning's *_unet.safetensors.
+    ("unet", "tiny-random-unet"): lambda e: tiny_addons.save_unet(_root(e) / "tiny-random-unet.safetensors", "sd15"),
+    ("unet", "tiny-random-xl-unet"): lambda e: tiny_addons.save_unet(
+        _root(e) / "tiny-random-xl-unet.safetensors", "sdxl"),
     ("controlnet", "tiny-controlnet"): lambda e: tiny_addons.save_controlnet(_root(e) / "tiny-controlnet"),
     # The embedded model's VAE as one file in the original layout (what ComfyUI's VAELoader reads).
     ("vae", "tiny-shapes-vae"): lambda e: tiny_addons.save_vae(_root(e) / "tiny-shapes-vae.safetensors",

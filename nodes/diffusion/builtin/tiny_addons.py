@@ -68,6 +68,28 @@ def save_lora(target: Path, arch: str = "sd15", seed: int = 10, text: bool = Tru
     return build_atomically(target, build)
 
 
+def save_unet(target: Path, arch: str = "sd15", seed: int = 30, layout: str = "diffusers") -> Path:
+    """Write a tiny UNet-only ``.safetensors`` (another seed than the checkpoint's UNet):
+    diffusers layout as SDXL-Lightning ships for diffusers, or ``layout="ldm"``
+    (input_blocks..., as ComfyUI's UNet files)."""
+    target = Path(target)
+
+    def build(path: Path):
+        from safetensors.torch import save_file
+
+        unet = make_unet(arch, seed)
+        state = {k: v.contiguous() for k, v in unet.state_dict().items()}
+        if layout == "ldm":
+            from ..formats.single_file_export import unet_to_ldm
+
+            state = {k.removeprefix("model.diffusion_model."): v.contiguous()
+                     for k, v in unet_to_ldm(state, unet.config).items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(path))
+
+    return build_atomically(target, build)
+
+
 def to_kohya(layers: dict) -> dict:
     """diffusers/peft LoRA layers -> kohya-ss names (``lora_unet_..._to_q.lora_down.weight`` + ``.alpha``)."""
     import torch

@@ -4,7 +4,7 @@ and export lcmgraph ones to ComfyUI's API format.
 
 Most classes map one to one: renamed inputs, outputs by index, and the
 order of the class's widgets in ComfyUI's UI format. The others convert
-through functions (samplers.py, conditioning.py, models.py) that follow
+through functions (samplers.py, custom.py, conditioning.py, models.py) that follow
 what ComfyUI computes and refuse, naming the setting, what lcmgraph cannot
 compute the same way. docs/comfyui.md lists every mapping and the
 differences that remain.
@@ -17,7 +17,7 @@ from dataclasses import replace
 from lcmgraph.comfy import SEED_CONTROL, ComfyMapping, Through
 
 from . import conditioning as cond
-from . import models, samplers
+from . import custom, models, samplers
 from .latents import LATENTS
 from .merging import MERGING, UNSUPPORTED
 
@@ -46,7 +46,8 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
         export_types=("Img2Img",)),
     "KSamplerAdvanced": ComfyMapping(
         "Sampler", outputs=("latent",), widgets=_ADVANCED_WIDGETS, title="KSampler (Advanced)",
-        ignore=("control_after_generate",), convert=samplers.ksampler_advanced, export=samplers.export_sampler),
+        ignore=("control_after_generate",), convert=samplers.ksampler_advanced, export=samplers.export_sampler,
+        export_types=("FewStepSampler",)),
     **LATENTS,
     "ModelSamplingDiscrete": ComfyMapping(
         outputs=(Through("model"),), widgets=("sampling", "zsnr"), title="ModelSamplingDiscrete",
@@ -86,6 +87,8 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     **MERGING,
     # Model kinds lcmgraph does not load: refused by name (all at once, with their node ids).
     **UNSUPPORTED,
+    # SamplerCustom(Advanced) and the sampler / sigmas / noise / guider nodes they read.
+    **custom.MAPPINGS,
 }
 
 __all__ = ["COMFY_MAPPINGS"]

@@ -69,19 +69,27 @@ def controlnet_apply_advanced(ctx, node) -> Converted:
 def thread(ctx, positive, negative_ref) -> tuple[list, list]:
     """(positive, negative) refs for a ComfyUI sampler: ApplyControlNet nodes
     behind the positive become ControlNetApplyAdvanced nodes that hint the
-    negative too, as lcmgraph's sampler does with their hints."""
+    negative too, as lcmgraph's sampler does with their hints. Iterative: the
+    chain of ApplyControlNet nodes may be long."""
+    chain, seen = [], set()
     source = ctx.source(positive)
-    if source is None or source.type != "ApplyControlNet":
-        return ctx.ref(positive), negative_ref
-    up_pos, up_neg = thread(ctx, ctx.value(source, "conditioning"), negative_ref)
+    while source is not None and source.type == "ApplyControlNet" and source.id not in seen:  # a cycle ends it
+        seen.add(source.id)
+        chain.append(source)
+        positive = ctx.value(source, "conditioning")
+        source = ctx.source(positive)
+    up_pos, up_neg = ctx.ref(positive), negative_ref
     memo = ctx.memo.setdefault("controlnet_threads", {})
-    key = (source.id, tuple(up_pos), tuple(up_neg) if isinstance(up_neg, list) else None)
-    if key not in memo:
-        comfy_id = ctx.unique_id(source.id) if ctx.is_done(source.id) else source.id
-        ctx.claim(source.id)
-        _emit_controlnet(ctx, source, comfy_id, up_pos, up_neg)
-        memo[key] = ([comfy_id, 0], [comfy_id, 1])
-    return memo[key]
+    for source in reversed(chain):  # the one nearest the conditioning first
+        key = (source.id, tuple(up_pos) if isinstance(up_pos, list) else None,
+               tuple(up_neg) if isinstance(up_neg, list) else None)
+        if key not in memo:
+            comfy_id = ctx.unique_id(source.id) if ctx.is_done(source.id) else source.id
+            ctx.claim(source.id)
+            _emit_controlnet(ctx, source, comfy_id, up_pos, up_neg)
+            memo[key] = ([comfy_id, 0], [comfy_id, 1])
+        up_pos, up_neg = memo[key]
+    return up_pos, up_neg
 
 
 def _emit_controlnet(ctx, spec, comfy_id, positive, negative) -> None:

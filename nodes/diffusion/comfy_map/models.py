@@ -24,12 +24,13 @@ TILES = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap
 
 
 def model_sampling(ctx, node) -> Converted:
+    """No node: the samplers read it (samplers.prediction_for: eps, v_prediction, x0 -> prediction; lcm -> LCM)."""
     sampling, zsnr = ctx.literal(node, "sampling"), ctx.literal(node, "zsnr", False)
     if zsnr:
         raise ConversionError("zsnr (zero terminal SNR) has no lcmgraph equivalent")
-    if sampling not in ("lcm", "eps"):
-        raise ConversionError(f"sampling {sampling!r} has no lcmgraph equivalent (lcmgraph takes the prediction "
-                              "type from the checkpoint; 'eps' and 'lcm' convert)")
+    if sampling not in ("lcm", "eps", "v_prediction", "x0"):
+        raise ConversionError(f"sampling {sampling!r} has no lcmgraph equivalent ('eps', 'v_prediction', 'x0' "
+                              "become the sampler's prediction type, 'lcm' LCM's schedule)")
     return Converted(None, outputs={0: Through("model")})
 
 

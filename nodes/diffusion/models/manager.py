@@ -23,7 +23,7 @@ from . import fastpath
 from .lora import LoraMismatch, drop_adapter, load_adapter, realise_adapters
 from .lora_fuse import FusedLora, realise_fused, wanted_weights
 from .merging import CannotMerge, ComponentView, Evaluator, MergeState, ldm_names
-from .values import ClipRef, ControlNetRef, LoraPatch, ModelRef, VaeRef
+from .values import ClipRef, ControlNetRef, LoraPatch, ModelRef, UnetFile, VaeRef
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,41 @@ class ModelManager:
         size = _module_bytes(pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
         return LoadedCheckpoint(key, path, ckpt.arch, pipe, dict(ckpt.scheduler_config), size)
 
+    # -- UNet-only files (LoadUNet) --------------------------------------------------------
+    def denoiser(self, ref: ModelRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
+        """The entry whose UNet ``ref`` samples with: the checkpoint's, or (LoadUNet) one
+        holding the replacement UNet with the checkpoint's scheduler config."""
+        base = self.checkpoint(ref, ctx, keep)
+        if ref.unet is None:
+            return base
+        key = f"unet:{ref.identity}:{ref.unet.identity}"
+        with self._lock:
+            entry = self._touch(key)
+            if entry is not None:
+                return entry
+            self._trim(set(keep) | {base.key}, incoming=_files_bytes(Path(ref.unet.path)))
+            if ctx is not None:
+                ctx.progress(0, 1, stage="loading UNet")
+            entry = self._load_unet(key, base, ref.unet)
+            self._entries[key] = entry
+            self._trim(set(keep) | {key, base.key})
+            return entry
+
+    def _load_unet(self, key: str, base: LoadedCheckpoint, unet: UnetFile) -> LoadedCheckpoint:
+        from ..formats.unet_files import UnetFileError, load_unet_file
+
+        try:
+            model = load_unet_file(unet.path, base.unet.config, base.arch, self.dtype)
+        except UnetFileError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        except Exception as exc:
+            raise ModelLoadError(f"could not load UNet {Path(unet.path).name!r}: {type(exc).__name__}: {exc}") from exc
+        pipe = _unet_pipeline(base, model)
+        pipe.unet.to("cpu" if self.offload else self.device)
+        fastpath.prepare_unet(pipe.unet, self.fast)
+        self.loads += 1
+        return LoadedCheckpoint(key, unet.path, base.arch, pipe, dict(base.scheduler_config), _module_bytes(model))
+
     # -- ControlNets ---------------------------------------------------------------------
     def controlnet(self, ref: ControlNetRef, ctx: Any = None, keep: set[str] = frozenset()):
         key = "cn:" + ref.identity
@@ -302,7 +337,7 @@ class ModelManager:
 
     def realise_unet(self, ref: ModelRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
         with self._lock:
-            loaded = self.checkpoint(ref, ctx, keep)
+            loaded = self.denoiser(ref, ctx, keep)
             self._realise_base(loaded, "unet", ref, ctx, keep)
             self._ensure_all(loaded, ref.loras)
             self._realise_unet_loras(loaded, ref.loras)
@@ -432,7 +467,8 @@ class ModelManager:
         blocks: dict[str, str] = {}
 
         def view(ref) -> ComponentView:
-            entry = self.checkpoint(ref, ctx, keep)
+            # a LoadUNet model merges with its replacement UNet, not the checkpoint's
+            entry = self.denoiser(ref, ctx, keep) if component == "unet" else self.checkpoint(ref, ctx, keep)
             keep.add(entry.key)
             self._ensure_all(entry, ref.loras)
             if entry.key not in views:
@@ -582,6 +618,17 @@ def _pipeline_from(ckpt: Any):
         vae=ckpt.vae, text_encoder=ckpt.text_encoder, tokenizer=ckpt.tokenizer, unet=ckpt.unet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
+
+
+def _unet_pipeline(base: LoadedCheckpoint, unet: Any):
+    """A pipeline around a replacement UNet alone: LoRA loading and the guidance
+    embedding work as with the checkpoint's, while its text encoders and VAE stay
+    with the checkpoint's entry (CLIP and VAE values still point there)."""
+    cls = type(base.pipe)
+    kwargs = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    if base.arch == "sdxl":
+        kwargs = {"text_encoder_2": None, "tokenizer_2": None}
+    return cls(vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=base.pipe.scheduler, **kwargs)
 
 
 def _files_bytes(path: Path) -> int:

@@ -31,33 +31,26 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from . import schedules
 from .control import ControlRunner
 from .interrupt import checked_inside
 from .manager import SERVICE
 from .preview import latent_preview
+from .schedules import SAMPLERS
 from .unet_patches import rescale_cfg
 from .values import Conditioning, Latent, ModelRef, match_token_lengths
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = {
-    "lcm": ("LCMScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpmpp_2m_karras": (
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
-    ),
-    "ddim": ("DDIMScheduler", {}),
-    "tcd": ("TCDScheduler", {}),
-}
+#: Sampler name -> diffusers scheduler (schedules.py: ComfyUI's names, schedules, what runs).
+SCHEDULERS = SAMPLERS
 
 #: How ``denoise`` < 1 picks the part of the schedule that runs.
 #: "lcm": LCMScheduler.set_timesteps(strength=...) — all ``steps`` steps run, spread
 #: over the lower-noise part (LatentConsistencyModelImg2ImgPipeline).
 #: "truncate": the full ``steps`` schedule is cut to its last int(steps*denoise)
-#: steps (StableDiffusionImg2ImgPipeline.get_timesteps).
+#: steps (StableDiffusionImg2ImgPipeline.get_timesteps). TCD always uses its own
+#: (TCDScheduler.set_timesteps(strength=...), the same rule as LCM's).
 STRENGTH_MODES = ("lcm", "truncate")
 
 
@@ -77,36 +70,52 @@ class SampleRequest:
     original_inference_steps: int = 50
     eta: float = 0.0
     strength_mode: str = "truncate"
+    #: ComfyUI's schedule name (schedules.SCHEDULES); "auto": the checkpoint's config.
+    schedule: str = "auto"
+    #: "auto" (the checkpoint's) or a diffusers prediction_type.
+    prediction: str = "auto"
+    #: Custom timesteps / sigmas (with the final sigma) replacing the schedule; steps = their count.
+    timesteps: tuple[int, ...] | None = None
+    sigmas: tuple[float, ...] | None = None
 
 
-def make_scheduler(name: str, config: dict):
-    import diffusers
-
-    class_name, overrides = SCHEDULERS[name]
-    return getattr(diffusers, class_name).from_config(config, **overrides)
+def make_scheduler(req: SampleRequest, config: dict):
+    return schedules.make_scheduler(req.scheduler, config, req.schedule, req.prediction, req.steps, seed=req.seed,
+                                    custom=bool(req.timesteps or req.sigmas),
+                                    original_inference_steps=req.original_inference_steps)
 
 
 def plan_timesteps(scheduler: Any, req: SampleRequest, device: str):
-    """Set up ``scheduler`` and return (timesteps to run, index of the first in the schedule)."""
-    from diffusers import LCMScheduler
+    """Set up ``scheduler`` and return (timesteps to run, index of the first, index past the last).
 
-    is_lcm = isinstance(scheduler, LCMScheduler)
-    kwargs = {"original_inference_steps": req.original_inference_steps} if is_lcm else {}
+    start_step / end_step count steps; for samplers with several UNet passes per
+    step (Heun, DPM-2, DPM++ SDE: ``order`` 2) they index every ``order``-th entry."""
+    from diffusers import LCMScheduler, TCDScheduler
+
+    consistency = isinstance(scheduler, LCMScheduler | TCDScheduler)  # original_inference_steps: in the config
+    order = schedules.order(scheduler)
     begin = 0
-    if is_lcm and req.strength_mode == "lcm":
-        scheduler.set_timesteps(req.steps, device=device, strength=req.denoise, **kwargs)
+    if req.timesteps or req.sigmas:
+        if req.timesteps:
+            scheduler.set_timesteps(device=device, timesteps=list(req.timesteps))
+        else:
+            scheduler.set_timesteps(device=device, sigmas=list(req.sigmas))
+        timesteps = scheduler.timesteps
+    elif consistency and (req.strength_mode == "lcm" or isinstance(scheduler, TCDScheduler)):
+        scheduler.set_timesteps(req.steps, device=device, strength=req.denoise)
         timesteps = scheduler.timesteps
     else:
-        scheduler.set_timesteps(req.steps, device=device, **kwargs)
+        scheduler.set_timesteps(req.steps, device=device)
         init = min(int(req.steps * req.denoise), req.steps)
-        begin = max(req.steps - init, 0) * scheduler.order
+        begin = max(req.steps - init, 0) * order
         timesteps = scheduler.timesteps[begin:]
     if len(timesteps) == 0:
         raise ValueError(f"denoise {req.denoise} with {req.steps} steps leaves no step to run; raise either")
     total = len(timesteps)
-    start, end = max(req.start_step, 0), min(req.end_step, total)
+    start, end = max(req.start_step, 0) * order, min(req.end_step * order, total)
     if start >= end:
-        raise ValueError(f"start_step {req.start_step} must be below end_step {req.end_step} and the {total} steps")
+        raise ValueError(f"start_step {req.start_step} must be below end_step {req.end_step} and the "
+                         f"{-(-total // order)} steps")
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin + start)
     return timesteps, start, end
@@ -144,7 +153,7 @@ def sample_batch(ctx: Any, reqs: list[SampleRequest]) -> list | None:
 
 #: What requests sharing one loop must agree on (seed, prompts and guidance may differ).
 _SHARED = ("model", "scheduler", "steps", "denoise", "start_step", "end_step", "original_inference_steps",
-           "strength_mode")
+           "strength_mode", "schedule", "prediction", "timesteps", "sigmas")
 
 
 def batch_mismatch(reqs: list[SampleRequest]) -> str | None:
@@ -192,7 +201,7 @@ def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
     import torch
 
     unet, pipe = loaded.unet, loaded.pipe
-    scheduler = make_scheduler(req.scheduler, loaded.scheduler_config)
+    scheduler = make_scheduler(req, loaded.scheduler_config)
     timesteps, start, end = plan_timesteps(scheduler, req, device)
     init = req.latent.samples
     batch = init.shape[0]

@@ -57,8 +57,17 @@ class Merge:
 
 
 @dataclass(frozen=True)
+class UnetFile:
+    """A UNet-only file replacing a checkpoint's UNet (LoadUNet)."""
+
+    path: str
+    identity: str
+
+
+@dataclass(frozen=True)
 class ModelRef:
-    """MODEL: the denoiser of a checkpoint plus the LoRA patches to apply to it.
+    """MODEL: the denoiser of a checkpoint plus the LoRA patches to apply to it;
+    ``unet``, when set, replaces the checkpoint's UNet (LoadUNet).
 
     ``base`` (a Merge) replaces the checkpoint's weights first: merged weights
     are realised by the model manager like LoRAs, on the checkpoint's modules."""
@@ -72,6 +81,7 @@ class ModelRef:
     patches: tuple[tuple, ...] = ()
     #: ComfyUI's RescaleCFG multiplier (diffusers' guidance_rescale); 0 = off.
     rescale_cfg: float = 0.0
+    unet: UnetFile | None = None
 
     def with_lora(self, patch: LoraPatch) -> ModelRef:
         return replace(self, loras=(*self.loras, patch))
@@ -80,6 +90,9 @@ class ModelRef:
         """This model's weights merged with ``second``'s (its LoRAs and patches folded in)."""
         weights = lambda ref: replace(ref, patches=(), rescale_cfg=0.0)  # noqa: E731 - sampling options, not weights
         return replace(self, loras=(), base=Merge(weights(self), weights(second), tuple(rules)))
+
+    def with_unet(self, unet: UnetFile) -> ModelRef:
+        return replace(self, unet=unet)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def set_scheduler(pipe, name: str):
     return pipe
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float = 1.0, batch: int = 16):
+def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float = 1.0, batch: int = 16, **call):
     """Images ``[N, 3, H, W]`` in [-1, 1]; noise for prompt ``i`` from CPU generator ``seeds[i]``."""
     import torch
 
@@ -48,20 +48,20 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: f
         gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds[i:i + batch]]
         with torch.no_grad():
             images = pipe(prompts[i:i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                          height=size, width=size, output_type="pt").images
+                          height=size, width=size, output_type="pt", **call).images
         out.append(images.cpu() * 2 - 1)
     return torch.cat(out)
 
 
 def prompt_accuracy(pipe, evaluator, prompts_scenes, steps: int, guidance: float = 1.0, seed: int = 0,
-                    batch: int = 16) -> dict:
+                    batch: int = 16, **call) -> dict:
     """Generate one image per (prompt, scene), read it with ``evaluator``: accuracies and seconds/image."""
     from .evaluator import accuracy, predict
 
     prompts = [p for p, _ in prompts_scenes]
     scenes = [s for _, s in prompts_scenes]
     start = time.perf_counter()
-    images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], steps, guidance, batch)
+    images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], steps, guidance, batch, **call)
     seconds = (time.perf_counter() - start) / len(prompts)
     acc = accuracy(predict(evaluator, images), scenes)
     return {**acc, "seconds_per_image": seconds, "images": images}
