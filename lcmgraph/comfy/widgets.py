@@ -18,7 +18,7 @@ class ComfyUI core does not define gives the order in ``ComfyMapping.widgets``.
 
 The declarations: inputs separated by spaces, ``@name`` a socket (a link),
 ``name`` a widget, ``name+`` a widget followed by control_after_generate,
-``name^`` a widget followed by the upload button.
+``name^`` a widget with an upload button (which the frontend puts after all the widgets).
 """
 
 from __future__ import annotations
@@ -125,14 +125,16 @@ def widget_layout(class_type: str) -> tuple[str, ...] | None:
     if inputs is None:
         return None
     layout: list[str] = []
+    upload = False
     for spec in inputs:
         if spec.widget:
             layout.append(spec.name)
             if spec.control:
                 layout.append(SEED_CONTROL)
-            if spec.upload:
-                layout.append(UPLOAD)
-    return tuple(layout)
+            upload = upload or spec.upload
+    # The frontend adds the upload button after the node's own widgets: a saved
+    # LoadImageMask is ["mask.png", "alpha", "image"], file, channel, then upload.
+    return (*layout, UPLOAD) if upload else tuple(layout)
 
 
 def frontend_only(class_type: str) -> frozenset[str]:

@@ -264,8 +264,8 @@ def api_chain(length: int, kind: str = "LoraLoaderModelOnly") -> dict:
             prompt[node_id] = {"class_type": kind, "inputs": {"conditioning": cond, "control_net": ["4", 0],
                                                               "image": ["5", 0], "strength": 0.5}}
             cond = [node_id, 0]
-        else:  # ModelSamplingDiscrete: a chain of pass-throughs
-            prompt[node_id] = {"class_type": kind, "inputs": {"model": model, "sampling": "eps", "zsnr": False}}
+        else:  # ModelSamplingDiscrete 'lcm' (what an lcm sampler expects): a chain of pass-throughs
+            prompt[node_id] = {"class_type": kind, "inputs": {"model": model, "sampling": "lcm", "zsnr": False}}
             model = [node_id, 0]
     prompt["6"] = {"class_type": "KSampler", "inputs": {
         "model": model, "positive": cond, "negative": ["2", 0], "latent_image": ["3", 0], "seed": 1, "steps": 4,
