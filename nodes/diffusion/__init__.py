@@ -14,6 +14,7 @@ from . import (
          fewstep,
          images,
          img2img,
+         inpaint,
          latents,
          loaders,
          samplers,
@@ -27,7 +28,7 @@ from .models.manager import SERVICE, factory
 from .train.cli import add_train_parser
 from .train.lora_cli import add_lora_parsers
 
-NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *fewstep.NODES, *img2img.NODES,
+NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *fewstep.NODES, *img2img.NODES, *inpaint.NODES,
          *latents.NODES, *vae.NODES, *controlnet.NODES, *images.NODES]
 
 SERVICES = {SERVICE: factory}
