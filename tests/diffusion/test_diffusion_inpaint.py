@@ -174,3 +174,25 @@ def test_latent_ops_carry_the_mask():
     assert bool(cropped["latent"].noise_mask.all())
     upscaled = L.LatentUpscaleBy().execute(None, latent, "nearest-exact", 2.0)["latent"]
     assert upscaled.noise_mask is mask  # resized when sampling
+
+
+def test_vae_encode_for_inpaint_greys_the_mask_and_grows_the_noise_mask(engine, models):
+    from lcmgraph_nodes.diffusion.inpaint import grow_mask
+
+    f = Flow()
+    f.add("ckpt", "LoadCheckpoint", checkpoint="tiny")
+    f.add("load", "LoadImage", image="hint.png")
+    f.add("mask", "LoadImageMask", image="right.png", channel="red")
+    f.add("enc", "VAEEncodeForInpaint", vae=link("ckpt", "vae"), image=link("load", "image"),
+          mask=link("mask", "mask"), grow_mask_by=6)
+    latent = value_of(engine, f, "enc", "latent")
+    grown = latent.noise_mask
+    assert grown.shape == (1, 1, 64, 64)
+    # ComfyUI's 6x6 box with padding 3 grows the left edge by 2 pixels
+    assert bool(grown[..., 30:].all()) and not bool(grown[..., :30].any())
+    # The encoded pixels: the image with the masked half neutral grey.
+    f.add("grey", "VAEEncode", vae=link("ckpt", "vae"), image=link("load", "image"))
+    plain = value_of(engine, f, "grey", "latent").samples
+    assert float((latent.samples - plain).abs().max()) > 1e-3
+    assert torch.equal(grow_mask(torch.ones(1, 1, 8, 8), 6), torch.ones(1, 1, 8, 8))
+    assert torch.equal(grow_mask(torch.full((1, 1, 8, 8), 0.4), 0), torch.zeros(1, 1, 8, 8))
