@@ -14,6 +14,7 @@ from . import (
     fewstep,
     images,
     img2img,
+    inpaint,
     latents,
     loaders,
     merging,
@@ -31,8 +32,8 @@ from .train.cli import add_train_parser
 from .train.lora_cli import add_lora_parsers
 
 NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *fewstep.NODES, *img2img.NODES,
-         *latents.NODES, *vae.NODES, *controlnet.NODES, *images.NODES, *merging.NODES, *patches.NODES,
-         *upscale.NODES]
+         *inpaint.NODES, *latents.NODES, *vae.NODES, *controlnet.NODES, *images.NODES, *merging.NODES,
+         *patches.NODES, *upscale.NODES]
 
 SERVICES = {SERVICE: factory}
 

@@ -8,8 +8,7 @@ from lcmgraph import types as T
 from .models import costs
 from .models.presets import PRESETS, problems
 from .models.sampling import sample
-from .models.values import Latent
-from .samplers import _SAMPLER_INPUTS, Sampler, _batched
+from .samplers import _SAMPLER_INPUTS, Sampler, _batched, sampled
 
 
 class FewStepSampler(Node):
@@ -24,6 +23,7 @@ class FewStepSampler(Node):
     """
 
     category = "sampling"
+    version = 2
     record_parameters = True
     inputs = (
         *_SAMPLER_INPUTS,
@@ -48,7 +48,8 @@ class FewStepSampler(Node):
         return out
 
     def execute(self, ctx, **inputs):
-        return {"latent": Latent(sample(ctx, self.request(**inputs)))}
+        req = self.request(**inputs)
+        return {"latent": sampled(req, sample(ctx, req))}
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):

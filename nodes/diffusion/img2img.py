@@ -17,8 +17,8 @@ from .models import costs
 from .models.manager import SERVICE
 from .models.sampling import SampleRequest, sample, sample_batch
 from .models.vae_codec import crop_to_multiple, encode
-from .models.values import Latent
-from .samplers import _SEED
+from .models.values import Latent, noise_mask
+from .samplers import _SEED, sampled
 
 
 class Img2Img(Node):
@@ -29,6 +29,7 @@ class Img2Img(Node):
     """
 
     category = "sampling"
+    version = 2
     inputs = (
         Input("model", T.MODEL),
         Input("vae", T.VAE),
@@ -41,6 +42,8 @@ class Img2Img(Node):
         Input("steps", T.INT, default=4, min=1, max=50),
         Input("guidance", T.FLOAT, default=1.0, min=0.0, max=30.0, step=0.1),
         Input("original_inference_steps", T.INT, default=50, min=1, max=1000),
+        Input("mask", T.MASK, optional=True,
+              description="inpainting: only the masked area (1) changes, as with SetLatentNoiseMask"),
     )
     outputs = (Output("latent", T.LATENT),)
     batch_inputs = ("seed", "guidance")
@@ -53,7 +56,8 @@ class Img2Img(Node):
         return []
 
     def execute(self, ctx, **inputs):
-        return {"latent": Latent(sample(ctx, self.request(ctx, **inputs)))}
+        req = self.request(ctx, **inputs)
+        return {"latent": sampled(req, sample(ctx, req))}
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):
@@ -66,15 +70,16 @@ class Img2Img(Node):
 
     def execute_batch(self, ctx, inputs_list):
         """Each image is encoded on its own, then one LCM loop samples them all."""
-        latents = sample_batch(ctx, [self.request(ctx, **inputs) for inputs in inputs_list])
-        return None if latents is None else [{"latent": Latent(x)} for x in latents]
+        reqs = [self.request(ctx, **inputs) for inputs in inputs_list]
+        latents = sample_batch(ctx, reqs)
+        return None if latents is None else [{"latent": sampled(r, x)} for r, x in zip(reqs, latents, strict=True)]
 
     @staticmethod
     def request(ctx, model, vae, positive, negative, image, strength, seed, steps, guidance,
-                original_inference_steps):
+                original_inference_steps, mask=None):
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
         image = crop_to_multiple(image, loaded.scale_factor)
-        init = Latent(encode(loaded.vae, image, False, loaded.arch))
+        init = Latent(encode(loaded.vae, image, False, loaded.arch), noise_mask=noise_mask(mask))
         return SampleRequest(
             model, positive, negative, init, seed, steps, guidance, scheduler="lcm", denoise=strength,
             original_inference_steps=original_inference_steps, strength_mode="lcm",

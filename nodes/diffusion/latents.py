@@ -6,6 +6,12 @@ pixels (x // 8), as in ComfyUI. lcmgraph's latents are scaled by the VAE's
 factor and ComfyUI's are not; every operation here is linear in the values
 (bislerp scales with them), so both give the same latent. ``batch_index``
 (which images of the original batch these are) travels as in ComfyUI.
+
+A noise mask (SetLatentNoiseMask) travels too: resizes, composites and blends
+keep it as it is (it is resized to the latent when sampling, as in ComfyUI);
+picking and repeating batch images pick and repeat its images; flips,
+rotations and crops, which ComfyUI leaves the mask out of, flip, rotate and
+crop it with the latent so that it still covers the same content.
 """
 
 from __future__ import annotations
@@ -25,6 +31,15 @@ MAX_RESOLUTION = 16384  # ComfyUI's widget limit; a server's --max-pixels sets t
 CELL = 8
 _PIXELS = dict(min=0, max=MAX_RESOLUTION, step=8)
 _METHOD = dict(choices=LATENT_METHODS, default="nearest-exact")
+
+
+def _mask_batch(latent: Latent):
+    """The noise mask with one image per latent image (None stays None; one mask for all stays one)."""
+    mask = latent.noise_mask
+    batch = latent.samples.shape[0]
+    if mask is None or mask.shape[0] in (1, batch):
+        return mask
+    return mask.repeat(-(-batch // mask.shape[0]), 1, 1, 1)[:batch]
 
 
 def _size(upstream, name: str = "latent") -> costs.Size | None:
@@ -219,6 +234,7 @@ class LatentFromBatch(Node):
     can give them the noise they had in the whole batch."""
 
     category = "latent/batch"
+    version = 2  # carries the noise mask
     inputs = (
         Input("latent", T.LATENT),
         Input("batch_index", T.INT, default=0, min=0, max=63),
@@ -238,7 +254,11 @@ class LatentFromBatch(Node):
             indices = tuple(range(start, start + length))
         else:
             indices = tuple(latent.batch_index[start:start + length])
-        return {"latent": replace(latent, samples=samples[start:start + length].clone(), batch_index=indices)}
+        mask = _mask_batch(latent)
+        if mask is not None and mask.shape[0] > 1:
+            mask = mask[start:start + length].clone()
+        return {"latent": replace(latent, samples=samples[start:start + length].clone(), batch_index=indices,
+                                  noise_mask=mask)}
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):
@@ -254,6 +274,7 @@ class RepeatLatentBatch(Node):
     the original images, as in ComfyUI)."""
 
     category = "latent/batch"
+    version = 2  # carries the noise mask
     inputs = (Input("latent", T.LATENT), Input("amount", T.INT, default=1, min=1, max=64))
     outputs = (Output("latent", T.LATENT),)
 
@@ -262,7 +283,11 @@ class RepeatLatentBatch(Node):
         if indices is not None:
             offset = max(indices) - min(indices) + 1
             indices = tuple(indices) + tuple(x + i * offset for i in range(1, amount) for x in indices)
-        return {"latent": replace(latent, samples=latent.samples.repeat((amount, 1, 1, 1)), batch_index=indices)}
+        mask = _mask_batch(latent)
+        if mask is not None and mask.shape[0] > 1:
+            mask = mask.repeat((amount, 1, 1, 1))
+        return {"latent": replace(latent, samples=latent.samples.repeat((amount, 1, 1, 1)), batch_index=indices,
+                                  noise_mask=mask)}
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):
@@ -282,6 +307,7 @@ class LatentFlip(Node):
     "y-axis: horizontally" left and right."""
 
     category = "latent/transform"
+    version = 2  # carries the noise mask
     inputs = (Input("latent", T.LATENT), Input("flip_method", T.ENUM, choices=FLIPS, default=FLIPS[0]))
     outputs = (Output("latent", T.LATENT),)
 
@@ -289,7 +315,8 @@ class LatentFlip(Node):
         import torch
 
         dim = 2 if flip_method.startswith("x") else 3
-        return {"latent": replace(latent, samples=torch.flip(latent.samples, dims=[dim]))}
+        mask = None if latent.noise_mask is None else torch.flip(latent.noise_mask, dims=[dim])
+        return {"latent": replace(latent, samples=torch.flip(latent.samples, dims=[dim]), noise_mask=mask)}
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):
@@ -300,6 +327,7 @@ class LatentRotate(Node):
     """Rotate latents clockwise by a quarter turn, a half or three quarters."""
 
     category = "latent/transform"
+    version = 2  # carries the noise mask
     inputs = (Input("latent", T.LATENT), Input("rotation", T.ENUM, choices=ROTATIONS, default="none"))
     outputs = (Output("latent", T.LATENT),)
 
@@ -307,7 +335,8 @@ class LatentRotate(Node):
         import torch
 
         turns = ROTATIONS.index(rotation)
-        return {"latent": replace(latent, samples=torch.rot90(latent.samples, k=turns, dims=[3, 2]))}
+        mask = None if latent.noise_mask is None else torch.rot90(latent.noise_mask, k=turns, dims=[3, 2])
+        return {"latent": replace(latent, samples=torch.rot90(latent.samples, k=turns, dims=[3, 2]), noise_mask=mask)}
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):
@@ -322,6 +351,7 @@ class LatentCrop(Node):
     ComfyUI, x and y are kept at least 8 cells (64 pixels) from the far edge."""
 
     category = "latent/transform"
+    version = 2  # carries the noise mask
     inputs = (
         Input("latent", T.LATENT),
         Input("width", T.INT, default=512, min=64, max=MAX_RESOLUTION, step=8),
@@ -340,7 +370,13 @@ class LatentCrop(Node):
     def execute(self, ctx, latent: Latent, width, height, x, y):
         samples = latent.samples
         rows, cols = self.box(samples.shape[3], samples.shape[2], width, height, x, y)
-        return {"latent": replace(latent, samples=samples[:, :, rows, cols])}
+        mask = latent.noise_mask
+        if mask is not None:  # the same part of the picture, at the mask's own resolution
+            fy, fx = mask.shape[-2] / samples.shape[2], mask.shape[-1] / samples.shape[3]
+            r = range(samples.shape[2])[rows]
+            c = range(samples.shape[3])[cols]
+            mask = mask[:, :, round(r.start * fy):round(r.stop * fy), round(c.start * fx):round(c.stop * fx)]
+        return {"latent": replace(latent, samples=samples[:, :, rows, cols], noise_mask=mask)}
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):

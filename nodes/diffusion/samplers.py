@@ -61,6 +61,7 @@ class LCMSampler(Node):
     """
 
     category = "sampling"
+    version = 2
     record_parameters = True
     inputs = (
         *_SAMPLER_INPUTS,
@@ -84,7 +85,8 @@ class LCMSampler(Node):
         return []
 
     def execute(self, ctx, **inputs):
-        return {"latent": Latent(sample(ctx, self.request(**inputs)))}
+        req = self.request(**inputs)
+        return {"latent": sampled(req, sample(ctx, req))}
 
     def execute_batch(self, ctx, inputs_list):
         return _batched(ctx, [self.request(**inputs) for inputs in inputs_list])
@@ -123,7 +125,7 @@ class Sampler(Node):
     """
 
     category = "sampling"
-    version = 2
+    version = 3
     record_parameters = True
     inputs = (
         *_SAMPLER_INPUTS,
@@ -185,7 +187,8 @@ class Sampler(Node):
         return out
 
     def execute(self, ctx, **inputs):
-        return {"latent": Latent(sample(ctx, self.request(**inputs)))}
+        req = self.request(**inputs)
+        return {"latent": sampled(req, sample(ctx, req))}
 
     def execute_batch(self, ctx, inputs_list):
         return _batched(ctx, [self.request(**inputs) for inputs in inputs_list])
@@ -212,7 +215,12 @@ class Sampler(Node):
 def _batched(ctx, reqs: list[SampleRequest]) -> list[dict] | None:
     """The samplers' execute_batch: one loop for all, or None (run one by one)."""
     latents = sample_batch(ctx, reqs)
-    return None if latents is None else [{"latent": Latent(x)} for x in latents]
+    return None if latents is None else [{"latent": sampled(r, x)} for r, x in zip(reqs, latents, strict=True)]
+
+
+def sampled(req: SampleRequest, samples) -> Latent:
+    """A sampler's result: the new samples, keeping the input's noise mask (as ComfyUI's KSampler)."""
+    return Latent(samples, noise_mask=req.latent.noise_mask)
 
 
 NODES = [EmptyLatent, LCMSampler, Sampler]

@@ -13,8 +13,8 @@ import pytest
 from .corpus_helpers import SOURCES, corpus_files, import_file, runnable
 
 #: Measured: files that import, and of those the ones that run. Raise, never lower.
-IMPORT_FLOOR = 24
-RUN_FLOOR = 24
+IMPORT_FLOOR = 31
+RUN_FLOOR = 31
 
 
 @pytest.fixture(scope="module")

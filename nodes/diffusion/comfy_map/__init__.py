@@ -54,6 +54,7 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
         convert=models.model_sampling),
     "VAEDecode": replace(models.VAE["VAEDecode"], export=models.export_vae("VAEDecode", "VAEDecodeTiled")),
     "VAEEncode": replace(models.VAE["VAEEncode"], export=models.export_vae("VAEEncode", "VAEEncodeTiled")),
+    "VAEEncodeForInpaint": models.VAE["VAEEncodeForInpaint"],
     "VAEDecodeTiled": ComfyMapping(
         "VAEDecode", outputs=("image",), widgets=_TILE_WIDGETS, title="VAE Decode (Tiled)",
         convert=models.tiled("VAEDecode", "samples", "latent", "image")),

@@ -23,4 +23,6 @@ LATENTS: dict[str, ComfyMapping] = {
     "LatentFlip": _latent("LatentFlip", ("flip_method",), "Flip Latent"),
     "LatentRotate": _latent("LatentRotate", ("rotation",), "Rotate Latent"),
     "LatentCrop": _latent("LatentCrop", ("width", "height", "x", "y"), "Crop Latent"),
+    "SetLatentNoiseMask": _latent("SetLatentNoiseMask", (), "Set Latent Noise Mask",
+                                  {"samples": "latent", "mask": "mask"}),
 }

@@ -18,6 +18,9 @@ LORA_MODEL_ONLY = ComfyMapping(
 VAE = {
     "VAEDecode": ComfyMapping("VAEDecode", {"samples": "latent", "vae": "vae"}, ("image",), title="VAE Decode"),
     "VAEEncode": ComfyMapping("VAEEncode", {"pixels": "image", "vae": "vae"}, ("latent",), title="VAE Encode"),
+    "VAEEncodeForInpaint": ComfyMapping("VAEEncodeForInpaint", {"pixels": "image", "vae": "vae", "mask": "mask",
+                                                                "grow_mask_by": "grow_mask_by"}, ("latent",),
+                                        ("grow_mask_by",), title="VAE Encode (for Inpainting)", export=True),
 }
 
 TILES = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}

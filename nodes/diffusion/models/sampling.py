@@ -17,6 +17,13 @@ Semantics chosen (and documented on the nodes):
 * txt2img vs img2img: a full-strength run (``denoise == 1``) on an all-zero
   latent starts from ``noise * init_noise_sigma`` (txt2img pipeline); any
   other latent is noised to the first timestep with ``add_noise`` (img2img).
+* A noise mask on the latent (SetLatentNoiseMask, VAEEncodeForInpaint)
+  follows StableDiffusionInpaintPipeline for a 4-channel UNet: after every
+  step the unmasked part is set back to the source latent noised to the next
+  timestep (clean after the last step), ``(1 - m) * source_t + m * latents``.
+  The mask is resized to the latent bilinearly (ComfyUI's prepare_mask), and a
+  masked latent at ``denoise == 1`` starts from pure noise (the pipeline's
+  ``strength == 1``): the masked part owes nothing to what was there.
 * Noise is drawn in float32 on a CPU generator seeded with ``seed`` and then
   moved to the device, so a seed means the same image everywhere.
 * A batch of requests shares the UNet (and ControlNet) calls only: each
@@ -195,6 +202,28 @@ class _Run:
     embeds: Any
     added: dict | None
     timestep_cond: Any
+    #: Noise mask ``[B, 1, h, w]`` with the source latent and the noise it is re-noised with; None: no mask.
+    mask: Any = None
+    source: Any = None
+    noise: Any = None
+
+
+def latent_mask(latent: Latent, device=None, dtype=None):
+    """The latent's noise mask as ``[B, 1, h, w]`` at its size (bilinear, as
+    ComfyUI's prepare_mask), repeated over the batch; None without one."""
+    if latent.noise_mask is None:
+        return None
+    import torch
+
+    samples = latent.samples
+    mask = latent.noise_mask.to(torch.float32)
+    mask = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1])
+    if tuple(mask.shape[-2:]) != tuple(samples.shape[-2:]):
+        mask = torch.nn.functional.interpolate(mask, size=tuple(samples.shape[-2:]), mode="bilinear")
+    batch = samples.shape[0]
+    if mask.shape[0] != batch:  # ComfyUI's repeat_to_batch_size
+        mask = mask.repeat(-(-batch // mask.shape[0]), 1, 1, 1)[:batch]
+    return mask.to(device=device, dtype=dtype)
 
 
 def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
@@ -207,11 +236,15 @@ def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
     batch = init.shape[0]
     generator = torch.Generator("cpu").manual_seed(int(req.seed))
     extra = _step_kwargs(scheduler, generator, req.eta)
+    mask = latent_mask(req.latent, device, dtype)
+    noise = None
     if start > 0:  # resuming a partly denoised latent (base -> refiner)
         latents = init.to(device=device, dtype=dtype)
+        if mask is not None:
+            noise = torch.randn(init.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
     else:
         noise = torch.randn(init.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
-        if req.denoise >= 1.0 and not bool(init.any()):
+        if req.denoise >= 1.0 and (mask is not None or not bool(init.any())):
             latents = noise * scheduler.init_noise_sigma
         else:
             first = timesteps[:1].repeat(batch)
@@ -222,7 +255,9 @@ def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
         w = torch.tensor(req.guidance - 1).repeat(batch)
         timestep_cond = pipe.get_guidance_scale_embedding(w, embedding_dim=unet.config.time_cond_proj_dim)
         timestep_cond = timestep_cond.to(device=device, dtype=dtype)
-    return _Run(req, scheduler, (timesteps, start, end), extra, latents, embeds, added, timestep_cond)
+    source = None if mask is None else init.to(device=device, dtype=dtype)
+    return _Run(req, scheduler, (timesteps, start, end), extra, latents, embeds, added, timestep_cond,
+                mask, source, noise)
 
 
 def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
@@ -280,12 +315,24 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
                     own = rescale_cfg(uncond + r.req.guidance * (cond - uncond), cond, r.req.model.rescale_cfg)
                 out = r.scheduler.step(own, t, r.latents, **r.extra, return_dict=True)
                 r.latents = out.prev_sample
+                if r.mask is not None:
+                    r.latents = _keep_unmasked(r, timesteps, start + i + 1)
                 x0 = getattr(out, "denoised", None)
                 if x0 is None:
                     x0 = getattr(out, "pred_original_sample", None)
                 previews.append(latent_preview(x0 if x0 is not None else r.latents, loaded.arch))
             report(i + 1, len(run), previews)
     return [r.latents.to(dtype=torch.float32, device="cpu") for r in runs]
+
+
+def _keep_unmasked(r: _Run, timesteps, following: int):
+    """StableDiffusionInpaintPipeline's 4-channel step: outside the mask, the
+    source latent noised to the following timestep (clean after the last)."""
+    proper = r.source
+    if following < len(timesteps):
+        proper = r.scheduler.add_noise(r.source, r.noise, timesteps[following:following + 1])
+    latents = (1 - r.mask) * proper + r.mask * r.latents
+    return latents
 
 
 def _stack(parts: list, k: int):

@@ -201,3 +201,18 @@ class Latent:
     #: so that a sampler can give each the noise that image had in the whole
     #: batch. None: images 0..B-1.
     batch_index: tuple[int, ...] | None = None
+    #: ComfyUI's ``noise_mask`` (SetLatentNoiseMask, VAEEncodeForInpaint):
+    #: ``[B or 1, 1, H, W]`` float32 in 0..1 at any resolution (resized to the
+    #: latent, bilinear, when sampling), 1 = the area the sampler may change.
+    #: None: the whole latent.
+    noise_mask: Any = None
+
+
+def noise_mask(mask) -> Any:
+    """A MASK (``[B, H, W]`` or ``[H, W]``) as a LATENT's noise mask ``[B, 1, H, W]``
+    float32 in 0..1 (SetLatentNoiseMask's reshape); None stays None."""
+    if mask is None:
+        return None
+    import torch
+
+    return mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).to(torch.float32).clamp(0.0, 1.0).clone()
