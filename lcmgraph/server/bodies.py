@@ -3,6 +3,7 @@ the field and the request they came from."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -12,12 +13,17 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .errors import ApiError, bad_request, too_large
+from .security import USER_KEY
+from .users import ANONYMOUS, User
 
 if TYPE_CHECKING:
     from .app import ServerApp
+    from .jobs import Job
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 CHUNK = 64 * 1024
+#: Bodies up to this size are parsed on the event loop (well under a millisecond); larger on a thread.
+PARSE_INLINE_BYTES = 128 * 1024
 
 
 #: Where the aiohttp application keeps its ServerApp (routes read it with ``server_of``).
@@ -26,8 +32,26 @@ SERVER_KEY: web.AppKey[ServerApp] = web.AppKey("lcmgraph")
 MAX_OUTPUTS = 1000
 
 
+#: The size of the JSON body a request had (read_body), to judge how costly its document is.
+BODY_BYTES: web.RequestKey[int] = web.RequestKey("lcmgraph_body_bytes", int)
+
+
 def server_of(request: web.Request) -> ServerApp:
     return request.app[SERVER_KEY]
+
+
+def user_of(request: web.Request) -> User:
+    """Who is asking (the one admin on a server without tokens)."""
+    return request.get(USER_KEY, ANONYMOUS)
+
+
+def owner_filter(user: User) -> str | None:
+    """The owner whose jobs ``user`` may see: None (all) for an admin."""
+    return None if user.admin else user.name
+
+
+def may_see(user: User, job: Job) -> bool:
+    return user.admin or job.owner == user.name
 
 
 def where(request: web.Request) -> str:
@@ -38,7 +62,8 @@ async def read_body(request: web.Request, server: ServerApp, optional: bool = Fa
     """The request's JSON object body within the server's limits ({} when optional and absent)."""
     if optional and not request.can_read_body:
         return {}
-    value = await read_json(request, server.limits.max_json_bytes, server.limits.max_json_depth)
+    value = await read_json(request, server.limits.max_json_bytes, server.limits.max_json_depth,
+                            server.limits.body_timeout)
     return expect_object(value, where(request))
 
 
@@ -55,9 +80,9 @@ def workflow_fields(body: dict, here: str) -> tuple[Any, list[str] | None]:
     return body["workflow"], outputs
 
 
-async def read_json(request: web.Request, max_bytes: int, max_depth: int) -> Any:
-    """The body as JSON: application/json, at most max_bytes, finite numbers,
-    nesting at most max_depth."""
+async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeout: float | None = None) -> Any:
+    """The body as JSON: application/json, at most max_bytes, arriving within
+    ``timeout`` seconds, finite numbers, nesting at most max_depth."""
     here = where(request)
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
@@ -67,11 +92,37 @@ async def read_json(request: web.Request, max_bytes: int, max_depth: int) -> Any
         raise too_large(f"{here}: the body is {request.content_length} bytes; the limit is {max_bytes}",
                         limit=max_bytes)
     body = bytearray()
-    async for chunk in request.content.iter_chunked(CHUNK):
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large(f"{here}: the body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
+    async with body_deadline(here, timeout):
+        async for chunk in request.content.iter_chunked(CHUNK):
+            body += chunk
+            if len(body) > max_bytes:
+                raise too_large(f"{here}: the body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
+    request[BODY_BYTES] = len(body)
+    if len(body) > PARSE_INLINE_BYTES:  # tens of milliseconds: not on the event loop
+        return await asyncio.get_running_loop().run_in_executor(None, parse_json, bytes(body), here, max_depth)
     return parse_json(bytes(body), here, max_depth)
+
+
+class body_deadline:  # noqa: N801 - used like asyncio.timeout
+    """``async with body_deadline(here, seconds)``: a body still arriving after
+    ``seconds`` is refused with 408 (None: no limit)."""
+
+    def __init__(self, here: str, seconds: float | None):
+        self.here = here
+        self.seconds = seconds
+        self._timeout = asyncio.timeout(seconds)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(self, kind, exc, tb) -> bool:
+        try:
+            await self._timeout.__aexit__(kind, exc, tb)
+        except TimeoutError:
+            raise ApiError(408, "request_timeout",
+                           f"{self.here}: the request body did not arrive within {self.seconds:g} s",
+                           headers={"Connection": "close"}, limit=self.seconds) from None
+        return False
 
 
 def parse_json(raw: bytes, here: str, max_depth: int) -> Any:
