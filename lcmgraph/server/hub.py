@@ -96,16 +96,18 @@ class Client:
         self._release()
         if self.task is not None:
             self.task.cancel()
-        asyncio.ensure_future(self._close())
+        asyncio.ensure_future(self.close(WSCloseCode.TRY_AGAIN_LATER, TOO_SLOW))
 
-    async def _close(self) -> None:
+    async def close(self, code: int, message: bytes) -> None:
+        """Close within CLOSE_GRACE seconds; a client that does not even take its
+        close frame in that time has its connection cut."""
         closed = False
         try:
             async with asyncio.timeout(CLOSE_GRACE):
-                closed = await self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=TOO_SLOW)
+                closed = await self.ws.close(code=code, message=message)
         except (TimeoutError, ConnectionError, RuntimeError, asyncio.CancelledError):
             pass
-        if not closed and self._abort is not None:  # it does not even read its close frame: cut it
+        if not closed and self._abort is not None:
             with contextlib.suppress(Exception):
                 self._abort()
 
@@ -200,7 +202,14 @@ class Hub:
                              f"it holds {worst.buffered_bytes}")
 
     async def close_all(self) -> None:
-        for client in list(self._clients):
-            with contextlib.suppress(Exception):
-                await client.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+        """At shutdown: close every client at once (never waiting on one that does not read)."""
+        clients = list(self._clients)
+        for client in clients:
+            client._closing = True
+            client._release()
+            if client.task is not None:
+                client.task.cancel()
+        await asyncio.gather(*(c.close(WSCloseCode.GOING_AWAY, b"server shutting down") for c in clients),
+                             return_exceptions=True)
+        for client in clients:
             await self.detach(client)

@@ -112,8 +112,12 @@ def test_clients_that_never_read_cannot_grow_the_servers_memory(tmp_path):
         started = time.monotonic()
 
         def flood(sock):
-            for _ in range(400):
-                sock.sendall(ping)
+            sock.settimeout(5.0)
+            try:
+                for _ in range(400):
+                    sock.sendall(ping)
+            except OSError:  # the server stopped reading it (it might, while its replies pile up)
+                pass
 
         await asyncio.gather(*(loop.run_in_executor(None, flood, s) for s in sockets))
         await asyncio.sleep(0.3)
@@ -151,3 +155,32 @@ def test_clients_that_never_read_cannot_grow_the_servers_memory(tmp_path):
         await ws.close()
 
     serve(tmp_path, body, timeout=60)
+
+
+def test_shutting_down_does_not_wait_for_clients_that_never_read(tmp_path):
+    import threading
+
+    from tests.server.harness import serving
+
+    sockets = []
+
+    async def main():
+        async with serving(tmp_path, limits={"ws_buffer_bytes": 64 * 2**20}) as h:
+            loop = asyncio.get_running_loop()
+            for _ in range(3):
+                sockets.append(await loop.run_in_executor(None, _open_raw_websocket, h.client.port))
+            await asyncio.sleep(0.1)
+            for _ in range(20):  # fill their pipes: the close frame cannot get through
+                h.server.hub.publish({"type": "node_output", "job": "j", "client_id": "x", "data": "z" * 2**20})
+            await asyncio.sleep(0.2)
+        return time.monotonic()
+
+    started = time.monotonic()
+    result: list = []
+    runner = threading.Thread(target=lambda: result.append(asyncio.run(main())), daemon=True)
+    runner.start()
+    runner.join(30)
+    for sock in sockets:
+        sock.close()
+    assert result, "the server did not stop within 30 s"
+    assert result[0] - started < 10
