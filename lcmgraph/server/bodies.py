@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .checking import CHECKER_KEY
 from .errors import ApiError, bad_request, too_large
 from .security import USER_KEY
 from .users import ANONYMOUS, User
@@ -98,7 +99,10 @@ async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeou
             if len(body) > max_bytes:
                 raise too_large(f"{here}: the body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
     request[BODY_BYTES] = len(body)
-    if len(body) > PARSE_INLINE_BYTES:  # tens of milliseconds: not on the event loop
+    if len(body) > PARSE_INLINE_BYTES:  # tens of milliseconds: on a checking thread, not the event loop
+        checker = request.app.get(CHECKER_KEY)
+        if checker is not None:
+            return await checker.run(here, parse_json, bytes(body), here, max_depth)
         return await asyncio.get_running_loop().run_in_executor(None, parse_json, bytes(body), here, max_depth)
     return parse_json(bytes(body), here, max_depth)
 

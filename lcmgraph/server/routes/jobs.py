@@ -39,27 +39,27 @@ if TYPE_CHECKING:
 
 
 def _convert_and_check(server: ServerApp, document: Any, outputs: list[str] | None,
-                       here: str) -> tuple[Any, Prepared | None, list]:
-    """Convert (a ComfyUI document) and validate: on the loop or a checking thread."""
+                       here: str) -> tuple[Any, Prepared | None, list[dict], int]:
+    """Convert (a ComfyUI document) and validate, on the loop or a checking thread:
+    the document, the prepared run, the first ``max_problems`` problems as JSON
+    and how many there are (a long problem list is dropped where it was made)."""
     document = comfy.convert(server, document, here)
     try:
         prepared, problems = server.engine.check(document, outputs)
     except Exception as exc:  # noqa: BLE001 - a validator bug must not become a 5xx for the client
         log.exception("validation raised for %s", here)
         return document, None, [{"node": None, "input": None, "code": "unvalidatable",
-                                 "message": f"the workflow could not be validated: {type(exc).__name__}: {exc}"}]
-    return document, prepared, problems
+                                 "message": f"the workflow could not be validated: {type(exc).__name__}: {exc}"}], 1
+    shown, count = capped(problems, server.limits.max_problems)
+    return document, prepared, shown, count
 
 
 async def _check(request: web.Request, document: Any, outputs: list[str] | None,
                  here: str) -> tuple[Any, Prepared | None, list[dict], int]:
     """Parse and validate once: the (converted) document, the prepared run the worker
     will use, or the problems (the first ``max_problems``) and how many there are."""
-    server = server_of(request)
-    document, prepared, problems = await checker_of(request).call(
-        here, document, request.get(BODY_BYTES), _convert_and_check, server, document, outputs, here)
-    shown, count = capped(problems, server.limits.max_problems)
-    return document, prepared, shown, count
+    return await checker_of(request).call(here, document, request.get(BODY_BYTES), _convert_and_check,
+                                          server_of(request), document, outputs, here)
 
 
 def _invalid(here: str, problems: list[dict], count: int) -> ApiError:
