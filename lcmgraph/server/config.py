@@ -90,6 +90,9 @@ class Retention:
     keep_cancelled: int = 100
     #: Finished jobs older than this many seconds are removed (0: no age limit).
     max_age: float = 30 * 86400.0
+    #: Bytes of workflow documents kept for finished jobs (the newest first);
+    #: older jobs stay in the history without theirs. Cancelled jobs keep none.
+    max_workflow_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass

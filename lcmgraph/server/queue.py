@@ -66,6 +66,9 @@ class JobQueue:
         self.retention = retention or Retention()
         #: Finished jobs in the store (history, cancelled): pruning starts past the limits.
         self._kept = {"history": store.count(*HISTORY_STATUSES), "cancelled": store.count(CANCELLED)}
+        #: Bytes of finished jobs' stored documents, and the sizes of those not finished yet.
+        self._workflow_bytes = store.finished_workflow_bytes()
+        self._sizes: dict[str, int] = {}
         self._wakeup = asyncio.Event()
         self._closed = False
         #: Running jobs: how to stop each, and whose it is.
@@ -98,6 +101,7 @@ class JobQueue:
                   workflow_text=workflow_text, outputs_requested=outputs, created=time.time(), title=title,
                   owner=owner)
         self.store.add(job)
+        self._sizes[job.id] = len(workflow_text)
         job.workflow_text = None  # stored; the worker reads it back only if needed
         if prepared is not None:
             self._prepared[job.id] = prepared
@@ -154,6 +158,7 @@ class JobQueue:
         job.error = {"code": "cancelled", "message": "cancelled before it started"}
         self.store.finish(job)
         self._prepared.pop(job.id, None)
+        self._sizes.pop(job.id, None)
         self._queued -= 1
         self.hub.publish({"type": "job_cancelled", "job": job.id, "client_id": job.client_id}, owner=job.owner)
         self._queue_changed()
@@ -246,12 +251,17 @@ class JobQueue:
         self._queue_changed()
         self._kept["history"] += 1
         self._maybe_prune()
+        self._workflow_bytes += self._sizes.pop(job.id, 0)
+        if self._workflow_bytes > self.retention.max_workflow_bytes:
+            self.store.trim_workflows(self.retention.max_workflow_bytes)
+            self._workflow_bytes = self.store.finished_workflow_bytes()
 
     # -- retention ------------------------------------------------------------
     def prune(self) -> list[str]:
         """Remove finished jobs past the retention limits now; returns their ids."""
         removed = self.store.prune(self.retention)
         self._kept = {"history": self.store.count(*HISTORY_STATUSES), "cancelled": self.store.count(CANCELLED)}
+        self._workflow_bytes = self.store.finished_workflow_bytes()
         if removed:
             log.info("history retention removed %d finished job(s)", len(removed))
         return removed
@@ -267,6 +277,7 @@ class JobQueue:
         if removed:
             self._kept = {"history": self.store.count(*HISTORY_STATUSES),
                           "cancelled": self.store.count(CANCELLED)}
+            self._workflow_bytes = self.store.finished_workflow_bytes()
 
     def _fail_damaged(self, jobs: list[Job]) -> None:
         for job in jobs:

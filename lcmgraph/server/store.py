@@ -46,7 +46,8 @@ TABLES = f"""
 CREATE TABLE IF NOT EXISTS jobs {JOBS_COLUMNS};
 CREATE TABLE IF NOT EXISTS workflows (
     job_id TEXT PRIMARY KEY,
-    workflow TEXT NOT NULL
+    workflow TEXT NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS files (
     folder TEXT NOT NULL,
@@ -132,9 +133,12 @@ class JobStore:
         columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
         with self._tx():
             db.execute(f"CREATE TABLE jobs_v2 {JOBS_COLUMNS}")
-            db.execute("CREATE TABLE IF NOT EXISTS workflows (job_id TEXT PRIMARY KEY, workflow TEXT NOT NULL)")
-            if "workflow" in columns:
-                db.execute("INSERT OR REPLACE INTO workflows (job_id, workflow) SELECT id, workflow FROM jobs")
+            db.execute("CREATE TABLE IF NOT EXISTS workflows (job_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, "
+                       "size INTEGER NOT NULL DEFAULT 0)")
+            if "workflow" in columns:  # cancelled jobs' documents are not kept any more
+                db.execute("INSERT OR REPLACE INTO workflows (job_id, workflow, size) "
+                           "SELECT id, workflow, length(CAST(workflow AS BLOB)) FROM jobs WHERE status<>?",
+                           (CANCELLED,))
             source = _COLUMNS if "owner" in columns else _V1_COLUMNS
             db.execute(f"INSERT INTO jobs_v2 ({source}) SELECT {source} FROM jobs")
             db.execute("DROP TABLE jobs")
@@ -156,7 +160,8 @@ class JobStore:
                  job.title, job.created, job.started, job.finished, _enc(job.result), _enc(job.outputs),
                  _enc(job.error)),
             )
-            self._db.execute("INSERT OR REPLACE INTO workflows VALUES (?,?)", (job.id, job.workflow_text or ""))
+            text = job.workflow_text or ""
+            self._db.execute("INSERT OR REPLACE INTO workflows VALUES (?,?,?)", (job.id, text, len(text)))
 
     def mark_running(self, job_ids: Iterable[str], when: float) -> None:
         with self._tx():
@@ -176,6 +181,8 @@ class JobStore:
             for folder, rel, node in files:
                 self._db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)",
                                  (folder, rel, job.id, node, job.finished or time.time()))
+            if job.status == CANCELLED:  # it never ran: its document is not kept
+                self._db.execute("DELETE FROM workflows WHERE job_id=?", (job.id,))
 
     def reorder(self, ordered_ids: list[str], seqs: list[int]) -> None:
         with self._tx():
@@ -233,7 +240,31 @@ class JobStore:
                 (*FINISHED, now - retention.max_age))]
         doomed = list(dict.fromkeys(doomed))
         self.delete(doomed)
+        self.trim_workflows(retention.max_workflow_bytes)
         return doomed
+
+    def trim_workflows(self, budget: int) -> int:
+        """Keep the workflow documents of finished jobs, newest first, within
+        ``budget`` bytes; older ones are dropped (the job stays, its PNGs keep
+        their embedded copy). Returns how many were dropped."""
+        marks = ",".join("?" * len(FINISHED))
+        rows = self._db.execute(
+            f"SELECT job_id FROM (SELECT w.job_id, SUM(w.size) OVER (ORDER BY j.finished DESC, j.id "
+            f"ROWS UNBOUNDED PRECEDING) AS total FROM workflows w JOIN jobs j ON j.id = w.job_id "
+            f"WHERE j.status IN ({marks})) WHERE total > ?", (*FINISHED, max(0, budget))).fetchall()
+        if rows:
+            with self._tx():
+                for chunk in _chunks([r[0] for r in rows]):
+                    self._db.execute(f"DELETE FROM workflows WHERE job_id IN ({','.join('?' * len(chunk))})",
+                                     chunk)
+            self.vacuum()
+        return len(rows)
+
+    def finished_workflow_bytes(self) -> int:
+        marks = ",".join("?" * len(FINISHED))
+        return self._db.execute(
+            f"SELECT COALESCE(SUM(w.size), 0) FROM workflows w JOIN jobs j ON j.id = w.job_id "
+            f"WHERE j.status IN ({marks})", FINISHED).fetchone()[0]
 
     def vacuum(self) -> None:
         """Hand free pages back to the file system (a no-op without auto_vacuum)."""

@@ -79,8 +79,8 @@ def test_deleting_finished_jobs_removes_their_records_files_and_index_entries(tm
 
 
 def test_the_database_and_memory_stay_bounded_under_a_submit_cancel_loop(tmp_path):
-    """1000 jobs of 100 kB submitted and cancelled: without retention the
-    database grows by 100 MB; with it, it stays at about keep_cancelled jobs."""
+    """1000 jobs of 100 kB submitted and cancelled: the database grew by 100 MB;
+    now a cancelled job keeps no document and at most keep_cancelled are kept."""
     doc = const_doc(1)
     doc["meta"] = {"description": "x" * 100_000}
     rounds = 1000
@@ -104,10 +104,37 @@ def test_the_database_and_memory_stay_bounded_under_a_submit_cancel_loop(tmp_pat
         grown = max(peak, rss_bytes()) - before
         print(f"\n{rounds} submit+cancel of 100 kB jobs: {seconds:.1f} s, database {size / 2**20:.1f} MiB, "
               f"RSS +{grown / 2**20:.1f} MiB")
-        # 100 kept cancelled jobs are 10 MB; 4 MB of write-ahead log; 100 MB without retention
-        assert size < 24 * 2**20, size
+        # a few kB per kept cancelled job, up to 4 MB of write-ahead log; it was 100 MB
+        assert size < 12 * 2**20, size
         assert grown < 80 * 2**20, grown
         assert h.server.store.count("cancelled") <= 110
         await h.call("POST", "/api/interrupt", 200)
+
+    serve(tmp_path, body, timeout=120)
+
+
+def test_cancelled_jobs_keep_no_document_and_finished_ones_keep_theirs_within_a_budget(tmp_path):
+    big = const_doc(1)
+    big["meta"] = {"description": "x" * 1_900_000}
+
+    async def body(h):
+        blocker = (await h.submit(slow_doc(steps=1000, delay=0.1)))["job"]["id"]
+        await h.wait(blocker, status=("running",))
+        start = h.server.store.size_bytes()
+        for _ in range(30):  # 57 MB of documents, submitted and cancelled
+            job = (await h.submit(big))["job"]["id"]
+            await h.call("POST", f"/api/jobs/{job}/cancel", 200)
+        grown = h.server.store.size_bytes() - start
+        print(f"\n30 submit+cancel of 1.9 MB jobs: the database grew {grown / 2**20:.1f} MiB")
+        assert grown < 12 * 2**20, grown  # the write-ahead log and reused pages, not 57 MB
+        _, full = await h.call("GET", f"/api/jobs/{job}?workflow=1", 200)
+        assert full["job"]["status"] == "cancelled" and full["job"]["workflow"] is None
+        await h.call("POST", "/api/interrupt", 200)
+        await h.wait(blocker)
+        h.server.queue.retention = Retention(max_workflow_bytes=3_000_000)
+        done = [(await h.wait((await h.submit(big))["job"]["id"]))["id"] for _ in range(3)]
+        kept = [(await h.call("GET", f"/api/jobs/{j}?workflow=1", 200))[1]["job"] for j in done]
+        assert [k["workflow"] is not None for k in kept] == [False, False, True]  # only the newest fits
+        assert all(k["status"] == "done" for k in kept)  # the jobs themselves stay
 
     serve(tmp_path, body, timeout=120)
