@@ -13,8 +13,6 @@ A row that cannot be decoded is shown as a failed job saying so, never an error.
 
 from __future__ import annotations
 
-import json
-import math
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -22,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import Retention
-from .jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, STATUSES, Job
+from .jobs import CANCELLED, FINISHED, QUEUED, RUNNING, Job
+from .records import enc, job_from_row
 
 SCHEMA_VERSION = 2
 
@@ -79,7 +78,6 @@ _V1_COLUMNS = ("id, client_id, status, seq, outputs_requested, title, created, "
 VACUUM_PAGES = 4096
 #: The write-ahead log is cut back to this size after a checkpoint.
 WAL_LIMIT = 4 * 1024 * 1024
-DAMAGED = "damaged_record"
 
 
 class StoreError(Exception):
@@ -156,9 +154,9 @@ class JobStore:
         with self._tx():
             self._db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job.id, job.client_id, job.owner, job.status, job.seq, _enc(job.outputs_requested),
-                 job.title, job.created, job.started, job.finished, _enc(job.result), _enc(job.outputs),
-                 _enc(job.error)),
+                (job.id, job.client_id, job.owner, job.status, job.seq, enc(job.outputs_requested),
+                 job.title, job.created, job.started, job.finished, enc(job.result), enc(job.outputs),
+                 enc(job.error)),
             )
             text = job.workflow_text or ""
             self._db.execute("INSERT OR REPLACE INTO workflows VALUES (?,?,?)", (job.id, text, len(text)))
@@ -175,8 +173,8 @@ class JobStore:
             self._db.execute(
                 "UPDATE jobs SET status=?, finished=?, result=?, outputs=?, error=?, outputs_requested=? "
                 "WHERE id=?",
-                (job.status, job.finished, _enc(job.result), _enc(job.outputs), _enc(job.error),
-                 _enc(job.outputs_requested), job.id),
+                (job.status, job.finished, enc(job.result), enc(job.outputs), enc(job.error),
+                 enc(job.outputs_requested), job.id),
             )
             for folder, rel, node in files:
                 self._db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)",
@@ -194,7 +192,7 @@ class JobStore:
         a job that crashed the process would crash it again on every restart)."""
         try:
             stale = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status=?", (RUNNING,))]
-            error = _enc({"code": "server_restart", "message": message})
+            error = enc({"code": "server_restart", "message": message})
             with self._tx():
                 for job_id in stale:
                     self._db.execute("UPDATE jobs SET status='failed', finished=?, error=? WHERE id=?",
@@ -276,7 +274,7 @@ class JobStore:
     # -- reads ----------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     def workflow(self, job_id: str) -> str | None:
         """The job's stored workflow document (JSON text), if it still has one."""
@@ -293,14 +291,14 @@ class JobStore:
         if limit is not None:
             sql += " LIMIT ?"
             args += (limit,)
-        return [_job(r) for r in self._db.execute(sql, args)]
+        return [job_from_row(r) for r in self._db.execute(sql, args)]
 
     def queued_ids(self) -> list[str]:
         return [r[0] for r in self._db.execute(
             "SELECT id FROM jobs WHERE status=? ORDER BY seq, created", (QUEUED,))]
 
     def running(self) -> list[Job]:
-        return [_job(r) for r in self._db.execute(
+        return [job_from_row(r) for r in self._db.execute(
             f"SELECT {_COLUMNS} FROM jobs WHERE status=? ORDER BY started", (RUNNING,))]
 
     def count(self, *statuses: str) -> int:
@@ -318,7 +316,7 @@ class JobStore:
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY finished DESC, id LIMIT ? OFFSET ?",
             [*args, limit, offset])
-        return [_job(r) for r in rows], total
+        return [job_from_row(r) for r in rows], total
 
     def finished_ids(self, owner: str | None = None) -> list[str]:
         where, args = self._finished_where(None, owner)
@@ -393,66 +391,3 @@ def _damaged(path: Path, why: str) -> str:
     return (f"the job database {path} is damaged ({why}). Stop the server, move the file aside "
             f"(mv {path} {path}.damaged, and any {path.name}-wal / {path.name}-shm next to it) and start "
             f"again: a new, empty database is created; or choose another --data-dir")
-
-
-def _enc(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
-
-
-class _Damaged(ValueError):
-    pass
-
-
-def _dec(text: Any, column: str, kind: type | tuple[type, ...]) -> Any:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text) if isinstance(text, str | bytes) else text
-    except (ValueError, RecursionError):
-        raise _Damaged(f"column {column!r} is not valid JSON") from None
-    if not isinstance(value, kind):
-        raise _Damaged(f"column {column!r} holds {type(value).__name__}, not the expected value")
-    return value
-
-
-def _time(value: Any, column: str, required: bool = False) -> float | None:
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _Damaged(f"column {column!r} is not a time")
-    return float(value)
-
-
-def _job(row: tuple) -> Job:
-    """A row as a Job; a row that cannot be decoded becomes a failed job saying so."""
-    (job_id, client, owner, status, seq, requested, title, created, started, finished,
-     result, outputs, error) = row
-    try:
-        if status not in STATUSES:
-            raise _Damaged(f"unknown status {str(status)[:40]!r}")
-        if not isinstance(client, str) or not isinstance(title, str) or not isinstance(owner, str):
-            raise _Damaged("a text column holds another type")
-        requested = _dec(requested, "outputs_requested", list)
-        if requested is not None and not all(isinstance(o, str) for o in requested):
-            raise _Damaged("column 'outputs_requested' is not a list of node ids")
-        return Job(id=job_id, client_id=client, owner=owner, status=status,
-                   seq=seq if isinstance(seq, int) else 0, workflow_text=None,
-                   outputs_requested=requested, title=title, created=_time(created, "created", True),
-                   started=_time(started, "started"), finished=_time(finished, "finished"),
-                   result=_dec(result, "result", dict), outputs=_dec(outputs, "outputs", dict),
-                   error=_dec(error, "error", dict))
-    except _Damaged as exc:
-        return damaged_job(row, str(exc))
-
-
-def damaged_job(row: tuple, why: str) -> Job:
-    job_id, client, owner, status, seq = row[:5]
-    created, started, finished = (v if isinstance(v, int | float) and math.isfinite(v) else None
-                                  for v in row[7:10])
-    return Job(id=str(job_id), client_id=client if isinstance(client, str) else "",
-               owner=owner if isinstance(owner, str) else "", status=FAILED,
-               seq=seq if isinstance(seq, int) else 0, workflow_text=None, outputs_requested=None,
-               created=created or 0.0, started=started, finished=finished or created or 0.0,
-               error={"code": DAMAGED, "message": f"this job's stored record is damaged ({why}); it is "
-                      f"shown as failed and can be deleted", "stored_status": str(status)[:40]},
-               damaged=True)
