@@ -117,6 +117,9 @@ def serve_main(args: argparse.Namespace) -> int:
     """Run ``lcmgraph serve`` with parsed arguments; returns the exit code."""
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .connections import redact_logs
+
+    redact_logs()
     try:
         config = config_from_args(args)
     except ServeOptionError as exc:

@@ -15,7 +15,9 @@
   a new connection at once while ``max_connections`` are open.
 - Access log (``--debug``): one line per request without its query string's
   secrets (``token=`` values are replaced by ``***``) and without any
-  header (the Authorization header never reaches the log).
+  header (the Authorization header never reaches the log). ``lcmgraph
+  serve`` also puts ``RedactingFilter`` on its log handlers, for anything
+  else that might quote a request (aiohttp's errors about malformed ones).
 """
 
 from __future__ import annotations
@@ -32,12 +34,37 @@ from .config import Limits
 log = logging.getLogger("lcmgraph.server")
 #: Seconds a graceful stop waits for open requests (WebSockets are closed by the hub first).
 SHUTDOWN_TIMEOUT = 10.0
-_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:access_)?token=)[^&;#]*")
+_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:access_)?token=)[^&;#\s'\"]*")
+_SECRET_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*['\"]?bearer\s+)[^\s'\"]+")
 
 
 def redact(text: str) -> str:
-    """A path with query: token values replaced by ***."""
-    return _SECRET_QUERY.sub(r"\1***", text)
+    """Token values in query strings and bearer tokens replaced by ***."""
+    return _SECRET_HEADER.sub(r"\1***", _SECRET_QUERY.sub(r"\1***", text))
+
+
+class RedactingFilter(logging.Filter):
+    """A log handler filter: the message (and any traceback) with tokens redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: leave it to the handler
+            return True
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.msg, record.args = redact(message), None
+        return True
+
+
+def redact_logs(logger: logging.Logger | None = None) -> None:
+    """Put RedactingFilter on the handlers of ``logger`` (default: the root logger)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 class RedactingAccessLogger(AbstractAccessLogger):

@@ -35,6 +35,21 @@ def test_the_access_log_never_shows_a_token(tmp_path, caplog):
     assert any("?thumbnail=32&token=*** HTTP/1.1\" 200" in line for line in lines), lines
 
 
+def test_log_records_are_redacted_tracebacks_included():
+    from lcmgraph.server.connections import RedactingFilter
+
+    try:
+        raise ValueError(f"bad line b'GET /x?token={SECRET} HTTP/1.1'")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling %s",
+                                   (f"/api/ws?token={SECRET}",), sys.exc_info())
+    assert RedactingFilter().filter(record)
+    formatted = logging.Formatter().format(record)
+    assert SECRET not in formatted and "token=***" in formatted and "ValueError" in formatted
+
+
 def test_redaction():
     assert redact("/api/ws?token=abc&x=1") == "/api/ws?token=***&x=1"
     assert redact("/a?x=1&TOKEN=abc;y=2") == "/a?x=1&TOKEN=***;y=2"
@@ -99,6 +114,16 @@ def test_a_real_server_with_debug_logging_keeps_the_token_out_of_its_log(tmp_pat
             time.sleep(0.05)
         server.request("GET", f"/api/files/output/{job}/solid_2.png?token={SECRET}", None, 200)
         server.request("GET", f"/api/queue?token={SECRET}", None, 401)
+        import socket
+
+        host, port = server.base.removeprefix("http://").rsplit(":", 1)
+        for head in (f"G@T /api/ws?token={SECRET} HTTP/1.1\r\nHost: {host}\r\n\r\n",
+                     f"GET /api/ws?token={SECRET} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {SECRET}\r\n"
+                     f"Content-Length: x\r\n\r\n"):
+            with socket.create_connection((host, int(port))) as sock:  # malformed: aiohttp logs an error
+                sock.settimeout(5)
+                sock.sendall(head.encode())
+                assert sock.recv(100).startswith(b"HTTP/1.")
     finally:
         assert server.stop() == 0
     log = server.log.read_text()
