@@ -64,7 +64,7 @@ async def read_body(request: web.Request, server: ServerApp, optional: bool = Fa
     if optional and not request.can_read_body:
         return {}
     value = await read_json(request, server.limits.max_json_bytes, server.limits.max_json_depth,
-                            server.limits.body_timeout)
+                            server.limits.body_timeout, server.limits.body_idle_timeout)
     return expect_object(value, where(request))
 
 
@@ -81,9 +81,11 @@ def workflow_fields(body: dict, here: str) -> tuple[Any, list[str] | None]:
     return body["workflow"], outputs
 
 
-async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeout: float | None = None) -> Any:
+async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeout: float | None = None,
+                    idle: float | None = None) -> Any:
     """The body as JSON: application/json, at most max_bytes, arriving within
-    ``timeout`` seconds, finite numbers, nesting at most max_depth."""
+    ``timeout`` seconds without pausing over ``idle``, finite numbers, nesting
+    at most max_depth."""
     here = where(request)
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
@@ -93,8 +95,9 @@ async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeou
         raise too_large(f"{here}: the body is {request.content_length} bytes; the limit is {max_bytes}",
                         limit=max_bytes)
     body = bytearray()
-    async with body_deadline(here, timeout):
+    async with body_deadline(here, timeout, idle) as deadline:
         async for chunk in request.content.iter_chunked(CHUNK):
+            deadline.progress()
             body += chunk
             if len(body) > max_bytes:
                 raise too_large(f"{here}: the body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
@@ -108,24 +111,43 @@ async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeou
 
 
 class body_deadline:  # noqa: N801 - used like asyncio.timeout
-    """``async with body_deadline(here, seconds)``: a body still arriving after
-    ``seconds`` is refused with 408 (None: no limit)."""
+    """``async with body_deadline(here, total, idle) as deadline``: reading a body
+    must end within ``total`` seconds and never pause longer than ``idle``
+    (call ``deadline.progress()`` whenever bytes arrive); 408 otherwise.
+    None: no limit."""
 
-    def __init__(self, here: str, seconds: float | None):
+    def __init__(self, here: str, total: float | None, idle: float | None = None):
         self.here = here
-        self.seconds = seconds
-        self._timeout = asyncio.timeout(seconds)
+        self.total = total
+        self.idle = idle
+        self._timeout = asyncio.timeout(None)
+        self._end = self._start = 0.0
 
-    async def __aenter__(self) -> None:
+    def _due(self) -> float | None:
+        now = asyncio.get_running_loop().time()
+        ends = [t for t in (self._end if self.total is not None else None,
+                            now + self.idle if self.idle is not None else None) if t is not None]
+        return min(ends) if ends else None
+
+    def progress(self) -> None:
+        self._timeout.reschedule(self._due())
+
+    async def __aenter__(self) -> body_deadline:
+        self._start = asyncio.get_running_loop().time()
+        self._end = self._start + (self.total or 0.0)
         await self._timeout.__aenter__()
+        self._timeout.reschedule(self._due())
+        return self
 
     async def __aexit__(self, kind, exc, tb) -> bool:
         try:
             await self._timeout.__aexit__(kind, exc, tb)
         except TimeoutError:
-            raise ApiError(408, "request_timeout",
-                           f"{self.here}: the request body did not arrive within {self.seconds:g} s",
-                           headers={"Connection": "close"}, limit=self.seconds) from None
+            late = self.total is not None and asyncio.get_running_loop().time() >= self._end
+            why = (f"the request body did not arrive within {self.total:g} s" if late else
+                   f"the request body stopped arriving for more than {self.idle:g} s")
+            raise ApiError(408, "request_timeout", f"{self.here}: {why}", headers={"Connection": "close"},
+                           limit=self.total if late else self.idle) from None
         return False
 
 

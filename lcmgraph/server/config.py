@@ -70,8 +70,10 @@ class Limits:
     #: from when it opened or its previous response ended (aiohttp's keep-alive
     #: timer: slow-loris connections are closed after it).
     header_timeout: float = 15.0
-    #: Seconds a request body may take to arrive.
-    body_timeout: float = 60.0
+    #: Seconds a request body may take to arrive in all, and the longest it
+    #: may pause (no bytes at all) on the way; 408 past either.
+    body_timeout: float = 300.0
+    body_idle_timeout: float = 15.0
     #: Open HTTP connections (WebSockets included); more are closed at once.
     max_connections: int = 1000
     #: Request head limits (aiohttp's parser): request line, one header, header count.

@@ -9,8 +9,10 @@
   ``header_timeout`` seconds, however it trickles the bytes, and an idle
   keep-alive connection is closed after the same time. A request being
   handled (a WebSocket, a download) is not affected.
-- Bodies: reading a request body is bounded by ``body_timeout`` (408; see
-  ``bodies.body_deadline``).
+- Bodies: a request body must arrive within ``body_timeout`` and never
+  pause longer than ``body_idle_timeout`` (408; see ``bodies.body_deadline``);
+  what a refused request still sends is read and dropped for at most
+  ``LINGERING_TIME`` before the connection closes.
 - Connections: aiohttp has no limit of its own; ``limit_connections`` closes
   a new connection at once while ``max_connections`` are open.
 - Access log (``--debug``): one line per request without its query string's
@@ -34,6 +36,8 @@ from .config import Limits
 log = logging.getLogger("lcmgraph.server")
 #: Seconds a graceful stop waits for open requests (WebSockets are closed by the hub first).
 SHUTDOWN_TIMEOUT = 10.0
+#: Seconds aiohttp keeps reading (and dropping) the rest of a body its handler did not read (default 10).
+LINGERING_TIME = 2.0
 _SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:access_)?token=)[^&;#\s'\"]*")
 _SECRET_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*['\"]?bearer\s+)[^\s'\"]+")
 
@@ -86,6 +90,7 @@ def runner_options(limits: Limits, access_log: logging.Logger | None = None) -> 
         "max_field_size": limits.max_field_size,
         "max_headers": limits.max_headers,
         "shutdown_timeout": SHUTDOWN_TIMEOUT,
+        "lingering_time": LINGERING_TIME,
         "access_log": access_log,
     }
     if access_log is not None:

@@ -62,30 +62,57 @@ def test_slow_loris_heads_and_silent_connections_are_closed_within_the_timeout(t
     serve(tmp_path, body, limits={"header_timeout": 1.0})
 
 
+def _send_half_a_body(port: int, trickle: float | None = None) -> tuple[bytes, float]:
+    """POST a body announced as 1000 bytes, send 12 of them (one more every ``trickle`` s); the answer."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(0.05 if trickle else 5)
+    sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{\"workflow\": ")
+    started = time.monotonic()
+    answer = b""
+    while b"\r\n\r\n" not in answer and time.monotonic() - started < 10:
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            sock.sendall(b" ")
+            time.sleep(trickle)
+            continue
+        if not chunk:
+            break
+        answer += chunk
+    seconds = time.monotonic() - started
+    while True:
+        try:
+            more = sock.recv(4096)
+        except TimeoutError:
+            break
+        if not more:
+            break
+        answer += more
+    sock.close()
+    return answer, seconds
+
+
 def test_a_body_that_does_not_arrive_in_time_is_answered_408(tmp_path):
     async def body(h):
         loop = asyncio.get_running_loop()
-
-        def send_half():
-            sock = socket.create_connection(("127.0.0.1", h.client.port))
-            sock.settimeout(5)
-            sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 1000\r\n\r\n{\"workflow\": ")
-            started = time.monotonic()
-            answer = b""
-            while b"\r\n\r\n" not in answer:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
-            sock.close()
-            return answer, time.monotonic() - started
-
-        answer, seconds = await loop.run_in_executor(None, send_half)
+        answer, seconds = await loop.run_in_executor(None, _send_half_a_body, h.client.port, 0.1)
         assert answer.startswith(b"HTTP/1.1 408"), answer
-        assert seconds < 3.0
+        assert b"POST /api/jobs: the request body did not arrive within 1 s" in answer
+        assert 0.9 < seconds < 3.0
 
     serve(tmp_path, body, limits={"body_timeout": 1.0})
+
+
+def test_a_body_that_stops_arriving_is_answered_408(tmp_path):
+    async def body(h):
+        loop = asyncio.get_running_loop()
+        answer, seconds = await loop.run_in_executor(None, _send_half_a_body, h.client.port)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"POST /api/jobs: the request body stopped arriving for more than 0.5 s" in answer
+        assert seconds < 3.0
+
+    serve(tmp_path, body, limits={"body_idle_timeout": 0.5})
 
 
 def test_open_connections_are_bounded(tmp_path):

@@ -86,7 +86,7 @@ def _store(root: Path, name: str, data: bytes, overwrite: bool) -> str:
     return candidate
 
 
-async def _read_parts(reader, here: str, limit: int) -> tuple[bytes | None, str | None, bool]:
+async def _read_parts(reader, here: str, limit: int, deadline: body_deadline) -> tuple[bytes | None, str | None, bool]:
     """The upload form's fields: the image's bytes and file name, and 'overwrite'."""
     data, filename, overwrite = None, None, False
     while (part := await reader.next()) is not None:
@@ -100,6 +100,7 @@ async def _read_parts(reader, here: str, limit: int) -> tuple[bytes | None, str 
                 raise bad_request(f"{here}: send one 'image' per upload", code="invalid_field", field="image")
             buffer = bytearray(chunk)
             while chunk and len(buffer) <= limit:
+                deadline.progress()
                 chunk = await part.read_chunk(limit + 1 - len(buffer))
                 buffer += chunk
             if len(buffer) > limit:
@@ -127,8 +128,8 @@ async def upload(request: web.Request) -> web.Response:
     except (ValueError, AssertionError) as exc:
         raise bad_request(f"{here}: malformed multipart body: {exc}", code="malformed_multipart") from None
     try:
-        async with body_deadline(here, server.limits.body_timeout):
-            data, filename, overwrite = await _read_parts(reader, here, limit)
+        async with body_deadline(here, server.limits.body_timeout, server.limits.body_idle_timeout) as deadline:
+            data, filename, overwrite = await _read_parts(reader, here, limit, deadline)
     except ApiError:
         raise
     except (ValueError, AssertionError, UnicodeDecodeError) as exc:

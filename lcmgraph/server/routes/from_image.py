@@ -34,7 +34,8 @@ def _query_bool(request: web.Request, key: str) -> bool:
     return raw in _TRUE
 
 
-async def _image_body(request: web.Request, limit: int, here: str, timeout: float | None = None) -> bytes:
+async def _image_body(request: web.Request, limit: int, here: str, timeout: float | None = None,
+                      idle: float | None = None) -> bytes:
     if not request.content_type.startswith(BODY_TYPES):
         raise ApiError(415, "unsupported_media_type",
                        f"{here} expects the image file itself as the body, with Content-Type image/png "
@@ -44,8 +45,9 @@ async def _image_body(request: web.Request, limit: int, here: str, timeout: floa
         raise too_large(f"{here}: the image is {request.content_length} bytes; the limit is {limit} bytes",
                         limit=limit)
     body = bytearray()
-    async with body_deadline(here, timeout):
+    async with body_deadline(here, timeout, idle) as deadline:
         async for chunk in request.content.iter_chunked(CHUNK):
+            deadline.progress()
             body += chunk
             if len(body) > limit:
                 raise too_large(f"{here}: the image is larger than the limit of {limit} bytes", limit=limit)
@@ -80,7 +82,7 @@ async def workflow_from_image(request: web.Request) -> web.Response:
     allow_missing = _query_bool(request, "allow_missing")
     name = request.query.get("name", "")[:MAX_NAME]
     what = f"image {name!r}" if name else "the image"
-    data = await _image_body(request, limits.max_upload_bytes, here, limits.body_timeout)
+    data = await _image_body(request, limits.max_upload_bytes, here, limits.body_timeout, limits.body_idle_timeout)
     pixels = PixelLimits(limits.max_image_pixels, limits.max_image_side)
     try:
         async with server.image_slots:
