@@ -16,10 +16,11 @@ from typing import Any, Protocol
 
 from ..context import RunControl
 from ..prepare import Prepared
+from .config import Retention
 from .errors import ApiError, conflict, not_found
 from .hub import Hub
 from .jobs import CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Job
-from .store import JobStore, Retention
+from .store import JobStore
 
 log = logging.getLogger("lcmgraph.server")
 
