@@ -3,6 +3,7 @@ the field and the request they came from."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -11,13 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .checking import CHECKER_KEY
 from .errors import ApiError, bad_request, too_large
+from .security import USER_KEY
+from .users import ANONYMOUS, User
 
 if TYPE_CHECKING:
     from .app import ServerApp
+    from .jobs import Job
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 CHUNK = 64 * 1024
+#: Bodies up to this size are parsed on the event loop (well under a millisecond); larger on a thread.
+PARSE_INLINE_BYTES = 128 * 1024
 
 
 #: Where the aiohttp application keeps its ServerApp (routes read it with ``server_of``).
@@ -26,8 +33,26 @@ SERVER_KEY: web.AppKey[ServerApp] = web.AppKey("lcmgraph")
 MAX_OUTPUTS = 1000
 
 
+#: The size of the JSON body a request had (read_body), to judge how costly its document is.
+BODY_BYTES: web.RequestKey[int] = web.RequestKey("lcmgraph_body_bytes", int)
+
+
 def server_of(request: web.Request) -> ServerApp:
     return request.app[SERVER_KEY]
+
+
+def user_of(request: web.Request) -> User:
+    """Who is asking (the one admin on a server without tokens)."""
+    return request.get(USER_KEY, ANONYMOUS)
+
+
+def owner_filter(user: User) -> str | None:
+    """The owner whose jobs ``user`` may see: None (all) for an admin."""
+    return None if user.admin else user.name
+
+
+def may_see(user: User, job: Job) -> bool:
+    return user.admin or job.owner == user.name
 
 
 def where(request: web.Request) -> str:
@@ -38,7 +63,8 @@ async def read_body(request: web.Request, server: ServerApp, optional: bool = Fa
     """The request's JSON object body within the server's limits ({} when optional and absent)."""
     if optional and not request.can_read_body:
         return {}
-    value = await read_json(request, server.limits.max_json_bytes, server.limits.max_json_depth)
+    value = await read_json(request, server.limits.max_json_bytes, server.limits.max_json_depth,
+                            server.limits.body_timeout, server.limits.body_idle_timeout)
     return expect_object(value, where(request))
 
 
@@ -55,9 +81,11 @@ def workflow_fields(body: dict, here: str) -> tuple[Any, list[str] | None]:
     return body["workflow"], outputs
 
 
-async def read_json(request: web.Request, max_bytes: int, max_depth: int) -> Any:
-    """The body as JSON: application/json, at most max_bytes, finite numbers,
-    nesting at most max_depth."""
+async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeout: float | None = None,
+                    idle: float | None = None) -> Any:
+    """The body as JSON: application/json, at most max_bytes, arriving within
+    ``timeout`` seconds without pausing over ``idle``, finite numbers, nesting
+    at most max_depth."""
     here = where(request)
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
@@ -67,11 +95,60 @@ async def read_json(request: web.Request, max_bytes: int, max_depth: int) -> Any
         raise too_large(f"{here}: the body is {request.content_length} bytes; the limit is {max_bytes}",
                         limit=max_bytes)
     body = bytearray()
-    async for chunk in request.content.iter_chunked(CHUNK):
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large(f"{here}: the body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
+    async with body_deadline(here, timeout, idle) as deadline:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            deadline.progress()
+            body += chunk
+            if len(body) > max_bytes:
+                raise too_large(f"{here}: the body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
+    request[BODY_BYTES] = len(body)
+    if len(body) > PARSE_INLINE_BYTES:  # tens of milliseconds: on a checking thread, not the event loop
+        checker = request.app.get(CHECKER_KEY)
+        if checker is not None:
+            return await checker.run(here, parse_json, bytes(body), here, max_depth)
+        return await asyncio.get_running_loop().run_in_executor(None, parse_json, bytes(body), here, max_depth)
     return parse_json(bytes(body), here, max_depth)
+
+
+class body_deadline:  # noqa: N801 - used like asyncio.timeout
+    """``async with body_deadline(here, total, idle) as deadline``: reading a body
+    must end within ``total`` seconds and never pause longer than ``idle``
+    (call ``deadline.progress()`` whenever bytes arrive); 408 otherwise.
+    None: no limit."""
+
+    def __init__(self, here: str, total: float | None, idle: float | None = None):
+        self.here = here
+        self.total = total
+        self.idle = idle
+        self._timeout = asyncio.timeout(None)
+        self._end = self._start = 0.0
+
+    def _due(self) -> float | None:
+        now = asyncio.get_running_loop().time()
+        ends = [t for t in (self._end if self.total is not None else None,
+                            now + self.idle if self.idle is not None else None) if t is not None]
+        return min(ends) if ends else None
+
+    def progress(self) -> None:
+        self._timeout.reschedule(self._due())
+
+    async def __aenter__(self) -> body_deadline:
+        self._start = asyncio.get_running_loop().time()
+        self._end = self._start + (self.total or 0.0)
+        await self._timeout.__aenter__()
+        self._timeout.reschedule(self._due())
+        return self
+
+    async def __aexit__(self, kind, exc, tb) -> bool:
+        try:
+            await self._timeout.__aexit__(kind, exc, tb)
+        except TimeoutError:
+            late = self.total is not None and asyncio.get_running_loop().time() >= self._end
+            why = (f"the request body did not arrive within {self.total:g} s" if late else
+                   f"the request body stopped arriving for more than {self.idle:g} s")
+            raise ApiError(408, "request_timeout", f"{self.here}: {why}", headers={"Connection": "close"},
+                           limit=self.total if late else self.idle) from None
+        return False
 
 
 def parse_json(raw: bytes, here: str, max_depth: int) -> Any:

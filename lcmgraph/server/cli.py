@@ -18,6 +18,7 @@ from ..model_flags import add_model_arguments, apply_threads, model_options
 from .batching import AUTO_BATCH_CUDA, AUTO_BATCH_OTHER, auto_batch
 from .config import Limits, ServerConfig
 from .job_limits import add_job_limit_arguments, budget_from_args, engine_options
+from .serve_options import ServeOptionError, add_access_arguments, apply_access_options
 
 EXIT_OK, EXIT_USAGE = 0, 2
 MIN_TOKEN = 16
@@ -37,7 +38,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="address to listen on (default 127.0.0.1; others need --token or --insecure)")
     p.add_argument("--port", type=int, default=8188, help="port (default 8188; 0 picks a free one)")
     p.add_argument("--token", default=None,
-                   help="require this bearer token on every API request (default $LCMGRAPH_TOKEN)")
+                   help="require this bearer token on every API request (default $LCMGRAPH_TOKEN); "
+                        "visible to other local users in `ps`: prefer --token-file or $LCMGRAPH_TOKEN")
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without a token (anyone who can reach it runs jobs)")
     p.add_argument("--data-dir", default="lcmgraph-data", metavar="DIR",
@@ -66,7 +68,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         f"seeds, one sampler call); 1 turns batching off (default auto: "
                         f"{AUTO_BATCH_CUDA} on CUDA, {AUTO_BATCH_OTHER} elsewhere)")
     add_job_limit_arguments(p)
-    p.add_argument("--debug", action="store_true", help="verbose log with access lines")
+    p.add_argument("--debug", action="store_true", help="verbose log with access lines (tokens redacted)")
+    add_access_arguments(p)
 
 
 def _batch_size(text: str) -> int | str:
@@ -90,7 +93,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def bind_problem(host: str, token: str | None, insecure: bool) -> str | None:
+def bind_problem(host: str, token: object, insecure: bool) -> str | None:
     """Why this bind is refused, or None."""
     if is_loopback(host) or token or insecure:
         return None
@@ -101,7 +104,7 @@ def bind_problem(host: str, token: str | None, insecure: bool) -> str | None:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     limits = Limits(max_queue=max(1, args.max_queue), max_upload_bytes=int(args.max_upload_mb * 2**20))
-    return ServerConfig(
+    return apply_access_options(args, ServerConfig(
         host=args.host, port=args.port, token=args.token or os.environ.get("LCMGRAPH_TOKEN") or None,
         insecure=args.insecure, data_dir=Path(args.data_dir),
         output_dir=Path(args.output_dir) if args.output_dir else None,
@@ -109,7 +112,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         web_dir=Path(args.web_dir) if args.web_dir else None,
         allow_hosts=tuple(args.allow_host), allow_origins=tuple(args.allow_origin), limits=limits,
         max_batch=auto_batch(args.device) if args.batch == "auto" else args.batch,
-    )
+    ))
 
 
 def engine_config(args: argparse.Namespace, config: ServerConfig) -> EngineConfig:
@@ -126,15 +129,22 @@ def serve_main(args: argparse.Namespace) -> int:
     """Run ``lcmgraph serve`` with parsed arguments; returns the exit code."""
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = config_from_args(args)
-    problem = bind_problem(config.host, config.token, config.insecure)
+    from .connections import redact_logs
+
+    redact_logs()
+    try:
+        config = config_from_args(args)
+    except ServeOptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    problem = bind_problem(config.host, config.token or config.users, config.insecure)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if config.token and len(config.token) < MIN_TOKEN:
         print(f"warning: the token is shorter than {MIN_TOKEN} characters; use a long random one",
               file=sys.stderr)
-    if not is_loopback(config.host) and not config.token:
+    if not is_loopback(config.host) and not (config.token or config.users):
         print(f"warning: serving {config.host} without a token (--insecure)", file=sys.stderr)
     apply_threads(args)
     engine = Engine(engine_config(args, config))
@@ -160,10 +170,13 @@ async def _serve(server, config: ServerConfig, access_log: bool) -> int:
     from aiohttp import web
 
     from .application import web_application
+    from .connections import limit_connections, runner_options
 
     runner = web.AppRunner(web_application(server), handle_signals=False,
-                           access_log=logging.getLogger("aiohttp.access") if access_log else None)
+                           **runner_options(config.limits, logging.getLogger("aiohttp.access") if access_log
+                                            else None))
     await runner.setup()
+    limit_connections(runner.server, config.limits.max_connections)
     site = web.TCPSite(runner, config.host, config.port)
     try:
         await site.start()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .users import UserTable
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
@@ -43,6 +47,54 @@ class Limits:
     max_thumbnail_side: int = 1024
     #: Image decodes running at once (each may hold max_image_pixels * 4 bytes).
     image_workers: int = 2
+    #: Bytes buffered for one slow WebSocket client: progress beyond it is
+    #: dropped, any other message disconnects the client (1013).
+    ws_buffer_bytes: int = 4 * 1024 * 1024
+    #: Bytes buffered for all WebSocket clients together; past it the client
+    #: holding the most is disconnected.
+    ws_total_buffer_bytes: int = 64 * 1024 * 1024
+    #: Longest ``data`` a WebSocket ping may carry to be echoed.
+    max_ping_data: int = 64
+    #: Workflows up to this many nodes + inputs and body bytes are validated on
+    #: the event loop (fast); bigger ones on a thread, a few at a time.
+    inline_validation_cost: int = 200
+    inline_validation_bytes: int = 64 * 1024
+    #: Validations (and ComfyUI conversions) running on threads at once; more
+    #: wait up to validation_wait seconds, at most max_validation_waiting of them.
+    validation_workers: int = 2
+    validation_wait: float = 10.0
+    max_validation_waiting: int = 32
+    #: Problems listed in an answer (the rest are counted).
+    max_problems: int = 100
+    #: Seconds a connection may take to send a complete request head, counted
+    #: from when it opened or its previous response ended (aiohttp's keep-alive
+    #: timer: slow-loris connections are closed after it).
+    header_timeout: float = 15.0
+    #: Seconds a request body may take to arrive in all, and the longest it
+    #: may pause (no bytes at all) on the way; 408 past either.
+    body_timeout: float = 300.0
+    body_idle_timeout: float = 15.0
+    #: Open HTTP connections (WebSockets included); more are closed at once.
+    max_connections: int = 1000
+    #: Request head limits (aiohttp's parser): request line, one header, header count.
+    max_line_size: int = 8190
+    max_field_size: int = 8190
+    max_headers: int = 64
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many finished jobs the history keeps, and for how long (oldest go first)."""
+
+    #: Done, failed and interrupted jobs kept (the newest).
+    keep_history: int = 1000
+    #: Cancelled jobs kept (the newest); they never ran, so fewer are kept.
+    keep_cancelled: int = 100
+    #: Finished jobs older than this many seconds are removed (0: no age limit).
+    max_age: float = 30 * 86400.0
+    #: Bytes of workflow documents kept for finished jobs (the newest first);
+    #: older jobs stay in the history without theirs. Cancelled jobs keep none.
+    max_workflow_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -68,6 +120,10 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     #: Most jobs run as one batch (same graph, only batchable literals differ); 1: one at a time.
     max_batch: int = 1
+    #: What the history keeps (count and age of finished jobs).
+    retention: Retention = field(default_factory=Retention)
+    #: Per-user tokens (``--users FILE``); the ``token`` above is an admin besides them.
+    users: UserTable | None = None
 
     @property
     def outputs_path(self) -> Path:

@@ -24,10 +24,13 @@ class Job:
     client_id: str
     status: str
     seq: int
-    workflow_text: str
+    #: The submitted document as JSON text; None when not loaded (lists never load it).
+    workflow_text: str | None
     outputs_requested: list[str] | None
     created: float
     title: str = ""
+    #: The user who submitted it ("" without users: the only, admin, user).
+    owner: str = ""
     started: float | None = None
     finished: float | None = None
     #: {"executed": [...], "cached": [...], "seconds": float} once done.
@@ -36,6 +39,8 @@ class Job:
     outputs: dict[str, Any] | None = None
     #: {"code", "message", "node"?, ...} when failed / interrupted / cancelled.
     error: dict[str, Any] | None = None
+    #: Its stored record could not be decoded (shown as failed; see ``error``).
+    damaged: bool = field(default=False, repr=False, compare=False)
     #: Set while running: how to stop it (not persisted).
     control: RunControl | None = field(default=None, repr=False, compare=False)
     #: The run as prepared at submit time, while queued in this process (not persisted).
@@ -52,6 +57,8 @@ class Job:
             "started": _round(self.started),
             "finished": _round(self.finished),
         }
+        if self.owner:
+            out["owner"] = self.owner
         if position is not None:
             out["position"] = position
         if self.outputs_requested is not None:

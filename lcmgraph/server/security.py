@@ -5,12 +5,12 @@
 - ``host_guard``: the Host header must name this server (DNS rebinding).
 - ``origin_guard``: state-changing requests and WebSocket upgrades from a
   browser page of another origin are refused (CSRF, cross-site WebSocket).
-- ``token_guard``: with a token, every /api request carries it.
+- ``auth_guard``: with tokens (``--token``, ``--users``), every /api request
+  carries one; the request then knows its user (``bodies.user_of``).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
@@ -19,6 +19,9 @@ from aiohttp import web
 
 from .config import LOOPBACK_NAMES, WILDCARD_HOSTS
 from .errors import ApiError, json_response
+from .users import NOBODY, User, UserTable
+
+USER_KEY: web.RequestKey[User] = web.RequestKey("lcmgraph_user", User)
 
 log = logging.getLogger("lcmgraph.server")
 
@@ -132,8 +135,13 @@ def _same_origin(origin: str, host: str, extra: set[str]) -> bool:
 
 
 def token_guard(token: str) -> Callable:
-    expected = token.encode("utf-8")
+    """One admin token (``--token``)."""
+    table = UserTable.build(token)
+    assert table is not None
+    return auth_guard(table)
 
+
+def auth_guard(table: UserTable) -> Callable:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
@@ -143,12 +151,16 @@ def token_guard(token: str) -> Callable:
                 path == "/api/ws" or path.startswith("/api/files/")
             ):
                 given = request.query.get("token")
-            if given is None or not hmac.compare_digest(given.encode("utf-8"), expected):
+            user = table.authenticate(given) if given is not None else None
+            if user is None:
                 what = "a wrong token" if given is not None else "no token"
                 raise ApiError(401, "unauthorized",
                                f"{_here(request)}: {what}; send 'Authorization: Bearer <token>' "
                                f"(or ?token= on WebSocket and file URLs)",
                                headers={"WWW-Authenticate": 'Bearer realm="lcmgraph"'})
+            request[USER_KEY] = user
+        else:
+            request[USER_KEY] = NOBODY
         return await handler(request)
 
     return guard

@@ -97,6 +97,8 @@ class Worker:
         """The job's run: prepared at submit, or (after a restart) its stored document."""
         if job.prepared is not None:
             document, outputs = job.prepared, None
+        elif job.workflow_text is None:
+            raise LookupError(f"job {job.id} has no stored workflow document to run")
         else:
             document, outputs = json.loads(job.workflow_text), job.outputs_requested
         return RunRequest(document, outputs, self._relay(job), job.control, self.output_root / job.id, job.id)
@@ -112,7 +114,8 @@ class Worker:
         status, files = FAILED, []
         if isinstance(outcome, WorkflowInvalid):  # valid at submit time; e.g. a file was removed since
             job.error = {"code": "invalid_workflow", "message": str(outcome).splitlines()[0],
-                         "problems": [p.to_json() for p in outcome.problems]}
+                         "problems": [p.to_json() for p in outcome.problems[:self.limits.max_problems]],
+                         "problem_count": len(outcome.problems)}
         elif isinstance(outcome, NodeFailed):
             job.error = {"code": "node_failed", "message": str(outcome), "node": outcome.node_id,
                          "node_type": outcome.node_type, "exception": type(outcome.cause).__name__}

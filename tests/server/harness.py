@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from lcmgraph import Engine, EngineConfig
 from lcmgraph.server import Limits, ServerApp, ServerConfig
 from lcmgraph.server.application import web_application
+from lcmgraph.server.connections import limit_connections, runner_options
 
 TESTS = Path(__file__).resolve().parents[1]
 PACKS = [TESTS / "packs", Path(__file__).resolve().parent / "packs"]
@@ -57,8 +58,12 @@ class Harness:
         self.client = client
         self.server = server
         self.tmp = tmp
+        #: Headers every call sends (e.g. an Authorization header), under the call's own.
+        self.headers: dict[str, str] = {}
 
     async def call(self, method: str, path: str, expect: int | None = None, **kwargs: Any) -> tuple[int, Any]:
+        if self.headers:
+            kwargs["headers"] = {**self.headers, **(kwargs.get("headers") or {})}
         async with self.client.request(method, path, **kwargs) as response:
             body = await response.json() if response.content_type == "application/json" else await response.read()
             if expect is not None:
@@ -84,15 +89,20 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def serving(tmp_path: Path, engine: Engine | None = None, limits: dict | None = None, **config: Any):
+async def serving(tmp_path: Path, engine: Engine | None = None, limits: dict | None = None,
+                  access_log: Any = None, **config: Any):
+    """A server as ``lcmgraph serve`` runs it (aiohttp's connection settings included)."""
     web_dir = config.pop("web_dir", None)
     settings = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path / "data",
                             workflows_dir=config.pop("workflows_dir", tmp_path / "workflows"),
                             web_dir=web_dir, limits=Limits(**(limits or {})), **config)
     server = ServerApp(settings, engine or make_engine(tmp_path))
     server.web_dir = web_dir  # None: the placeholder page, whatever the repository's web/ holds
-    client = TestClient(TestServer(web_application(server), host="127.0.0.1"))
+    test_server = TestServer(web_application(server), host="127.0.0.1")
+    await test_server.start_server(**runner_options(settings.limits, access_log))  # (its constructor drops them)
+    client = TestClient(test_server)
     await client.start_server()
+    limit_connections(client.server.runner.server, settings.limits.max_connections)
     try:
         yield Harness(client, server, tmp_path)
     finally:
@@ -114,12 +124,13 @@ def serve(tmp_path: Path, body, timeout: float = TEST_TIMEOUT, **options: Any) -
 class ServerProcess:
     """``python -m lcmgraph.server`` on a free loopback port, driven with urllib."""
 
-    def __init__(self, tmp_path: Path, *args: str, name: str = "server"):
+    def __init__(self, tmp_path: Path, *args: str, name: str = "server", env: dict[str, str] | None = None):
         import os
         import subprocess
         import sys
 
-        env = {k: v for k, v in os.environ.items() if k not in ("LCMGRAPH_PLUGINS", "LCMGRAPH_TOKEN")}
+        env = {**{k: v for k, v in os.environ.items() if k not in ("LCMGRAPH_PLUGINS", "LCMGRAPH_TOKEN")},
+               **(env or {})}
         command = [sys.executable, "-m", "lcmgraph.server", "--port", "0", "--no-entry-points",
                    "--data-dir", str(tmp_path / "data"), "--models-dir", str(tmp_path / "models"),
                    "--workflows-dir", str(tmp_path / "workflows"), *args]
@@ -132,14 +143,15 @@ class ServerProcess:
         assert "serving on" in line, f"server did not start: {line!r}\n{self.log.read_text()}"
         self.base = line.split("serving on ", 1)[1].split()[0].rstrip("/")
 
-    def request(self, method: str, path: str, body: Any = None, expect: int | None = 200) -> Any:
+    def request(self, method: str, path: str, body: Any = None, expect: int | None = 200,
+                headers: dict[str, str] | None = None) -> Any:
         import json
         import urllib.error
         import urllib.request
 
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+        sent = {"Content-Type": "application/json"} if data else {}
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers={**sent, **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=10) as response:
                 status, raw, ctype = response.status, response.read(), response.headers.get_content_type()
@@ -176,3 +188,12 @@ class ServerProcess:
                 self.proc.wait(5)
         self.proc.stdout.close()
         return self.proc.returncode
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (an in-process server's included)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")

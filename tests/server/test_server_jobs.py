@@ -54,7 +54,7 @@ def test_invalid_workflow_is_refused_with_every_problem(tmp_path):
         _, checked = await h.call("POST", "/api/validate", 200, json={"workflow": doc})
         assert checked["ok"] is False and checked["problems"] == err["problems"]
         _, fine = await h.call("POST", "/api/validate", 200, json={"workflow": const_doc(1)})
-        assert fine == {"ok": True, "problems": []}
+        assert fine == {"ok": True, "problems": [], "problem_count": 0}
 
     serve(tmp_path, body)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import comfy, files, from_image, info, jobs, static, ws
+from . import comfy, files, from_image, history, info, jobs, static, ws
 
 
 def add_routes(app: web.Application) -> None:
     info.add_routes(app)
     jobs.add_routes(app)
+    history.add_routes(app)
     comfy.add_routes(app)
     from_image.add_routes(app)
     files.add_routes(app)

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from ..bodies import query_int, server_of, where
+from ..bodies import body_deadline, query_int, server_of, user_of, where
 from ..errors import ApiError, bad_request, json_response, too_large
 from ..folders import SERVED_SUFFIXES, file_url
 from ..images import PixelLimits, reencode_upload, thumbnail_jpeg
@@ -35,6 +35,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     path = server.folders.resolve(folder, name)
     headers = dict(CACHE_HEADERS)
     owner = server.store.file_owner(folder, name)  # the output index: which job wrote this file
+    if not _may_fetch(server, request, folder, name, owner):
+        raise ApiError(404, "no_such_file", f"{where(request)}: no file {name[:100]!r} in the {folder} folder")
     if owner:
         headers["X-Lcmgraph-Job"] = owner
     if "thumbnail" not in request.query:
@@ -44,6 +46,18 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         data = await asyncio.get_running_loop().run_in_executor(
             None, thumbnail_jpeg, path, side, _pixels(server), f"{folder}/{name}")
     return web.Response(body=data, content_type="image/jpeg", headers=headers)
+
+
+def _may_fetch(server: ServerApp, request: web.Request, folder: str, name: str, job_id: str | None) -> bool:
+    """An admin fetches any file; a user, the files of its own jobs and its own
+    uploads (and input files nobody uploaded: the server's own)."""
+    user = user_of(request)
+    if user.admin:
+        return True
+    if folder == "input":
+        uploader = server.store.upload_owner(name)
+        return uploader is None or uploader == user.name
+    return job_id is not None and server.store.job_owner(job_id) == user.name
 
 
 def upload_name(filename: str | None) -> str:
@@ -72,6 +86,35 @@ def _store(root: Path, name: str, data: bytes, overwrite: bool) -> str:
     return candidate
 
 
+async def _read_parts(reader, here: str, limit: int, deadline: body_deadline) -> tuple[bytes | None, str | None, bool]:
+    """The upload form's fields: the image's bytes and file name, and 'overwrite'."""
+    data, filename, overwrite = None, None, False
+    while (part := await reader.next()) is not None:
+        field = getattr(part, "name", None)
+        if field not in UPLOAD_FIELDS:
+            raise bad_request(f"{here}: unknown form field {str(field)[:60]!r}; known: "
+                              f"{', '.join(UPLOAD_FIELDS)}", code="unknown_field", field=str(field)[:60])
+        chunk = await part.read_chunk(limit + 1 if field == "image" else 4096)
+        if field == "image":
+            if data is not None:
+                raise bad_request(f"{here}: send one 'image' per upload", code="invalid_field", field="image")
+            buffer = bytearray(chunk)
+            while chunk and len(buffer) <= limit:
+                deadline.progress()
+                chunk = await part.read_chunk(limit + 1 - len(buffer))
+                buffer += chunk
+            if len(buffer) > limit:
+                raise too_large(f"{here}: the image is larger than the limit of {limit} bytes", limit=limit)
+            data, filename = bytes(buffer), part.filename
+        else:
+            value = chunk.strip().lower()
+            if value not in (b"1", b"true", b"yes", b"0", b"false", b"no"):
+                raise bad_request(f"{here}: 'overwrite' must be true or false", code="invalid_field",
+                                  field="overwrite")
+            overwrite = value in (b"1", b"true", b"yes")
+    return data, filename, overwrite
+
+
 async def upload(request: web.Request) -> web.Response:
     server, here = server_of(request), where(request)
     limit = server.limits.max_upload_bytes
@@ -84,30 +127,9 @@ async def upload(request: web.Request) -> web.Response:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
         raise bad_request(f"{here}: malformed multipart body: {exc}", code="malformed_multipart") from None
-    data, filename, overwrite = None, None, False
     try:
-        while (part := await reader.next()) is not None:
-            field = getattr(part, "name", None)
-            if field not in UPLOAD_FIELDS:
-                raise bad_request(f"{here}: unknown form field {str(field)[:60]!r}; known: "
-                                  f"{', '.join(UPLOAD_FIELDS)}", code="unknown_field", field=str(field)[:60])
-            chunk = await part.read_chunk(limit + 1 if field == "image" else 4096)
-            if field == "image":
-                if data is not None:
-                    raise bad_request(f"{here}: send one 'image' per upload", code="invalid_field", field="image")
-                buffer = bytearray(chunk)
-                while chunk and len(buffer) <= limit:
-                    chunk = await part.read_chunk(limit + 1 - len(buffer))
-                    buffer += chunk
-                if len(buffer) > limit:
-                    raise too_large(f"{here}: the image is larger than the limit of {limit} bytes", limit=limit)
-                data, filename = bytes(buffer), part.filename
-            else:
-                value = chunk.strip().lower()
-                if value not in (b"1", b"true", b"yes", b"0", b"false", b"no"):
-                    raise bad_request(f"{here}: 'overwrite' must be true or false", code="invalid_field",
-                                      field="overwrite")
-                overwrite = value in (b"1", b"true", b"yes")
+        async with body_deadline(here, server.limits.body_timeout, server.limits.body_idle_timeout) as deadline:
+            data, filename, overwrite = await _read_parts(reader, here, limit, deadline)
     except ApiError:
         raise
     except (ValueError, AssertionError, UnicodeDecodeError) as exc:
@@ -119,7 +141,12 @@ async def upload(request: web.Request) -> web.Response:
     async with server.image_slots:
         image = await loop.run_in_executor(None, reencode_upload, data, _pixels(server), f"upload {name!r}")
     root = server.folders.upload_root
+    user = user_of(request)
+    if not user.admin and overwrite and os.path.lexists(root / name) and server.store.upload_owner(name) != user.name:
+        raise ApiError(409, "name_taken", f"{here}: {name!r} was uploaded by another user; upload without "
+                       f"overwrite to get a new name")
     stored = await loop.run_in_executor(None, _store, root, name, image.png, overwrite)
+    server.store.record_upload(stored, user.name)
     return json_response({"name": stored, "folder": "input", "width": image.width, "height": image.height,
                           "source_format": image.source_format, "url": file_url("input", stored)},
                          status=201)

@@ -12,10 +12,10 @@ from aiohttp import web
 from ...comfy import detect, import_notes
 from ...comfy.png import NoEmbeddedWorkflow, document_from_text
 from ...workflow import WorkflowFileError
-from ..bodies import CHUNK, server_of, too_deep, where
+from ..bodies import CHUNK, body_deadline, server_of, too_deep, where
 from ..errors import ApiError, bad_request, json_response, too_large
 from ..images import PixelLimits, open_checked
-from .comfy import convert
+from .comfy import convert_async
 
 if TYPE_CHECKING:
     from ..app import ServerApp
@@ -34,7 +34,8 @@ def _query_bool(request: web.Request, key: str) -> bool:
     return raw in _TRUE
 
 
-async def _image_body(request: web.Request, limit: int, here: str) -> bytes:
+async def _image_body(request: web.Request, limit: int, here: str, timeout: float | None = None,
+                      idle: float | None = None) -> bytes:
     if not request.content_type.startswith(BODY_TYPES):
         raise ApiError(415, "unsupported_media_type",
                        f"{here} expects the image file itself as the body, with Content-Type image/png "
@@ -44,10 +45,12 @@ async def _image_body(request: web.Request, limit: int, here: str) -> bytes:
         raise too_large(f"{here}: the image is {request.content_length} bytes; the limit is {limit} bytes",
                         limit=limit)
     body = bytearray()
-    async for chunk in request.content.iter_chunked(CHUNK):
-        body += chunk
-        if len(body) > limit:
-            raise too_large(f"{here}: the image is larger than the limit of {limit} bytes", limit=limit)
+    async with body_deadline(here, timeout, idle) as deadline:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            deadline.progress()
+            body += chunk
+            if len(body) > limit:
+                raise too_large(f"{here}: the image is larger than the limit of {limit} bytes", limit=limit)
     if not body:
         raise bad_request(f"{here}: the body is empty; send the image file", code="not_an_image")
     return bytes(body)
@@ -79,7 +82,7 @@ async def workflow_from_image(request: web.Request) -> web.Response:
     allow_missing = _query_bool(request, "allow_missing")
     name = request.query.get("name", "")[:MAX_NAME]
     what = f"image {name!r}" if name else "the image"
-    data = await _image_body(request, limits.max_upload_bytes, here)
+    data = await _image_body(request, limits.max_upload_bytes, here, limits.body_timeout, limits.body_idle_timeout)
     pixels = PixelLimits(limits.max_image_pixels, limits.max_image_side)
     try:
         async with server.image_slots:
@@ -98,7 +101,7 @@ async def workflow_from_image(request: web.Request) -> web.Response:
     if kind is None:
         raise bad_request(f"{here}: {what}: the embedded text is not a workflow in lcmgraph's or ComfyUI's "
                           "format", code="not_a_workflow")
-    converted = convert(server, document, f"{here}: {what}", allow_missing)
+    converted = await convert_async(request, document, f"{here}: {what}", allow_missing, body_bytes=0)
     return json_response({"workflow": converted, "from": kind, "notes": import_notes(converted)})
 
 

@@ -9,7 +9,7 @@ import re
 from aiohttp import web
 
 from ... import __version__
-from ..bodies import server_of, where
+from ..bodies import server_of, user_of, where
 from ..config import API_VERSION
 from ..errors import json_response, not_found
 
@@ -23,7 +23,8 @@ async def api_info(request: web.Request) -> web.Response:
     return json_response({
         "api_version": API_VERSION,
         "lcmgraph": __version__,
-        "auth": bool(server.config.token),
+        "auth": bool(server.config.token or server.config.users),
+        "user": {"name": user_of(request).name or None, "admin": user_of(request).admin},
         "queue": server.queue.counts() if server.queue else None,
         "websocket_clients": len(server.hub),
         "limits": {
@@ -42,7 +43,18 @@ async def all_models(request: web.Request) -> web.Response:
     files = server_of(request).engine.files
     listing = await asyncio.get_running_loop().run_in_executor(
         None, lambda: {f: files.list(f) for f in files.folders()})
+    if "input" in listing:
+        listing["input"] = _visible_inputs(request, listing["input"])
     return json_response({"folders": listing})
+
+
+def _visible_inputs(request: web.Request, names: list) -> list:
+    """Input files without other users' uploads (an admin sees all)."""
+    user = user_of(request)
+    if user.admin:
+        return names
+    hidden = server_of(request).store.uploads_of_others(user.name)
+    return [n for n in names if n not in hidden]
 
 
 async def folder_models(request: web.Request) -> web.Response:
@@ -52,6 +64,8 @@ async def folder_models(request: web.Request) -> web.Response:
         raise not_found(f"{where(request)}: no model folder {folder!r} (folders: {', '.join(files.folders())})",
                         code="unknown_folder")
     names = await asyncio.get_running_loop().run_in_executor(None, files.list, folder)
+    if folder == "input":
+        names = _visible_inputs(request, names)
     return json_response({"folder": folder, "files": names})
 
 

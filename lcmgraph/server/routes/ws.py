@@ -1,4 +1,7 @@
-"""GET /api/ws: the event stream. Query: client_id (default: a new one), scope=own|all."""
+"""GET /api/ws: the event stream. Query: client_id (default: a new one), scope=own|all.
+
+A user who is not an admin only ever gets its own jobs' events (scope "all":
+all of them, from any of its clients)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
-from ..bodies import CLIENT_ID, server_of, where
+from ..bodies import CLIENT_ID, server_of, user_of, where
 from ..errors import ApiError, bad_request
 from ..hub import SCOPES
 
@@ -29,13 +32,16 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                        headers={"Retry-After": "5"})
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=server.limits.max_ws_message)
     await ws.prepare(request)
-    client = server.hub.attach(ws, client_id, scope)
+    user = user_of(request)
+    transport = request.transport
+    client = server.hub.attach(ws, client_id, scope, user=user.name, admin=user.admin,
+                               abort=transport.abort if transport is not None else None)
     server.hub.send(client, {"type": "hello", "client_id": client_id, "scope": scope,
                              "queue": server.queue.counts()})
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
-                reply = _command(client, message.data)
+                reply = _command(client, message.data, server.limits.max_ping_data)
                 if reply is not None:
                     server.hub.send(client, reply)
             elif message.type == WSMsgType.BINARY:
@@ -46,7 +52,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def _command(client, text: str) -> dict | None:
+def _command(client, text: str, max_ping_data: int) -> dict | None:
     try:
         command = json.loads(text)
     except (ValueError, RecursionError):
@@ -55,7 +61,13 @@ def _command(client, text: str) -> dict | None:
         return {"type": "error", "message": "a WebSocket message must be a JSON object"}
     kind = command.get("type")
     if kind == "ping":
-        return {"type": "pong", "data": command.get("data") if isinstance(command.get("data"), str | int) else None}
+        data = command.get("data")
+        if isinstance(data, str) and len(data) > max_ping_data:
+            return {"type": "error", "message": f"ping: 'data' is longer than {max_ping_data} characters; "
+                                                f"it is not echoed"}
+        if isinstance(data, int) and not isinstance(data, bool) and abs(data) >= 2**63:
+            return {"type": "error", "message": "ping: 'data' is out of range; use a smaller number"}
+        return {"type": "pong", "data": data if isinstance(data, str | int) else None}
     if kind == "subscribe":
         scope = command.get("scope")
         if scope not in SCOPES:
