@@ -56,6 +56,9 @@ class Client:
         self.dropped = 0
         self.task: asyncio.Task | None = None
         self.hub: Hub | None = None
+        #: Rewrites each message for this client (ComfyUI's /ws: its own message
+        #: types), giving zero or more messages; None: sent as they are.
+        self.translate: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
 
     def wants(self, client_id: str | None, owner: str | None, is_job: bool) -> bool:
         if not is_job:
@@ -175,6 +178,7 @@ class Hub:
         self._owners.pop(job_id, None)
 
     def send(self, client: Client, message: dict[str, Any]) -> None:
+        """Send ``message`` to one client, as is (never translated)."""
         client.offer(dumps(message), droppable=False)
         self._check_total()
 
@@ -187,9 +191,14 @@ class Hub:
             owner = self._owners.get(message["job"])
         text: str | None = None
         for client in self._clients:
-            if client.wants(client_id, owner, is_job):
-                text = text or dumps(message)
-                client.offer(text, droppable)
+            if not client.wants(client_id, owner, is_job):
+                continue
+            if client.translate is not None:
+                for translated in client.translate(message):
+                    client.offer(dumps(translated), droppable)
+                continue
+            text = text or dumps(message)
+            client.offer(text, droppable)
         self._check_total()
 
     def _check_total(self) -> None:

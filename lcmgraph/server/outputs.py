@@ -43,8 +43,9 @@ def _entry(entry: Any, node: str, folders: ServedFolders, side: int, files: list
     return item
 
 
-#: Job ids the queue makes (16 hex digits): only such a folder under the output root is removed whole.
-_JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+#: Job ids the queue makes (16 hex digits) or a ComfyUI client gives (a lower-case UUID):
+#: only such a folder under the output root is removed whole.
+_JOB_ID = re.compile(r"^(?:[0-9a-f]{16}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 #: Folders whose indexed files are removed with their job (inputs are shared, never removed).
 REMOVABLE_FOLDERS = ("output", "temp")
 

@@ -87,9 +87,11 @@ class JobQueue:
     # -- requests from the API ------------------------------------------------
     def submit(self, workflow_text: str, client_id: str, outputs: list[str] | None,
                title: str = "", front: bool = False, prepared: Prepared | None = None,
-               owner: str = "", admin: bool = True) -> tuple[Job, int]:
+               owner: str = "", admin: bool = True, job_id: str | None = None) -> tuple[Job, int]:
         """Queue a job. ``front`` puts it first: for an admin, first in the queue;
-        for another user, before that user's own queued jobs (nobody else's)."""
+        for another user, before that user's own queued jobs (nobody else's).
+        ``job_id``: the id to give it (a ComfyUI client's own prompt_id; the
+        caller checks its form and that it is free), else a new one."""
         if self._queued >= self.max_queue:
             raise QueueFull(self.max_queue)
         if front and admin:
@@ -98,7 +100,7 @@ class JobQueue:
         else:
             self._back += 1
             seq = self._back
-        job = Job(id=uuid.uuid4().hex[:16], client_id=client_id, status=QUEUED, seq=seq,
+        job = Job(id=job_id or uuid.uuid4().hex[:16], client_id=client_id, status=QUEUED, seq=seq,
                   workflow_text=workflow_text, outputs_requested=outputs, created=time.time(), title=title,
                   owner=owner)
         self.store.add(job)

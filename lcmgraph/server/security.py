@@ -6,7 +6,7 @@
 - ``origin_guard``: state-changing requests and WebSocket upgrades from a
   browser page of another origin are refused (CSRF, cross-site WebSocket).
 - ``auth_guard``: with tokens (``--token``, ``--users``), every /api request
-  carries one; the request then knows its user (``bodies.user_of``).
+  (and every ComfyUI-compatible route, e.g. /prompt, /ws) carries one; the request then knows its user (``bodies.user_of``).
 """
 
 from __future__ import annotations
@@ -145,10 +145,10 @@ def auth_guard(table: UserTable) -> Callable:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if path == "/api" or path.startswith("/api/"):
+        if path == "/api" or path.startswith("/api/") or is_comfy_path(path):
             given = _bearer(request.headers.get("Authorization", ""))
             if given is None and request.method == "GET" and (
-                path == "/api/ws" or path.startswith("/api/files/")
+                path in TOKEN_IN_QUERY or path.startswith("/api/files/")
             ):
                 given = request.query.get("token")
             user = table.authenticate(given) if given is not None else None
@@ -164,6 +164,17 @@ def auth_guard(table: UserTable) -> Callable:
         return await handler(request)
 
     return guard
+
+
+#: ComfyUI's routes served at their bare paths (routes/comfyui.py): they need a token too.
+COMFY_PATHS = frozenset({"/prompt", "/queue", "/interrupt", "/history", "/view", "/system_stats",
+                         "/object_info", "/ws"})
+#: GET paths that may carry the token as ?token= (a browser cannot set headers there).
+TOKEN_IN_QUERY = frozenset({"/api/ws", "/ws", "/view", "/api/view"})
+
+
+def is_comfy_path(path: str) -> bool:
+    return path in COMFY_PATHS or path.startswith(("/history/", "/object_info/"))
 
 
 def _bearer(header: str) -> str | None:

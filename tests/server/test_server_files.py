@@ -190,7 +190,7 @@ def test_static_editor_files(tmp_path):
         await h.call("GET", "/assets/leak.js", 403)
         await h.call("GET", "/assets/missing.js", 404)
         async with h.client.delete("/api/queue") as response:
-            assert response.status == 405 and response.headers["Allow"] == "GET,HEAD"
+            assert response.status == 405 and response.headers["Allow"] == "GET,HEAD,POST"  # POST: ComfyUI's /api/queue
             assert await response.json() == {"error": "method_not_allowed", "status": 405,
                                               "message": "method DELETE is not allowed on /api/queue"}
         _, err = await h.call("GET", "/api/unknown", 404)

@@ -30,8 +30,12 @@ def _pixels(server: ServerApp) -> PixelLimits:
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
+    return await serve_file(request, request.match_info["folder"], request.match_info["name"])
+
+
+async def serve_file(request: web.Request, folder: str, name: str) -> web.StreamResponse:
+    """A served folder's file (``?thumbnail=`` a JPEG thumbnail), if this user may fetch it."""
     server = server_of(request)
-    folder, name = request.match_info["folder"], request.match_info["name"]
     path = server.folders.resolve(folder, name)
     headers = dict(CACHE_HEADERS)
     owner = server.store.file_owner(folder, name)  # the output index: which job wrote this file
