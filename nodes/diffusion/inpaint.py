@@ -1,6 +1,7 @@
 """Inpainting nodes: a noise mask on a latent (SetLatentNoiseMask), and the
 samplers keep everything outside it (models/sampling.py, StableDiffusionInpaintPipeline's
-4-channel loop)."""
+4-channel loop); InpaintModelConditioning gives an inpainting model (9-channel
+UNet) its mask and masked image through the conditioning."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 from lcmgraph.budget import Estimate
 
-from .models import costs
+from .models import costs, values
 from .models.interrupt import checked_inside
 from .models.manager import SERVICE
 from .models.vae_codec import crop_to_multiple, encode
-from .models.values import Latent, VaeRef, noise_mask
+from .models.values import Conditioning, InpaintConcat, Latent, VaeRef, noise_mask
 
 
 class SetLatentNoiseMask(Node):
@@ -99,4 +100,60 @@ class VAEEncodeForInpaint(Node):
         return Estimate({"latent": latent}, (costs.vae_memory(size, False, "encoding", "image"),))
 
 
-NODES = [SetLatentNoiseMask, VAEEncodeForInpaint]
+class InpaintModelConditioning(Node):
+    """Prepare an inpainting model's inputs, as ComfyUI's node of this name.
+
+    An inpainting checkpoint (SD1.5-/SDXL-inpainting: a UNet of 9 input
+    channels) sees, besides its latents, the mask and the image with the masked
+    pixels neutral grey, encoded; both ride on the conditioning outputs, which the
+    sampler feeds to such a UNet (a plain UNet ignores them). The latent is the
+    whole image encoded; ``noise_mask`` also sets the mask as its noise mask,
+    so that the sampler keeps everything outside it. The mask is resized to the
+    image (bilinear); sides are centre-cropped to a multiple of 8."""
+
+    category = "conditioning/inpaint"
+    version = 1
+    inputs = (
+        Input("positive", T.CONDITIONING),
+        Input("negative", T.CONDITIONING),
+        Input("vae", T.VAE),
+        Input("image", T.IMAGE),
+        Input("mask", T.MASK),
+        Input("noise_mask", T.BOOLEAN, default=True,
+              description="also let the sampler change only the masked area of the latent"),
+    )
+    outputs = (Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING), Output("latent", T.LATENT))
+
+    def execute(self, ctx, positive: Conditioning, negative: Conditioning, vae: VaeRef, image, mask, noise_mask):
+        import torch
+
+        loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
+        mask = values.noise_mask(mask)
+        mask = torch.nn.functional.interpolate(mask, size=(image.shape[1], image.shape[2]), mode="bilinear")
+        factor = loaded.scale_factor
+        h, w = image.shape[1] // factor * factor, image.shape[2] // factor * factor
+        top, left = (image.shape[1] - h) // 2, (image.shape[2] - w) // 2
+        image = crop_to_multiple(image, factor)[..., :3]
+        mask = mask[:, :, top:top + h, left:left + w].contiguous()
+        keep = (1.0 - mask.round()).squeeze(1).unsqueeze(-1)  # [B, H, W, 1]
+        with checked_inside([loaded.vae.encoder], ctx.check_interrupt):
+            masked = encode(loaded.vae, (image - 0.5) * keep + 0.5, False, loaded.arch)
+            samples = encode(loaded.vae, image, False, loaded.arch)
+        concat = InpaintConcat(masked, mask)
+        return {
+            "positive": replace(positive, inpaint=concat),
+            "negative": replace(negative, inpaint=concat),
+            "latent": Latent(samples, noise_mask=mask if noise_mask else None),
+        }
+
+    @classmethod
+    def estimate(cls, ctx, literals, upstream):
+        size = upstream.get("image")
+        if not isinstance(size, costs.Size):
+            return None
+        latent = costs.Size(size.batch, size.height // 8 * 8, size.width // 8 * 8)
+        encoding = costs.vae_memory(size, False, "encoding", "image")  # two encodes, one after the other
+        return Estimate({"latent": latent}, (encoding,))
+
+
+NODES = [SetLatentNoiseMask, VAEEncodeForInpaint, InpaintModelConditioning]

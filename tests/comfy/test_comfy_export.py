@@ -43,6 +43,9 @@ COMFY = {
     "VAELoader": ({"vae_name"}, 1),
     "LatentUpscaleBy": ({"samples", "upscale_method", "scale_by"}, 1),
     "ImageScale": ({"image", "upscale_method", "width", "height", "crop"}, 1),
+    "LoadImageMask": ({"image", "channel"}, 1),
+    "VAEEncodeForInpaint": ({"pixels", "vae", "mask", "grow_mask_by"}, 1),
+    "InpaintModelConditioning": ({"positive", "negative", "vae", "pixels", "mask", "noise_mask"}, 3),
 }
 
 

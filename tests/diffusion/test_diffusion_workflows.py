@@ -27,7 +27,7 @@ def test_the_examples_are_there():
 
     names = {p.name for p in WORKFLOWS}
     assert {"txt2img_lcm.json", "img2img_lcm.json", "controlnet_lcm.json", "lora_stack_lcm.json",
-            "sdxl_lcm.json"} <= names
+            "sdxl_lcm.json", "inpaint_lcm.json"} <= names
     assert {p.stem for p in WORKFLOWS if p.parent.name == "fewstep"} == set(PRESETS)
 
 
@@ -52,3 +52,16 @@ def test_lora_stack_example_differs_from_its_base_branch(shared):
     lora = np.asarray(Image.open(result.outputs["save"]["images"][0]["path"]), dtype=np.int16)
     base = np.asarray(Image.open(result.outputs["save_base"]["images"][0]["path"]), dtype=np.int16)
     assert np.abs(lora - base).max() > 0
+
+
+def test_inpaint_example_runs_both_branches(shared):
+    """The inpainting model's branch and the plain model's draw different images."""
+    import numpy as np
+    from PIL import Image
+
+    doc = json.loads((_ROOT / "inpaint_lcm.json").read_text())
+    result = shared.run(doc)
+    model = np.asarray(Image.open(result.outputs["save"]["images"][0]["path"]), dtype=np.int16)
+    plain = np.asarray(Image.open(result.outputs["plain_save"]["images"][0]["path"]), dtype=np.int16)
+    assert model.shape == plain.shape == (64, 64, 3)
+    assert np.abs(model - plain).max() > 0

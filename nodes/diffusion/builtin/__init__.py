@@ -24,6 +24,9 @@ BUILTIN_FILES = {
     ("loras", "tiny-shapes-outline-lora"): lambda e: _SHIPPED / "tiny-shapes-outline-lora.safetensors",
     ("checkpoints", "tiny-random"): lambda e: tiny.build_checkpoint(_root(e) / "tiny-random", "sd15"),
     ("checkpoints", "tiny-random-xl"): lambda e: tiny.build_checkpoint(_root(e) / "tiny-random-xl", "sdxl"),
+    # An inpainting model's shape (a 9-channel UNet, as SD1.5-inpainting): for InpaintModelConditioning.
+    ("checkpoints", "tiny-random-inpaint"): lambda e: tiny.build_checkpoint(_root(e) / "tiny-random-inpaint", "sd15",
+                                                                            seed=30, in_channels=9),
     # Like a real LCM-LoRA: UNet only, peft/diffusers naming.
     ("loras", "tiny-lcm-lora"): lambda e: tiny_addons.save_lora(_root(e) / "tiny-lcm-lora.safetensors", seed=10, text=False),
     # A "style" LoRA in kohya naming, with a text-encoder part.
@@ -37,6 +40,7 @@ BUILTIN_FILES = {
     ("vae", "tiny-shapes-vae"): lambda e: tiny_addons.save_vae(_root(e) / "tiny-shapes-vae.safetensors",
                                                                source=_SHIPPED / "tiny-shapes"),
     ("input", "tiny-image.png"): lambda e: tiny_addons.save_image(_root(e) / "tiny-image.png"),
+    ("input", "tiny-mask.png"): lambda e: tiny_addons.save_mask(_root(e) / "tiny-mask.png"),
     # A 2x ESRGAN with random weights (spandrel detects it): for ImageUpscaleWithModel.
     ("upscale_models", "tiny-upscale-2x"): lambda e: tiny_addons.save_upscaler(_root(e) / "tiny-upscale-2x.safetensors"),
 }

@@ -70,9 +70,10 @@ def _seeded(seed: int, build: Callable):
         return build()
 
 
-def unet_config(arch: str = "sd15", time_cond_proj_dim: int | None = None) -> dict:
+def unet_config(arch: str = "sd15", time_cond_proj_dim: int | None = None, in_channels: int = 4) -> dict:
+    """``in_channels=9``: an inpainting UNet (latents, mask, masked image latents)."""
     common = dict(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=in_channels, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), time_cond_proj_dim=time_cond_proj_dim,
     )
@@ -85,10 +86,10 @@ def unet_config(arch: str = "sd15", time_cond_proj_dim: int | None = None) -> di
     return dict(common, cross_attention_dim=32, attention_head_dim=8)
 
 
-def make_unet(arch: str = "sd15", seed: int = 0, time_cond_proj_dim: int | None = None):
+def make_unet(arch: str = "sd15", seed: int = 0, time_cond_proj_dim: int | None = None, in_channels: int = 4):
     from diffusers import UNet2DConditionModel
 
-    return _seeded(seed, lambda: UNet2DConditionModel(**unet_config(arch, time_cond_proj_dim)))
+    return _seeded(seed, lambda: UNet2DConditionModel(**unet_config(arch, time_cond_proj_dim, in_channels)))
 
 
 def make_vae(arch: str = "sd15", seed: int = 1):
@@ -117,12 +118,13 @@ def make_text_encoders(arch: str = "sd15", seed: int = 0) -> dict:
     return parts
 
 
-def make_pipeline(arch: str = "sd15", seed: int = 0, time_cond_proj_dim: int | None = None):
-    """An in-memory pipeline; ``seed`` picks a different (still fixed) set of weights."""
+def make_pipeline(arch: str = "sd15", seed: int = 0, time_cond_proj_dim: int | None = None, in_channels: int = 4):
+    """An in-memory pipeline; ``seed`` picks a different (still fixed) set of weights;
+    ``in_channels=9`` an inpainting UNet (saved as a plain pipeline: its folder loads as any checkpoint)."""
     from diffusers import EulerDiscreteScheduler
 
     parts = dict(
-        make_text_encoders(arch, seed), unet=make_unet(arch, seed, time_cond_proj_dim),
+        make_text_encoders(arch, seed), unet=make_unet(arch, seed, time_cond_proj_dim, in_channels),
         vae=make_vae(arch, seed + 1), scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
     )
     if arch == "sdxl":
@@ -176,5 +178,6 @@ def build_atomically(target: Path, build: Callable[[Path], object]) -> Path:
     return target
 
 
-def build_checkpoint(target: Path, arch: str = "sd15", seed: int = 0, time_cond_proj_dim: int | None = None) -> Path:
-    return build_atomically(target, lambda p: save_pipeline(make_pipeline(arch, seed, time_cond_proj_dim), p))
+def build_checkpoint(target: Path, arch: str = "sd15", seed: int = 0, time_cond_proj_dim: int | None = None,
+                     in_channels: int = 4) -> Path:
+    return build_atomically(target, lambda p: save_pipeline(make_pipeline(arch, seed, time_cond_proj_dim, in_channels), p))

@@ -131,6 +131,19 @@ def save_image(target: Path, size: int = 64) -> Path:
     return build_atomically(Path(target), lambda p: hint_image(size).save(p, format="PNG"))
 
 
+def save_mask(target: Path, size: int = 64) -> Path:
+    """A grey-scale mask: the right half white (1 = repaint), for inpainting examples."""
+    def build(path: Path):
+        import numpy as np
+        from PIL import Image
+
+        pixels = np.zeros((size, size), dtype=np.uint8)
+        pixels[:, size // 2:] = 255
+        Image.fromarray(pixels, mode="L").save(path, format="PNG")
+
+    return build_atomically(Path(target), build)
+
+
 def save_vae(target: Path, arch: str = "sd15", seed: int = 31, source: Path | None = None) -> Path:
     """A VAE file in the original single-file (LDM) layout, as ComfyUI's VAELoader
     reads them: a tiny random one of ``arch``, or the VAE of the diffusers

@@ -55,6 +55,7 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     "VAEDecode": replace(models.VAE["VAEDecode"], export=models.export_vae("VAEDecode", "VAEDecodeTiled")),
     "VAEEncode": replace(models.VAE["VAEEncode"], export=models.export_vae("VAEEncode", "VAEEncodeTiled")),
     "VAEEncodeForInpaint": models.VAE["VAEEncodeForInpaint"],
+    "InpaintModelConditioning": cond.INPAINT,
     "VAEDecodeTiled": ComfyMapping(
         "VAEDecode", outputs=("image",), widgets=_TILE_WIDGETS, title="VAE Decode (Tiled)",
         convert=models.tiled("VAEDecode", "samples", "latent", "image")),

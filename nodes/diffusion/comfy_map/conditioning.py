@@ -26,6 +26,12 @@ ARITHMETIC = {
                                        export=True),
 }
 
+#: The masked image and mask ride on the conditioning for an inpainting (9-channel) model, as in ComfyUI.
+INPAINT = ComfyMapping(
+    "InpaintModelConditioning", {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "image",
+                                 "mask": "mask", "noise_mask": "noise_mask"},
+    ("positive", "negative", "latent"), ("noise_mask",), title="InpaintModelConditioning", export=True)
+
 TEXT_ENCODE = ComfyMapping(
     "TextEncode", {"clip": "clip", "text": "text"}, ("conditioning",), ("text",), title="CLIP Text Encode (Prompt)")
 

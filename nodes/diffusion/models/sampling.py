@@ -24,6 +24,14 @@ Semantics chosen (and documented on the nodes):
   The mask is resized to the latent bilinearly (ComfyUI's prepare_mask), and a
   masked latent at ``denoise == 1`` starts from pure noise (the pipeline's
   ``strength == 1``): the masked part owes nothing to what was there.
+* An inpainting UNet (9 input channels: SD1.5-/SDXL-inpainting) gets
+  ``cat([latents, mask, masked_image_latents])`` at every call, as in
+  StableDiffusionInpaintPipeline's 9-channel loop; mask and masked image come
+  from the positive conditioning (InpaintModelConditioning, ComfyUI's
+  ``concat_mask`` / ``concat_latent_image``), the mask resized bilinearly to the
+  latent and rounded (ComfyUI's concat_cond). Without them such a UNet is
+  refused; a 4-channel UNet ignores them, as ComfyUI does. At ``denoise == 1``
+  it starts from pure noise (the pipeline's ``strength == 1``).
 * Noise is drawn in float32 on a CPU generator seeded with ``seed`` and then
   moved to the device, so a seed means the same image everywhere.
 * A batch of requests shares the UNet (and ControlNet) calls only: each
@@ -206,6 +214,8 @@ class _Run:
     mask: Any = None
     source: Any = None
     noise: Any = None
+    #: An inpainting UNet's extra channels ``[B, 5, h, w]`` (mask, masked image latents); None: a 4-channel UNet.
+    concat: Any = None
 
 
 def latent_mask(latent: Latent, device=None, dtype=None):
@@ -226,6 +236,44 @@ def latent_mask(latent: Latent, device=None, dtype=None):
     return mask.to(device=device, dtype=dtype)
 
 
+def inpaint_channels(unet) -> bool:
+    """Whether ``unet`` is an inpainting UNet (9 input channels); other counts than 4 are refused."""
+    channels = int(unet.config.in_channels)
+    if channels not in (4, 9):
+        raise ValueError(f"the UNet takes {channels} input channels; only 4 (plain) and 9 (inpainting) are supported")
+    return channels == 9
+
+
+def inpaint_concat(req: SampleRequest, shape, device=None, dtype=None):
+    """``[B, 5, h, w]``: the inpaint conditioning's mask (bilinear to the latent,
+    rounded) and masked image latents (bilinear if of another size), repeated to
+    the batch — ComfyUI's concat_cond; a ValueError that says what to do without it."""
+    import torch
+
+    concat = req.positive.inpaint
+    if concat is None and req.negative is not None:
+        concat = req.negative.inpaint
+    if concat is None:
+        raise ValueError("this is an inpainting model (its UNet takes 9 input channels: latents, mask and masked "
+                         "image); give it the image and mask through InpaintModelConditioning's positive and "
+                         "negative outputs, or use a plain (4-channel) model with SetLatentNoiseMask")
+    batch, size = shape[0], tuple(shape[-2:])
+
+    def fit(x, round_it: bool):
+        x = x.to(torch.float32)
+        if tuple(x.shape[-2:]) != size:
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear")
+        if round_it:
+            x = x.round()
+        if x.shape[0] != batch:  # ComfyUI's resize_to_batch_size for whole multiples
+            x = x.repeat(-(-batch // x.shape[0]), 1, 1, 1)[:batch]
+        return x
+
+    mask = concat.mask.reshape(-1, 1, concat.mask.shape[-2], concat.mask.shape[-1])
+    out = torch.cat([fit(mask, True), fit(concat.latent, False)], dim=1)
+    return out.to(device=device, dtype=dtype)
+
+
 def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
     import torch
 
@@ -237,6 +285,7 @@ def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
     generator = torch.Generator("cpu").manual_seed(int(req.seed))
     extra = _step_kwargs(scheduler, generator, req.eta)
     mask = latent_mask(req.latent, device, dtype)
+    concat = inpaint_concat(req, init.shape, device, dtype) if inpaint_channels(unet) else None
     noise = None
     if start > 0:  # resuming a partly denoised latent (base -> refiner)
         latents = init.to(device=device, dtype=dtype)
@@ -244,7 +293,7 @@ def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
             noise = torch.randn(init.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
     else:
         noise = torch.randn(init.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
-        if req.denoise >= 1.0 and (mask is not None or not bool(init.any())):
+        if req.denoise >= 1.0 and (mask is not None or concat is not None or not bool(init.any())):
             latents = noise * scheduler.init_noise_sigma
         else:
             first = timesteps[:1].repeat(batch)
@@ -257,7 +306,7 @@ def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
         timestep_cond = timestep_cond.to(device=device, dtype=dtype)
     source = None if mask is None else init.to(device=device, dtype=dtype)
     return _Run(req, scheduler, (timesteps, start, end), extra, latents, embeds, added, timestep_cond,
-                mask, source, noise)
+                mask, source, noise, concat)
 
 
 def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
@@ -291,6 +340,10 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
         if runs[0].added is not None:
             added = {name: _stack([r.added[name] for r in runs], k) for name in runs[0].added}
         timestep_cond = None if runs[0].timestep_cond is None else _stack([r.timestep_cond for r in runs], 1)
+        concat = None
+        if runs[0].concat is not None:  # the same for the negative and positive halves, as in the pipeline
+            concat = torch.cat([r.concat for r in runs])
+            concat = torch.cat([concat, concat]) if cfg else concat
         shape = (sum(sizes), *runs[0].latents.shape[1:])
         controls = ControlRunner(ctx, manager, loaded, reqs[0].positive.controls, shape, sum(sizes), cfg,
                                  len(timesteps))
@@ -302,6 +355,8 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
             x = torch.cat([r.scheduler.scale_model_input(r.latents, t) for r in runs])
             model_input = torch.cat([x, x]) if cfg else x  # _stack's layout: all negatives, then all positives
             down, mid = controls.residuals(start + i, model_input, t, embeds, added)
+            if concat is not None:  # an inpainting UNet: the ControlNet saw the latents alone
+                model_input = torch.cat([model_input, concat], dim=1)
             noise_pred = unet(
                 model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
                 added_cond_kwargs=added, down_block_additional_residuals=down,

@@ -159,6 +159,19 @@ class ControlHint:
 
 
 @dataclass(frozen=True)
+class InpaintConcat:
+    """What an inpainting UNet (9 input channels) gets besides its latents
+    (InpaintModelConditioning; ComfyUI's ``concat_latent_image`` and
+    ``concat_mask``): the masked image's latents ``[B, 4, h, w]`` (scaled, the
+    masked pixels grey) and the mask ``[B, 1, H, W]`` in 0..1 at any size,
+    1 = repaint. The sampler resizes both to the latent (the mask bilinear,
+    then rounded, as ComfyUI) and feeds ``cat([latents, mask, masked])``."""
+
+    latent: Any
+    mask: Any
+
+
+@dataclass(frozen=True)
 class Conditioning:
     """Encoded prompt for one architecture.
 
@@ -176,6 +189,8 @@ class Conditioning:
     crop: tuple[int, int] = (0, 0)
     target_size: tuple[int, int] | None = None
     controls: tuple[ControlHint, ...] = ()
+    #: An inpainting UNet's extra input (InpaintModelConditioning); other UNets ignore it.
+    inpaint: InpaintConcat | None = None
 
     def with_control(self, hint: ControlHint) -> Conditioning:
         return replace(self, controls=(*self.controls, hint))
