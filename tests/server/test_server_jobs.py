@@ -225,9 +225,10 @@ def test_event_loop_answers_within_milliseconds_during_a_long_run(tmp_path):
         assert (await h.job(busy))["status"] == "running"
         latencies.sort()
         pings.sort()
-        # A loop blocked by the run would take the whole run (20 s); generous bounds for a loaded machine.
-        assert latencies[len(latencies) // 2] < 0.1, latencies
-        assert pings[len(pings) // 2] < 0.1, pings
+        # A loop blocked by the run would answer only after the whole run (20 s): the bound
+        # tells the two apart on any machine, however loaded (it is not a speed target).
+        assert latencies[len(latencies) // 2] < 2.0, latencies
+        assert pings[len(pings) // 2] < 2.0, pings
         await h.call("POST", "/api/interrupt", 200)
 
     serve(tmp_path, body)

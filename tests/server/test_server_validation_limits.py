@@ -61,6 +61,7 @@ def test_big_validations_run_off_the_event_loop(tmp_path):
         headers = {"Content-Type": "application/json"}
         url = f"http://127.0.0.1:{h.client.port}/api/queue"
         latencies: list[float] = []
+        answered_at: list[float] = []
         stop = threading.Event()
 
         def probe():
@@ -68,7 +69,8 @@ def test_big_validations_run_off_the_event_loop(tmp_path):
                 t0 = time.monotonic()
                 with urllib.request.urlopen(url, timeout=30) as response:
                     response.read()
-                latencies.append(time.monotonic() - t0)
+                answered_at.append(time.monotonic())
+                latencies.append(answered_at[-1] - t0)
                 time.sleep(0.02)
 
         async def validate():
@@ -88,8 +90,11 @@ def test_big_validations_run_off_the_event_loop(tmp_path):
         print(f"\n4 validations of 150 000 problems took {seconds:.1f} s; slowest of {len(latencies)} "
               f"GET /api/queue meanwhile {worst * 1000:.0f} ms")
         assert all(a["problem_count"] == UNKNOWN + 1 for a in answers)
-        # the rest is the garbage collector, which stops every thread while it walks big documents
-        assert len(latencies) >= 5 and worst < 1.0, (worst, len(latencies))
+        # On the loop, the four would block every other request until all were done. Off it, the
+        # API goes on answering while they run (not a timing bound: the latency above is printed
+        # for the record; the garbage collector's passes over big documents pause every thread).
+        during = [t for t in answered_at if started < t < started + seconds]
+        assert len(during) >= 3, (len(during), seconds, worst)
 
     serve(tmp_path, body, timeout=120)
 
