@@ -13,7 +13,7 @@ import pytest
 from .corpus_helpers import SOURCES, corpus_files, import_file, runnable
 
 #: Measured: files that import, and of those the ones that run. Raise, never lower.
-IMPORT_FLOOR = 31
+IMPORT_FLOOR = 32
 RUN_FLOOR = 31
 
 
