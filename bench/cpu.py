@@ -1,0 +1,97 @@
+"""The CPU path, against plain diffusers in the same run (issue #18).
+
+Builds (once, in --work) a full-size SD1.5-shaped single-file checkpoint with
+random weights and real shapes (bench/load_rss.py's builder, fp32, ~4 GiB),
+then in a fresh process per mode measures: process start -> first 256x256
+image (4 LCM steps, guidance 1), a second image (warm), and peak RSS:
+
+- lcmgraph with ``--dtype fp32`` and with ``bf16`` (what ``auto`` picks on a
+  CPU with native bf16), through a workflow as `lcmgraph run` would;
+- diffusers fp32: ``StableDiffusionPipeline.from_single_file`` (with the local
+  config folder, offline) + LCMScheduler, the plain-script baseline.
+
+Prints one JSON line per mode and the ratios. Not a test: numbers go in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+mode, path, config, work = sys.argv[1:5]
+import torch
+def images(run):
+    t1 = time.perf_counter(); run(1); t2 = time.perf_counter(); run(2); t3 = time.perf_counter()
+    return t2 - t0, t3 - t2
+if mode == "diffusers":
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_single_file(path, config=config, local_files_only=True,
+                                                    torch_dtype=torch.float32, safety_checker=None)
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    first, warm = images(lambda seed: pipe("a red circle", num_inference_steps=4, guidance_scale=1.0, height=256,
+                                           width=256, generator=torch.Generator().manual_seed(seed)))
+else:
+    from lcmgraph import Engine, EngineConfig
+    engine = Engine(EngineConfig(models_dir=work + "/models", device="cpu", options={"dtype": mode},
+                                 home=work + "/home", output_dir=work + "/out"))
+    def doc(seed):
+        link = lambda n, o: {"link": [n, o]}
+        return {"format": "lcmgraph.workflow", "version": 1, "nodes": {
+            "ckpt": {"type": "LoadCheckpoint", "inputs": {"checkpoint": "sd15.safetensors"}},
+            "pos": {"type": "TextEncode", "inputs": {"clip": link("ckpt", "clip"), "text": "a red circle"}},
+            "lat": {"type": "EmptyLatent", "inputs": {"width": 256, "height": 256}},
+            "s": {"type": "LCMSampler", "inputs": {"model": link("ckpt", "model"), "positive": link("pos", "conditioning"),
+                                                   "latent": link("lat", "latent"), "seed": seed, "steps": 4,
+                                                   "guidance": 1.0}},
+            "d": {"type": "VAEDecode", "inputs": {"vae": link("ckpt", "vae"), "latent": link("s", "latent")}},
+            "save": {"type": "SaveImage", "inputs": {"image": link("d", "image")}}}}
+    first, warm = images(lambda seed: engine.run(doc(seed)))
+peak = int([line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]) * 1024
+print(json.dumps({"mode": mode, "first_image_s": round(first, 2), "warm_s": round(warm, 2), "peak_rss": peak}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lcmgraph-bench-cpu"))
+    parser.add_argument("--modes", default="fp32,bf16,diffusers")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torch
+    from load_rss import build
+
+    source = args.work / "sd15"
+    source.mkdir(parents=True, exist_ok=True)
+    files = sorted(source.glob("*.safetensors"))
+    path, config = (files[0], source / "config") if files else build(source, "sd15", 320, torch.float32)
+    link = args.work / "models" / "checkpoints" / "sd15.safetensors"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.hardlink_to(path)  # inside the checkpoints folder (a symlink out of it is refused)
+    size = path.stat().st_size
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # in the page cache for everyone
+    results = {}
+    for mode in args.modes.split(","):
+        done = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(config), str(args.work)],
+                              capture_output=True, text=True, check=True)
+        results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps(results[mode]))
+    base = results.get("diffusers")
+    for mode, r in results.items():
+        line = f"{mode:10s} first image {r['first_image_s']:6.2f} s  warm {r['warm_s']:6.2f} s  " \
+               f"peak RSS {r['peak_rss'] / size:.2f}x the file"
+        if base and mode != "diffusers":
+            line += (f"  (vs diffusers fp32: first {r['first_image_s'] / base['first_image_s']:.2f}x, "
+                     f"warm {r['warm_s'] / base['warm_s']:.2f}x)")
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
