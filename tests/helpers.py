@@ -81,3 +81,31 @@ def assert_close_portable(actual, expected, what: str, *, rtol: float = PORTABLE
 
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol,
                                msg=lambda detail: f"{what}: {detail}")
+
+
+def file_engine(tmp_path: Path) -> Engine:
+    """An engine with two nodes over the input folder: ReadText (a file input,
+    keyed by the file's identity) and Show (an output node)."""
+    from lcmgraph import Input, Node, Output
+    from lcmgraph import types as T
+    from lcmgraph.registry import NodeRegistry
+
+    class ReadText(Node):
+        inputs = (Input("name", T.STRING, folder="input"),)
+        outputs = (Output("text", T.STRING),)
+
+        def execute(self, ctx, name):
+            return {"text": ctx.resolve_file("input", name).read_text()}
+
+    class Show(Node):
+        output_node = True
+        inputs = (Input("text", T.STRING),)
+
+        def execute(self, ctx, text):
+            ctx.add_result(text=text)
+
+    registry = NodeRegistry()
+    registry.register_pack("files", [ReadText, Show])
+    (tmp_path / "input").mkdir(exist_ok=True)
+    return Engine(EngineConfig(models_dir=tmp_path, home=tmp_path), registry=registry)
+

@@ -18,7 +18,7 @@ from lcmgraph import (
 )
 from lcmgraph import workflow as wf
 from lcmgraph.batch import batch_signature, graph_signature
-from tests.helpers import PACKS, doc, link
+from tests.helpers import PACKS, doc, file_engine, link
 
 BATCH_PACK = Path(__file__).parent / "batch_pack"
 
@@ -218,28 +218,7 @@ def test_a_prepared_run_is_not_parsed_or_validated_again(engine, monkeypatch):
 
 
 def test_a_prepared_run_whose_file_went_away_is_refused_naming_it(tmp_path):
-    from lcmgraph import Input, Node, Output
-    from lcmgraph import types as T
-    from lcmgraph.registry import NodeRegistry
-
-    class ReadText(Node):
-        inputs = (Input("name", T.STRING, folder="input"),)
-        outputs = (Output("text", T.STRING),)
-
-        def execute(self, ctx, name):
-            return {"text": ctx.resolve_file("input", name).read_text()}
-
-    class Show(Node):
-        output_node = True
-        inputs = (Input("text", T.STRING),)
-
-        def execute(self, ctx, text):
-            ctx.add_result(text=text)
-
-    registry = NodeRegistry()
-    registry.register_pack("files", [ReadText, Show])
-    engine = Engine(EngineConfig(models_dir=tmp_path, home=tmp_path), registry=registry)
-    (tmp_path / "input").mkdir()
+    engine = file_engine(tmp_path)
     (tmp_path / "input" / "a.txt").write_text("one")
     prepared = engine.prepare(doc({"r": ("ReadText", {"name": "a.txt"}), "s": ("Show", {"text": link("r", "text")})}))
     (tmp_path / "input" / "a.txt").unlink()

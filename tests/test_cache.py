@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.helpers import PACKS, doc, link, make_engine
+from tests.helpers import PACKS, doc, file_engine, link, make_engine
 
 
 def graph(value=3, factor=2, b=1, label=""):
@@ -90,30 +90,7 @@ def test_value_larger_than_budget_is_not_cached(tmp_path):
 
 
 def test_file_inputs_are_keyed_by_file_identity(tmp_path):
-    from lcmgraph import Input, Node, Output
-    from lcmgraph import types as T
-    from lcmgraph.registry import NodeRegistry
-
-    class ReadText(Node):
-        inputs = (Input("name", T.STRING, folder="input"),)
-        outputs = (Output("text", T.STRING),)
-
-        def execute(self, ctx, name):
-            return {"text": ctx.resolve_file("input", name).read_text()}
-
-    class Show(Node):
-        output_node = True
-        inputs = (Input("text", T.STRING),)
-
-        def execute(self, ctx, text):
-            ctx.add_result(text=text)
-
-    registry = NodeRegistry()
-    registry.register_pack("files", [ReadText, Show])
-    from lcmgraph import Engine, EngineConfig
-
-    engine = Engine(EngineConfig(models_dir=tmp_path, home=tmp_path), registry=registry)
-    (tmp_path / "input").mkdir()
+    engine = file_engine(tmp_path)
     f = tmp_path / "input" / "a.txt"
     f.write_text("one")
     d = doc({"r": ("ReadText", {"name": "a.txt"}), "s": ("Show", {"text": link("r", "text")})})

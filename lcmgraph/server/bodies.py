@@ -81,6 +81,23 @@ def workflow_fields(body: dict, here: str) -> tuple[Any, list[str] | None]:
     return body["workflow"], outputs
 
 
+async def read_limited(request: web.Request, max_bytes: int, here: str, what: str, timeout: float | None = None,
+                       idle: float | None = None) -> bytes:
+    """The raw body, refused (413, naming ``what``) past ``max_bytes``, and (408)
+    when it does not arrive within ``timeout`` or pauses over ``idle`` seconds."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large(f"{here}: {what} is {request.content_length} bytes; the limit is {max_bytes} bytes",
+                        limit=max_bytes)
+    body = bytearray()
+    async with body_deadline(here, timeout, idle) as deadline:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            deadline.progress()
+            body += chunk
+            if len(body) > max_bytes:
+                raise too_large(f"{here}: {what} is larger than the limit of {max_bytes} bytes", limit=max_bytes)
+    return bytes(body)
+
+
 async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeout: float | None = None,
                     idle: float | None = None) -> Any:
     """The body as JSON: application/json, at most max_bytes, arriving within
@@ -91,16 +108,7 @@ async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeou
         raise ApiError(415, "unsupported_media_type",
                        f"{here} expects a JSON body with Content-Type: application/json "
                        f"(got {request.content_type or 'none'!r})")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large(f"{here}: the body is {request.content_length} bytes; the limit is {max_bytes}",
-                        limit=max_bytes)
-    body = bytearray()
-    async with body_deadline(here, timeout, idle) as deadline:
-        async for chunk in request.content.iter_chunked(CHUNK):
-            deadline.progress()
-            body += chunk
-            if len(body) > max_bytes:
-                raise too_large(f"{here}: the body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
+    body = await read_limited(request, max_bytes, here, "the body", timeout, idle)
     request[BODY_BYTES] = len(body)
     if len(body) > PARSE_INLINE_BYTES:  # tens of milliseconds: on a checking thread, not the event loop
         checker = request.app.get(CHECKER_KEY)

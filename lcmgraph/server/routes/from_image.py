@@ -12,8 +12,8 @@ from aiohttp import web
 from ...comfy import detect, import_notes
 from ...comfy.png import NoEmbeddedWorkflow, document_from_text
 from ...workflow import WorkflowFileError
-from ..bodies import CHUNK, body_deadline, server_of, too_deep, where
-from ..errors import ApiError, bad_request, json_response, too_large
+from ..bodies import read_limited, server_of, too_deep, where
+from ..errors import ApiError, bad_request, json_response
 from ..images import PixelLimits, open_checked
 from .comfy import convert_async
 
@@ -41,19 +41,10 @@ async def _image_body(request: web.Request, limit: int, here: str, timeout: floa
                        f"{here} expects the image file itself as the body, with Content-Type image/png "
                        f"(or another image/* type, or application/octet-stream); got "
                        f"{request.content_type or 'none'!r}")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(f"{here}: the image is {request.content_length} bytes; the limit is {limit} bytes",
-                        limit=limit)
-    body = bytearray()
-    async with body_deadline(here, timeout, idle) as deadline:
-        async for chunk in request.content.iter_chunked(CHUNK):
-            deadline.progress()
-            body += chunk
-            if len(body) > limit:
-                raise too_large(f"{here}: the image is larger than the limit of {limit} bytes", limit=limit)
+    body = await read_limited(request, limit, here, "the image", timeout, idle)
     if not body:
         raise bad_request(f"{here}: the body is empty; send the image file", code="not_an_image")
-    return bytes(body)
+    return body
 
 
 def read_embedded(data: bytes, limits: PixelLimits, what: str) -> Any:

@@ -505,17 +505,28 @@ class ModelManager:
             return self.activate(self.vae_file(ref.checkpoint, ref.identity, ref.latent_format, ctx), "vae")
         return self.activate(self.checkpoint(ref, ctx), "vae")
 
-    # -- VAE files ------------------------------------------------------------------------
-    def vae_file(self, path: str, identity: str, latent_format: str = "auto", ctx: Any = None) -> LoadedVae:
-        """A standalone VAE (file or folder), loaded once per engine and format."""
-        key = f"vae:{latent_format}:{identity}"
+    # -- standalone files (VAE, upscale models) ---------------------------------------------
+    def _standalone(self, key: str, path: str, stage: str, ctx: Any, build):
+        """The entry under ``key``, or ``build()`` it once (under the memory budget,
+        reporting ``stage``); a load that fails is a ModelLoadError naming the file."""
         with self._lock:
             entry = self._touch(key)
             if entry is not None:
                 return entry
             self._trim(set(), incoming=_files_bytes(Path(path)))
             if ctx is not None:
-                ctx.progress(0, 1, stage="loading VAE")
+                ctx.progress(0, 1, stage=stage)
+            entry = build()
+            self.loads += 1
+            self._entries[key] = entry
+            self._trim({key})
+            return entry
+
+    def vae_file(self, path: str, identity: str, latent_format: str = "auto", ctx: Any = None) -> LoadedVae:
+        """A standalone VAE (file or folder), loaded once per engine and format."""
+        key = f"vae:{latent_format}:{identity}"
+
+        def build() -> LoadedVae:
             from ..formats.vae_files import VaeFileError, load_vae
 
             try:
@@ -526,26 +537,18 @@ class ModelManager:
                 raise ModelLoadError(f"could not load VAE {Path(path).name!r}: {type(exc).__name__}: {exc}") from exc
             vae.to("cpu" if self.offload else self.device)
             fastpath.prepare_vae(vae, arch, self.fast)
-            self.loads += 1
-            entry = LoadedVae(key, path, arch, vae, _module_bytes(vae))
-            self._entries[key] = entry
-            self._trim({key})
-            return entry
+            return LoadedVae(key, path, arch, vae, _module_bytes(vae))
 
-    # -- upscale models --------------------------------------------------------------------
+        return self._standalone(key, path, "loading VAE", ctx, build)
+
     def upscaler(self, path: str, identity: str, ctx: Any = None) -> LoadedUpscaler:
         """An upscale model file, loaded once per engine, on the engine's device
         (fp16 on CUDA where the architecture supports it)."""
-        import torch
-
         key = "up:" + identity
-        with self._lock:
-            entry = self._touch(key)
-            if entry is not None:
-                return entry
-            self._trim(set(), incoming=_files_bytes(Path(path)))
-            if ctx is not None:
-                ctx.progress(0, 1, stage="loading upscale model")
+
+        def build() -> LoadedUpscaler:
+            import torch
+
             from ..formats.upscale_files import UpscaleFileError, load_upscale_model
 
             try:
@@ -554,11 +557,9 @@ class ModelManager:
                 raise ModelLoadError(str(exc)) from exc
             dtype = torch.float16 if self.device.startswith("cuda") and descriptor.supports_half else torch.float32
             descriptor.model.to(device=self.device, dtype=dtype)
-            self.loads += 1
-            entry = LoadedUpscaler(key, descriptor, dtype, _module_bytes(descriptor.model))
-            self._entries[key] = entry
-            self._trim({key})
-            return entry
+            return LoadedUpscaler(key, descriptor, dtype, _module_bytes(descriptor.model))
+
+        return self._standalone(key, path, "loading upscale model", ctx, build)
 
     # -- offload ------------------------------------------------------------------------
     def activate(self, loaded, stage: str):
