@@ -50,6 +50,29 @@ def test_converts_only_floating_point_tensors(mixed):
     assert lazy["flag"].dtype == torch.bool
 
 
+def test_converting_out_of_the_map_keeps_every_neighbour_intact(tmp_path):
+    """Converted tensors come out of the map, whose pages under them are handed
+    back; tensors that share those pages' ends (here int64 ones, which are views
+    of the map, one of them written to as a fused LoRA would) keep their values."""
+    gen = torch.Generator().manual_seed(5)
+    tensors = {}
+    for i in range(6):  # several pages each, at offsets that are not page-aligned
+        tensors[f"w{i}"] = torch.randn(1000 + 37 * i, 3, generator=gen)
+        tensors[f"ids{i}"] = torch.arange(11 + i, dtype=torch.int64)
+    path = tmp_path / "pages.safetensors"
+    save_file(tensors, str(path))
+    expected = load_file(str(path))
+    lazy = LazyStateDict(path, dtype=torch.bfloat16)
+    ids = {k: lazy[k] for k in expected if k.startswith("ids")}
+    ids["ids2"].fill_(-1)  # a private write into the map, next to w2's pages
+    weights = {k: lazy[k] for k in expected if k.startswith("w")}
+    for key, value in weights.items():
+        assert weights[key].dtype == torch.bfloat16 and torch.equal(weights[key], value.to(torch.bfloat16))
+    for key, value in ids.items():
+        assert torch.equal(value, torch.full_like(value, -1) if key == "ids2" else expected[key]), key
+    assert torch.equal(lazy["w3"], expected["w3"].to(torch.bfloat16))  # read again after its pages went
+
+
 def test_a_write_to_a_mapped_weight_reaches_neither_the_file_nor_another_load(mixed):
     original = load_file(str(mixed))["f32"]
     a = LazyStateDict(mixed)["f32"]  # a view of a copy-on-write map: no copy made

@@ -4,10 +4,15 @@ A tensor already in the dtype asked for is a view of a private (copy-on-write)
 memory map of the file: loading costs no copy at all, its pages are the page
 cache's, shared with every process that maps the file, and a write (LoRA
 fusion) copies only the pages it touches. A tensor that must change dtype is
-read with plain file reads into a reused scratch buffer and converted into its
-own final buffer, so the process never holds both the file's pages and the
-converted weights (converting out of a map would: every touched page of the
-map counts in the resident set, and faulting them in was slower than reading).
+converted straight out of the map into its own final buffer, and the map's
+pages under it are dropped from the process at once (``MADV_DONTNEED``; they
+were never written, so a later touch would read the file again), so the
+process never holds both the file's pages and the converted weights. That
+costs the kernel a page-cache mapping per 64 KiB instead of a copy of every
+byte (4 GiB fp32 -> bf16 on the 2-core dev machine: 0.5 s less CPU than
+reading into a buffer, peak RSS 2.21 instead of 2.35 GiB). Where the map or
+``madvise`` is missing (an empty file, Windows, an unaligned tensor), the
+tensor is read with plain file reads into a reused scratch buffer instead.
 
 The map keeps the file's inode: a checkpoint replaced by a new file (a rename,
 as downloads and copies do) leaves the loaded weights intact. Truncating the
@@ -48,6 +53,10 @@ _DTYPES = {
 }
 
 
+#: Whether a map's pages can be handed back (Linux, macOS; not Windows' mmap).
+_CAN_DROP = hasattr(mmap, "MADV_DONTNEED") and hasattr(mmap.mmap, "madvise")
+
+
 class SafetensorsFormatError(ValueError):
     """The file is not a readable safetensors file; the message says why."""
 
@@ -71,12 +80,18 @@ class LazyStateDict(Mapping):
         file_dtype = _DTYPES[dtype_name]
         start, size = self._data_start + begin, end - begin
         convert = self.dtype is not None and file_dtype.is_floating_point and file_dtype != self.dtype
-        if not convert and self._map is not None and size and start % file_dtype.itemsize == 0:
+        mapped = self._map is not None and size and start % file_dtype.itemsize == 0
+        if mapped and (not convert or _CAN_DROP):
             with warnings.catch_warnings():  # the map is writable (copy-on-write); torch warns by type
                 warnings.simplefilter("ignore", UserWarning)
                 flat = torch.frombuffer(self._map, dtype=file_dtype, count=size // file_dtype.itemsize,
                                         offset=start)
-            return flat.reshape(shape)
+            if not convert:
+                return flat.reshape(shape)
+            converted = flat.reshape(shape).to(self.dtype)
+            del flat
+            self._drop(start, size)
+            return converted
         # Converted tensors go through one reused scratch buffer: page-faulting a fresh
         # buffer (or the map) for every tensor cost more than the reads themselves.
         raw = self._scratch_for(size) if convert else torch.empty(size, dtype=torch.uint8)
@@ -87,6 +102,16 @@ class LazyStateDict(Mapping):
             raise SafetensorsFormatError(f"{self.path}: file ended while reading tensor {key!r}")
         tensor = raw.view(file_dtype).reshape(shape)
         return tensor.to(self.dtype) if convert else tensor
+
+    def _drop(self, start: int, size: int) -> None:
+        """Give back the map's pages lying wholly inside ``[start, start + size)``. Only
+        pages of a tensor that was converted (never handed out as a view, never written):
+        the pages at its ends may hold a neighbour's bytes and stay."""
+        page = mmap.PAGESIZE
+        first = -(-start // page) * page
+        last = (start + size) // page * page
+        if last > first:
+            self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
 
     def _scratch_for(self, size: int) -> torch.Tensor:
         if self._scratch is None or self._scratch.numel() < size:
