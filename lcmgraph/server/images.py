@@ -92,6 +92,32 @@ def reencode_upload(data: bytes, limits: PixelLimits, what: str) -> Reencoded:
         image.close()
 
 
+def with_mask_alpha(original: Path, mask: bytes, limits: PixelLimits, what: str) -> Reencoded:
+    """``original``'s pixels with ``mask``'s alpha channel as their alpha, as a PNG.
+
+    The editor's mask painter (and ComfyUI's /upload/mask) sends only the mask:
+    a browser canvas premultiplies alpha, so the colour of every fully
+    transparent pixel it exported would be lost. LoadImage reads the result's
+    mask as 1 - alpha: painted (transparent) pixels are the ones to repaint."""
+    with open_checked(mask, limits, what) as painted:
+        painted.load()
+        if "A" not in painted.getbands() and not (painted.mode == "P" and "transparency" in painted.info):
+            raise bad_request(f"{what} has no alpha channel: the mask is the image's alpha (0 = repaint)",
+                              code="invalid_field", field="image")
+        alpha = painted.convert("RGBA").getchannel("A")
+    with open_checked(original, limits, f"{what}'s original image") as source:
+        source.load()
+        if source.size != alpha.size:
+            raise bad_request(f"{what} is {alpha.size[0]}x{alpha.size[1]} but the image it masks is "
+                              f"{source.size[0]}x{source.size[1]}; paint the mask at the image's size",
+                              code="invalid_field", field="image")
+        combined = source.convert("RGB")
+        combined.putalpha(alpha)
+        out = io.BytesIO()
+        combined.save(out, format="PNG", compress_level=4)
+        return Reencoded(out.getvalue(), source.size[0], source.size[1], source.format or "?")
+
+
 def _png_mode(image: Any) -> Any:
     if image.mode in ("RGB", "RGBA", "L", "LA"):
         return image

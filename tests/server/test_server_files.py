@@ -72,6 +72,46 @@ def test_upload_keeps_an_embedded_workflow_and_drops_other_text(tmp_path):
     serve(tmp_path, body)
 
 
+def test_a_painted_mask_becomes_the_alpha_of_the_image_it_masks(tmp_path):
+    """The editor's mask painter sends only the mask (alpha 0 = repaint); the server keeps
+    the original's colours, which a browser canvas would have lost under alpha 0."""
+    async def body(h):
+        photo = Image.new("RGB", (8, 6), (200, 10, 10))
+        photo.putpixel((1, 1), (0, 255, 0))
+        raw = io.BytesIO()
+        photo.save(raw, format="PNG")
+        _, original = await h.call("POST", "/api/upload", 201, data=form(raw.getvalue(), "photo.png"))
+        mask = Image.new("RGBA", (8, 6), (0, 0, 0, 255))
+        for xy in ((1, 1), (2, 1), (7, 5)):
+            mask.putpixel(xy, (0, 0, 0, 0))
+        raw = io.BytesIO()
+        mask.save(raw, format="PNG")
+        _, stored = await h.call("POST", "/api/upload", 201,
+                                 data=form(raw.getvalue(), "photo-mask.png", mask_of=original["name"]))
+        assert (stored["name"], stored["width"], stored["height"]) == ("photo-mask.png", 8, 6)
+        with Image.open(tmp_path / "models" / "input" / "photo-mask.png") as image:
+            assert image.mode == "RGBA"
+            assert image.getpixel((1, 1)) == (0, 255, 0, 0)  # its colour kept under alpha 0
+            assert image.getpixel((2, 1)) == (200, 10, 10, 0) and image.getpixel((7, 5)) == (200, 10, 10, 0)
+            assert image.getpixel((0, 0)) == (200, 10, 10, 255)
+        _, err = await h.call("POST", "/api/upload", 400,
+                              data=form(png_bytes(size=(4, 4)), "m.png", mask_of=original["name"]))
+        assert err["message"] == ("POST /api/upload: mask 'm.png' has no alpha channel: the mask is the "
+                                  "image's alpha (0 = repaint)")
+        small = io.BytesIO()
+        Image.new("RGBA", (4, 4)).save(small, format="PNG")
+        _, err = await h.call("POST", "/api/upload", 400, data=form(small.getvalue(), "m.png", mask_of=original["name"]))
+        assert err["message"] == ("POST /api/upload: mask 'm.png' is 4x4 but the image it masks is 8x6; "
+                                  "paint the mask at the image's size")
+        _, err = await h.call("POST", "/api/upload", 404, data=form(small.getvalue(), "m.png", mask_of="nope.png"))
+        assert err["message"] == "POST /api/upload: no file 'nope.png' in the input folder"
+        _, err = await h.call("POST", "/api/upload", 400, data=form(small.getvalue(), "m.png", mask_of="../x.png"))
+        assert "x.png" in err["message"] and not (tmp_path / "models" / "m.png").exists()
+        assert sorted(os.listdir(tmp_path / "models" / "input")) == ["photo-mask.png", "photo.png"]
+
+    serve(tmp_path, body)
+
+
 def test_bad_uploads_are_refused(tmp_path):
     async def body(h):
         _, err = await h.call("POST", "/api/upload", 400, data=form(b"<svg>hello</svg>", "x.png"))
@@ -91,7 +131,7 @@ def test_bad_uploads_are_refused(tmp_path):
         status, err = await h.call("POST", "/api/upload", 413, data=form(b"\0" * 300_000, "huger.png"))
         assert re.fullmatch(r"POST /api/upload: the upload is 3001\d\d bytes; the limit is 200000 bytes", err["message"])
         _, err = await h.call("POST", "/api/upload", 400, data=form(png_bytes(), "a.png", colour="red"))
-        assert err["message"] == "POST /api/upload: unknown form field 'colour'; known: image, overwrite"
+        assert err["message"] == "POST /api/upload: unknown form field 'colour'; known: image, overwrite, mask_of"
         _, err = await h.call("POST", "/api/upload", 415, json={"image": "x"})
         assert err["message"] == "POST /api/upload expects multipart/form-data with an 'image' file field"
         payload = FormData(default_to_multipart=True)

@@ -248,6 +248,63 @@ def test_image_upload_into_load_image(editor, server):
     assert name in editor.js("lcmgraph.app.files.input")
 
 
+def test_mask_painter_paints_the_images_alpha(editor, server):
+    """Upload a picture into LoadImage, paint a stroke, erase part of it, save: the
+    stored copy has alpha 0 exactly where the stroke remains (LoadImage's MASK =
+    1 - alpha), the picture's colours everywhere, and LoadImage now names it."""
+    from io import BytesIO
+
+    import numpy as np
+    from PIL import Image
+
+    editor.page.select_option("#examples", "inpaint_lcm")
+    editor.page.wait_for_function("lcmgraph.nodeIds().includes('image')")
+    editor.js("lcmgraph.resetView()")
+    pixels = np.zeros((120, 160, 3), np.uint8)
+    pixels[..., 0] = np.arange(160)[None, :]  # a gradient: every column its own colour
+    pixels[..., 1] = np.arange(120)[:, None]
+    pixels[..., 2] = 90
+    raw = BytesIO()
+    Image.fromarray(pixels).save(raw, "PNG")
+    button = editor.widget("image", "upload image…")
+    with editor.page.expect_file_chooser() as chooser:
+        editor.page.mouse.click(button["center"]["x"], button["center"]["y"])
+    chooser.value.set_files(files=[{"name": "scene.png", "mimeType": "image/png", "buffer": raw.getvalue()}])
+    editor.page.wait_for_function("lcmgraph.widgetValue('image', 'image') === 'scene.png'")
+
+    paint = editor.widget("image", "paint mask…")
+    editor.page.mouse.click(paint["center"]["x"], paint["center"]["y"])
+    editor.page.wait_for_selector("#mask-painter canvas#mask-layer")
+    editor.page.fill("#mask-brush", "12")
+    box = editor.page.locator("#mask-layer").bounding_box()
+    scale = box["width"] / 160  # the painter shows the picture at most at its own size
+    to_page = lambda x, y: (box["x"] + x * scale, box["y"] + y * scale)  # noqa: E731
+    mouse = editor.page.mouse
+    mouse.move(*to_page(30, 60))
+    mouse.down()
+    mouse.move(*to_page(130, 60), steps=12)  # a horizontal stroke, 12 px wide, across the middle
+    mouse.up()
+    editor.page.click("#mask-erase")
+    mouse.move(*to_page(80, 60))
+    mouse.down()
+    mouse.up()  # erase a 12 px dot out of its middle
+    editor.page.click("#mask-save")
+    editor.page.wait_for_function("lcmgraph.widgetValue('image', 'image') === 'scene-mask.png'")
+    assert editor.js("document.querySelector('#mask-painter')") is None
+    assert "mask saved as scene-mask.png" in editor.status()
+
+    with Image.open(server.tmp / "models" / "input" / "scene-mask.png") as saved:
+        rgba = np.asarray(saved.convert("RGBA"))
+    assert (rgba[..., :3] == pixels).all()  # every colour kept, under the mask too
+    alpha = rgba[..., 3]
+    assert alpha[60, 40] == alpha[60, 120] == 0  # on the stroke: to repaint
+    assert alpha[60, 80] == 255  # the erased dot
+    assert alpha[20, 80] == alpha[100, 80] == alpha[60, 10] == alpha[60, 150] == 255  # off the stroke
+    assert 0.04 < float((alpha < 128).mean()) < 0.09  # about 100 x 12 px of 160 x 120, less the dot
+    assert editor.workflow()["nodes"]["image"]["inputs"]["image"] == "scene-mask.png"
+    editor.page.wait_for_function("lcmgraph.nodes().find(n => n.id === 'image').loadedImages === 1")
+
+
 @pytest.mark.parametrize("name", ["txt2img_lcm"])
 def test_default_workflow_on_first_open(editor, name):
     original = json.loads((REPO / "workflows" / f"{name}.json").read_text())

@@ -87,6 +87,14 @@ export class Api {
     form.append("overwrite", overwrite ? "true" : "false")
     return this.post("/api/upload", form)
   }
+  /** A painted mask (a PNG Blob whose alpha is the mask) saved as the alpha of input image `original`. */
+  uploadMask(blob, name, original) {
+    const form = new FormData()
+    form.append("image", blob, name)
+    form.append("overwrite", "true")
+    form.append("mask_of", original)
+    return this.post("/api/upload", form)
+  }
 
   /** The workflow embedded in an image (a File): {workflow, from, notes}. */
   workflowFromImage(file, { allowMissing = false } = {}) {

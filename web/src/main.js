@@ -7,6 +7,7 @@ import "./style.css"
 import { CanvasPointer, LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegraph"
 
 import { Api, ApiError } from "./api.js"
+import { maskName, paintMask } from "./maskpainter.js"
 import { setNodeImages, registerSchema } from "./nodes.js"
 import { Palette } from "./palette.js"
 import { Runner } from "./runner.js"
@@ -100,6 +101,7 @@ class App {
       touched: () => {},
       connectionsChanged: () => this.changed(),
       upload: (node, widget) => this.pickUpload(node, widget),
+      paintMask: (node, widget) => this.paintMaskInto(node, widget),
       renameNode: (node) => this.renameNode(node),
     }
   }
@@ -272,6 +274,26 @@ class App {
       if (input.files?.[0]) this.uploadInto(node, widget, input.files[0])
     })
     input.click()
+  }
+
+  async paintMaskInto(node, widget) {
+    const name = widget.value
+    if (!name || !(this.files.input ?? []).includes(name)) {
+      this.status(`paint mask: upload an image into ${widget.name} first (${name || "none chosen"} is not in the input folder)`, "error")
+      return
+    }
+    const url = `/api/files/input/${String(name).split("/").map(encodeURIComponent).join("/")}`
+    try {
+      const blob = await paintMask(this.api.fileUrl(url), { title: name })
+      if (!blob) return
+      const body = await this.api.uploadMask(await blob, maskName(name), name)
+      await this.refreshModels()
+      setWidgetValue(widget, body.name)
+      this.widgetChanged(node, widget.name, body.name)
+      this.status(`mask saved as ${body.name}: painted pixels are transparent (LoadImage's MASK = 1 - alpha)`, "ok")
+    } catch (err) {
+      this.status(`paint mask failed: ${err.message}`, "error")
+    }
   }
 
   async uploadInto(node, widget, file) {

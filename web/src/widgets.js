@@ -186,6 +186,7 @@ function textBoxWidget(node, spec, value, onChange, { lines }) {
  *   files(folder) -> [names]   (the model-folder listing, kept fresh by the app)
  *   changed(node, name, value, old)   (after every user edit)
  *   upload(node, widget)       (image upload for input-folder widgets)
+ *   paintMask(node, widget)    (the mask painter for input-folder widgets; optional)
  */
 export function addWidgetFor(node, spec, env) {
   const value = initialValue(spec, env.files)
@@ -247,6 +248,7 @@ export function addWidgetFor(node, spec, env) {
   }
   if (spec.type === "STRING" && spec.folder === "input") {
     node.addWidget("button", `upload ${spec.name}…`, null, () => env.upload(node, widget), {})
+    if (env.paintMask) node.addWidget("button", "paint mask…", null, () => env.paintMask(node, widget), {})
   }
   return widget
 }

@@ -15,9 +15,9 @@ from aiohttp import web
 from ..bodies import body_deadline, query_int, server_of, user_of, where
 from ..errors import ApiError, bad_request, json_response, too_large
 from ..folders import SERVED_SUFFIXES, file_url
-from ..images import PixelLimits, reencode_upload, thumbnail_jpeg
+from ..images import PixelLimits, reencode_upload, thumbnail_jpeg, with_mask_alpha
 
-UPLOAD_FIELDS = ("image", "overwrite")
+UPLOAD_FIELDS = ("image", "overwrite", "mask_of")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\- ]+")
 CACHE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 
@@ -90,9 +90,10 @@ def _store(root: Path, name: str, data: bytes, overwrite: bool) -> str:
     return candidate
 
 
-async def _read_parts(reader, here: str, limit: int, deadline: body_deadline) -> tuple[bytes | None, str | None, bool]:
-    """The upload form's fields: the image's bytes and file name, and 'overwrite'."""
-    data, filename, overwrite = None, None, False
+async def _read_parts(reader, here: str, limit: int, deadline: body_deadline) -> tuple[bytes | None, str | None, bool,
+                                                                                     str | None]:
+    """The upload form's fields: the image's bytes and file name, 'overwrite', and 'mask_of'."""
+    data, filename, overwrite, mask_of = None, None, False, None
     while (part := await reader.next()) is not None:
         field = getattr(part, "name", None)
         if field not in UPLOAD_FIELDS:
@@ -110,13 +111,18 @@ async def _read_parts(reader, here: str, limit: int, deadline: body_deadline) ->
             if len(buffer) > limit:
                 raise too_large(f"{here}: the image is larger than the limit of {limit} bytes", limit=limit)
             data, filename = bytes(buffer), part.filename
+        elif field == "mask_of":
+            if len(chunk) > 4096:
+                raise bad_request(f"{here}: 'mask_of' is longer than 4096 bytes", code="invalid_field",
+                                  field="mask_of")
+            mask_of = chunk.decode("utf-8").strip()
         else:
             value = chunk.strip().lower()
             if value not in (b"1", b"true", b"yes", b"0", b"false", b"no"):
                 raise bad_request(f"{here}: 'overwrite' must be true or false", code="invalid_field",
                                   field="overwrite")
             overwrite = value in (b"1", b"true", b"yes")
-    return data, filename, overwrite
+    return data, filename, overwrite, mask_of
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -133,7 +139,7 @@ async def upload(request: web.Request) -> web.Response:
         raise bad_request(f"{here}: malformed multipart body: {exc}", code="malformed_multipart") from None
     try:
         async with body_deadline(here, server.limits.body_timeout, server.limits.body_idle_timeout) as deadline:
-            data, filename, overwrite = await _read_parts(reader, here, limit, deadline)
+            data, filename, overwrite, mask_of = await _read_parts(reader, here, limit, deadline)
     except ApiError:
         raise
     except (ValueError, AssertionError, UnicodeDecodeError) as exc:
@@ -142,10 +148,18 @@ async def upload(request: web.Request) -> web.Response:
         raise bad_request(f"{here}: missing or empty 'image' file field", code="missing_field", field="image")
     name = upload_name(filename)
     loop = asyncio.get_running_loop()
-    async with server.image_slots:
-        image = await loop.run_in_executor(None, reencode_upload, data, _pixels(server), f"upload {name!r}")
-    root = server.folders.upload_root
     user = user_of(request)
+    if mask_of is not None:  # the mask painter: this image's alpha becomes mask_of's alpha
+        original = server.folders.resolve("input", mask_of)
+        if not _may_fetch(server, request, "input", mask_of, None):
+            raise ApiError(404, "no_such_file", f"{here}: no file {mask_of[:100]!r} in the input folder")
+        async with server.image_slots:
+            image = await loop.run_in_executor(None, with_mask_alpha, original, data, _pixels(server),
+                                               f"mask {name!r}")
+    else:
+        async with server.image_slots:
+            image = await loop.run_in_executor(None, reencode_upload, data, _pixels(server), f"upload {name!r}")
+    root = server.folders.upload_root
     if not user.admin and overwrite and os.path.lexists(root / name) and server.store.upload_owner(name) != user.name:
         raise ApiError(409, "name_taken", f"{here}: {name!r} was uploaded by another user; upload without "
                        f"overwrite to get a new name")
