@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import comfy, comfyui, files, from_image, history, info, jobs, static, ws
+from . import comfy, comfy_object_info, comfyui, files, from_image, history, info, jobs, static, ws
 
 
 def add_routes(app: web.Application) -> None:
@@ -16,4 +16,5 @@ def add_routes(app: web.Application) -> None:
     files.add_routes(app)
     ws.add_routes(app)
     comfyui.add_routes(app)  # ComfyUI's API; after lcmgraph's /api routes, which win a clash
+    comfy_object_info.add_routes(app)
     static.add_routes(app)  # last: its catch-all must not shadow /api
