@@ -47,6 +47,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", metavar="DIR", help="where jobs write files (default DATA_DIR/outputs)")
     p.add_argument("--workflows-dir", metavar="DIR", help="example workflows served by /api/workflows")
     p.add_argument("--web-dir", metavar="DIR", help="static editor files (default web/dist or web/)")
+    p.add_argument("--frontend", choices=["lcmgraph", "comfy"], default="lcmgraph",
+                   help="the editor at /: lcmgraph's (default) or ComfyUI's official frontend (needs "
+                        "pip install 'lcmgraph[comfy-frontend]'; see docs/api.md)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also accept this Host name (DNS-rebinding guard; '*' accepts any)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
@@ -109,10 +112,22 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         insecure=args.insecure, data_dir=Path(args.data_dir),
         output_dir=Path(args.output_dir) if args.output_dir else None,
         workflows_dir=Path(args.workflows_dir) if args.workflows_dir else None,
-        web_dir=Path(args.web_dir) if args.web_dir else None,
+        web_dir=Path(args.web_dir) if args.web_dir else _frontend_dir(args.frontend),
+        frontend=args.frontend,
         allow_hosts=tuple(args.allow_host), allow_origins=tuple(args.allow_origin), limits=limits,
         max_batch=auto_batch(args.device) if args.batch == "auto" else args.batch,
     ))
+
+
+def _frontend_dir(frontend: str) -> Path | None:
+    if frontend != "comfy":
+        return None
+    from .routes.comfy_frontend import FrontendMissing, frontend_root
+
+    try:
+        return frontend_root()
+    except FrontendMissing as exc:
+        raise ServeOptionError(str(exc)) from None
 
 
 def engine_config(args: argparse.Namespace, config: ServerConfig) -> EngineConfig:

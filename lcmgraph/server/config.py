@@ -113,6 +113,9 @@ class ServerConfig:
     workflows_dir: Path | None = None
     #: The editor's static files; default <repo>/web/dist, then <repo>/web.
     web_dir: Path | None = None
+    #: The browser editor served at /: "lcmgraph" (web_dir), or "comfy": ComfyUI's
+    #: frontend, with the routes it needs (routes/comfy_frontend.py).
+    frontend: str = "lcmgraph"
     #: Extra Host names accepted (DNS-rebinding guard); "*" accepts any.
     allow_hosts: tuple[str, ...] = ()
     #: Extra origins ("https://editor.example:8443") allowed to change state.

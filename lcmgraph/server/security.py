@@ -174,7 +174,7 @@ TOKEN_IN_QUERY = frozenset({"/api/ws", "/ws", "/view", "/api/view"})
 
 
 def is_comfy_path(path: str) -> bool:
-    return path in COMFY_PATHS or path.startswith(("/history/", "/object_info/"))
+    return path in COMFY_PATHS or path.startswith(("/history/", "/object_info/", "/internal/"))
 
 
 def _bearer(header: str) -> str | None:

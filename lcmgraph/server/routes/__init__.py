@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import comfy, comfyui, files, from_image, history, info, jobs, static, ws
+from ..bodies import SERVER_KEY
+from . import (
+    comfy,
+    comfy_frontend,
+    comfy_object_info,
+    comfyui,
+    files,
+    from_image,
+    history,
+    info,
+    jobs,
+    static,
+    ws,
+)
 
 
 def add_routes(app: web.Application) -> None:
@@ -16,4 +29,7 @@ def add_routes(app: web.Application) -> None:
     files.add_routes(app)
     ws.add_routes(app)
     comfyui.add_routes(app)  # ComfyUI's API; after lcmgraph's /api routes, which win a clash
+    comfy_object_info.add_routes(app)
+    if app[SERVER_KEY].config.frontend == "comfy":
+        comfy_frontend.add_routes(app)  # what ComfyUI's frontend reads besides its API
     static.add_routes(app)  # last: its catch-all must not shadow /api
