@@ -9,8 +9,10 @@ dtype mode is a fresh Engine with that mode's options:
 
 - ``fp32``: ``dtype=float32`` (bitwise diffusers' fp32, so its rows reproduce
   bench/quality.py's table);
-- ``bf16``: ``dtype=bfloat16`` for text encoder, UNet and VAE — what
-  ``--dtype auto`` picks on a CPU with native bf16;
+- ``bf16``: ``dtype=bfloat16`` — what ``--dtype auto`` picks on a CPU with
+  native bf16: UNet and VAE in bf16, the text encoders in fp32 (their
+  ``text_dtype`` auto);
+- ``bf16-all``: text encoders in bf16 too (``text_dtype=model``);
 - ``bf16+vae32``: bf16 with the VAE kept in fp32 (``vae_dtype=float32``).
 
 Prints per-attribute accuracy and s/image per row and mode, then each bf16
@@ -46,6 +48,7 @@ ROWS = [
 MODES = {
     "fp32": {"dtype": "float32"},
     "bf16": {"dtype": "bfloat16"},
+    "bf16-all": {"dtype": "bfloat16", "text_dtype": "model"},
     "bf16+vae32": {"dtype": "bfloat16", "vae_dtype": "float32"},
 }
 COLUMNS = ("colour_shape", "colour", "shape", "background", "position", "size")

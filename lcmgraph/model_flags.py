@@ -39,6 +39,8 @@ FLAGS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
                     "(auto: on CUDA)"),
     "--vae-dtype": ("vae_dtype", ("auto", "model", "fp32", "bf16", "fp16"),
                     "VAE precision (auto: an fp16 SDXL VAE that overflows is kept in bf16/fp32)"),
+    "--text-dtype": ("text_dtype", ("auto", "model", "fp32", "bf16", "fp16"),
+                     "text encoders' precision (auto: fp32 when the models run in bf16 on a CPU)"),
 }
 
 

@@ -15,12 +15,12 @@ def test_run_flags_become_engine_options():
     args = build_parser().parse_args([
         "run", "w.json", "--offload", "--dtype", "bf16", "--compile", "max-autotune", "--compile-after", "0",
         "--compile-cache", "off", "--attention", "flash", "--channels-last", "on", "--fused-qkv", "off",
-        "--fuse-lora", "on", "--vae-dtype", "fp32",
+        "--fuse-lora", "on", "--vae-dtype", "fp32", "--text-dtype", "model",
     ])
     assert model_options(args) == {
         "offload": True, "dtype": "bf16", "compile": "max-autotune", "compile_after": 0,
         "compile_cache": "off", "attention": "flash", "channels_last": "on", "fused_qkv": "off",
-        "fuse_lora": "on", "vae_dtype": "fp32",
+        "fuse_lora": "on", "vae_dtype": "fp32", "text_dtype": "model",
     }
 
 

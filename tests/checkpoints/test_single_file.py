@@ -164,6 +164,24 @@ def test_half_precision_files_load_in_the_requested_dtype(tiny_sd15, tmp_path, l
             assert torch.equal(got32[key], value.to(file_dtype).float())
 
 
+@pytest.mark.parametrize("source", ["file", "folder"])
+def test_text_encoders_load_in_their_own_dtype(tiny, source):
+    """bf16 UNet and VAE, fp32 text encoders (what dtype auto does on a bf16 CPU): the text
+    encoders' weights are the fp32 file's exactly, never rounded through bf16."""
+    path = tiny.file if source == "file" else tiny.folder
+    full = load_checkpoint(path)
+    mixed = load_checkpoint(path, torch_dtype=torch.bfloat16, text_dtype=torch.float32)
+    encoders = ["text_encoder"] + (["text_encoder_2"] if tiny.arch == "sdxl" else [])
+    for name in encoders:
+        got, ref = getattr(mixed, name).state_dict(), getattr(full, name).state_dict()
+        assert all(torch.equal(got[k], v) for k, v in ref.items()), name
+        assert getattr(mixed, name).dtype == torch.float32
+    for name in ("unet", "vae"):
+        assert getattr(mixed, name).dtype == torch.bfloat16
+        got, ref = getattr(mixed, name).state_dict(), getattr(full, name).state_dict()
+        assert all(torch.equal(got[k], v.to(torch.bfloat16)) for k, v in ref.items() if v.is_floating_point())
+
+
 def test_a_tokenizer_folder_beside_the_file_wins(tiny_sd15, tmp_path):
     path = tmp_path / "model.safetensors"
     shutil.copy(tiny_sd15.file, path)

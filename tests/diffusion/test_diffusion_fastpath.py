@@ -64,10 +64,16 @@ def test_defaults_keep_the_cpu_path_plain_and_turn_the_gpu_tricks_on():
     eager = fastpath.resolve({"compile": "off"}, "cuda:1")
     assert not (eager.compiling or eager.channels_last or eager.fused_qkv) and eager.fuse_lora
     assert fastpath.resolve({"dtype": "bf16"}, "cpu").dtype is torch.bfloat16
+    # bf16 on a CPU keeps the text encoders in fp32 (README: the quality table); elsewhere they follow
+    assert fastpath.resolve({"dtype": "bf16"}, "cpu").text_torch_dtype is torch.float32
+    assert fastpath.resolve({"dtype": "bf16", "text_dtype": "model"}, "cpu").text_torch_dtype is torch.bfloat16
+    assert fastpath.resolve({"dtype": "fp32"}, "cpu").text_torch_dtype is torch.float32
+    assert fastpath.resolve({}, "cuda").text_torch_dtype is torch.float16
+    assert fastpath.resolve({"text_dtype": "bf16"}, "cpu").text_torch_dtype is torch.bfloat16
     assert fastpath.resolve({"dtype": "float16"}, "cpu").dtype is torch.float16
     assert fastpath.resolve({"compile_cache": "off", "compile": "default"}, "cpu").compile_cache is None
     for bad in ({"dtype": "fp8"}, {"compile": "fast"}, {"attention": "xformers"},
-                {"fuse_lora": "maybe"}, {"compile_after": "soon"}, {"vae_dtype": "int8"}):
+                {"fuse_lora": "maybe"}, {"compile_after": "soon"}, {"vae_dtype": "int8"}, {"text_dtype": "fp64"}):
         with pytest.raises(fastpath.FastPathOptionError, match=next(iter(bad))):
             fastpath.resolve(bad, "cpu")
 
@@ -197,7 +203,8 @@ def test_bf16_runs_on_the_cpu(make_engine):
     engine = make_engine(dtype="bf16", fuse_lora=True)
     image = image_of(engine, _lora_flow(seed=2))
     _, loaded = _state(engine)
-    assert loaded.unet.dtype is torch.bfloat16
+    assert loaded.unet.dtype is torch.bfloat16 and loaded.vae.dtype is torch.bfloat16
+    assert loaded.pipe.text_encoder.dtype is torch.float32  # read from the file in fp32, not via bf16
     assert torch.isfinite(torch.from_numpy(image)).all()
     print(f"bf16 vs fp32 image: max diff {max_diff(image, plain):.3g}")
     assert max_diff(image, plain) < 0.25

@@ -57,22 +57,24 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
 
 
-def load_checkpoint(source: str | Path, torch_dtype=None) -> Checkpoint:
-    """Load a checkpoint on the CPU in ``torch_dtype`` (default float32)."""
+def load_checkpoint(source: str | Path, torch_dtype=None, text_dtype=None) -> Checkpoint:
+    """Load a checkpoint on the CPU in ``torch_dtype`` (default float32), its text
+    encoders in ``text_dtype`` (default: ``torch_dtype``)."""
     import torch
 
     torch_dtype = torch_dtype or torch.float32
+    text_dtype = text_dtype or torch_dtype
     path = Path(source).expanduser()
     if path.is_dir():
-        return _load_folder(path, torch_dtype)
+        return _load_folder(path, torch_dtype, text_dtype)
     if path.is_file():
-        return _load_file(path, torch_dtype)
+        return _load_file(path, torch_dtype, text_dtype)
     if isinstance(source, str) and _looks_like_hub_id(source):
         local = _resolve_hub(source)
         if local.is_dir() and not (local / "model_index.json").is_file():
             raise CheckpointError(f"{source}: the repository is not a diffusers pipeline (no model_index.json); "
                                   "for a single file in it, name the file: org/name/path/file.safetensors")
-        checkpoint = load_checkpoint(local, torch_dtype)
+        checkpoint = load_checkpoint(local, torch_dtype, text_dtype)
         checkpoint.extra["hub_id"] = source
         return checkpoint
     raise CheckpointError(f"{source}: no such file or folder")
@@ -86,7 +88,7 @@ def _looks_like_hub_id(source: str) -> bool:
     return not (len(parts) == 2 and parts[1].endswith(_SINGLE_FILE_SUFFIXES + _PICKLE_SUFFIXES))
 
 
-def _load_file(path: Path, torch_dtype) -> Checkpoint:
+def _load_file(path: Path, torch_dtype, text_dtype) -> Checkpoint:
     from .single_file_arch import LayoutError
     from .single_file_loader import load_single_file
     from .single_file_reader import SafetensorsFormatError
@@ -95,7 +97,7 @@ def _load_file(path: Path, torch_dtype) -> Checkpoint:
         raise CheckpointError(f"{path}: pickled checkpoints ({path.suffix}) can run arbitrary code when loaded; "
                               "convert it to .safetensors first")
     try:
-        parts = load_single_file(path, torch_dtype)
+        parts = load_single_file(path, torch_dtype, text_dtype)
     except SafetensorsFormatError as exc:
         raise CheckpointError(str(exc)) from exc
     except LayoutError as exc:
@@ -119,7 +121,7 @@ def _load_file(path: Path, torch_dtype) -> Checkpoint:
     )
 
 
-def _load_folder(path: Path, torch_dtype) -> Checkpoint:
+def _load_folder(path: Path, torch_dtype, text_dtype) -> Checkpoint:
     from diffusers import DiffusionPipeline
 
     if not (path / "model_index.json").is_file():
@@ -130,7 +132,10 @@ def _load_folder(path: Path, torch_dtype) -> Checkpoint:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-            pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True, **kwargs)
+            # diffusers takes a dtype per component: {"default": ..., "text_encoder": ...}
+            dtypes = torch_dtype if text_dtype == torch_dtype else {
+                "default": torch_dtype, "text_encoder": text_dtype, "text_encoder_2": text_dtype}
+            pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=dtypes, local_files_only=True, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: the diffusers folder cannot be loaded ({exc})") from exc
     if getattr(pipe, "unet", None) is None or getattr(pipe, "vae", None) is None:

@@ -33,8 +33,10 @@ from .single_file_tokenizer import (
 _IGNORED_SUFFIXES = ("position_ids",)
 
 
-def load_single_file(path: Path, torch_dtype: torch.dtype) -> dict:
+def load_single_file(path: Path, torch_dtype: torch.dtype, text_dtype: torch.dtype | None = None) -> dict:
     """Components of the checkpoint at ``path``: the fields of ``Checkpoint`` plus ``configs``.
+    The text encoders come in ``text_dtype`` when given (read from the file in it,
+    never through ``torch_dtype``), the UNet and VAE in ``torch_dtype``.
 
     Raises LayoutError (what the file is and why it cannot be loaded) and
     SafetensorsFormatError (a damaged file).
@@ -45,12 +47,15 @@ def load_single_file(path: Path, torch_dtype: torch.dtype) -> dict:
     out = {"arch": arch, "configs": configs, "scheduler_config": dict(configs["scheduler"])}
     out["unet"] = _build_unet(sd, configs["unet"], torch_dtype)
     out["vae"] = _build_vae(sd, configs["vae"], torch_dtype)
+    text_dtype = text_dtype or torch_dtype
+    text_sd = sd.as_dtype(text_dtype)
     if arch == "sdxl":
-        out["text_encoder"] = _build_clip(sd, SDXL_CLIP, configs["text_encoder"], torch_dtype)
-        out["text_encoder_2"] = _build_clip(sd, SDXL_OPENCLIP, configs["text_encoder_2"], torch_dtype, projection=True)
+        out["text_encoder"] = _build_clip(text_sd, SDXL_CLIP, configs["text_encoder"], text_dtype)
+        out["text_encoder_2"] = _build_clip(text_sd, SDXL_OPENCLIP, configs["text_encoder_2"], text_dtype,
+                                            projection=True)
         out["tokenizer_2"], out["tokenizer_2_source"] = _tokenizer(path, "tokenizer_2", configs, sd.metadata)
     else:
-        out["text_encoder"] = _build_clip(sd, SD15_CLIP, configs["text_encoder"], torch_dtype)
+        out["text_encoder"] = _build_clip(text_sd, SD15_CLIP, configs["text_encoder"], text_dtype)
     out["tokenizer"], out["tokenizer_source"] = _tokenizer(path, "tokenizer", configs, sd.metadata)
     return out
 

@@ -103,6 +103,16 @@ class LazyStateDict(Mapping):
         tensor = raw.view(file_dtype).reshape(shape)
         return tensor.to(self.dtype) if convert else tensor
 
+    def as_dtype(self, dtype: torch.dtype | None) -> LazyStateDict:
+        """The same file (same map, header read once) giving its floating-point tensors
+        in ``dtype``: the text encoders of a bf16 model kept in fp32, say."""
+        if dtype == self.dtype:
+            return self
+        other = object.__new__(LazyStateDict)
+        other.__dict__.update(self.__dict__)
+        other.dtype, other._scratch = dtype, None
+        return other
+
     def _drop(self, start: int, size: int) -> None:
         """Give back the map's pages lying wholly inside ``[start, start + size)``. Only
         pages of a tensor that was converted (never handed out as a view, never written):

@@ -72,6 +72,14 @@ class FastPath:
     compile_fullgraph: bool = False
     compile_cache: Path | None = None
     vae_dtype: str = "model"  # "model" or a DTYPES value
+    text_dtype: str = "model"  # "model" or a DTYPES value: the text encoders'
+
+    @property
+    def text_torch_dtype(self):
+        """The text encoders' torch dtype (the models' unless text_dtype names one)."""
+        import torch
+
+        return self.dtype if self.text_dtype == "model" else getattr(torch, self.text_dtype)
 
     @property
     def compiling(self) -> bool:
@@ -85,7 +93,7 @@ class FastPath:
             "attention": self.attention, "fuse_lora": self.fuse_lora, "compile": self.compile,
             "compile_after": self.compile_after, "compile_vae": self.compile_vae,
             "compile_cache": str(self.compile_cache) if self.compile_cache else None,
-            "vae_dtype": self.vae_dtype,
+            "vae_dtype": self.vae_dtype, "text_dtype": self.text_dtype,
         }
 
 
@@ -130,6 +138,8 @@ def resolve_dtype(device: str, requested: str | None = None):
 
 def resolve(options: Mapping | None, device: str, home: str | Path | None = None) -> FastPath:
     """Turn engine options into switches for ``device``."""
+    import torch
+
     options = options or {}
     cuda = device.startswith("cuda")
     offload = bool(options.get("offload", False))
@@ -163,6 +173,13 @@ def resolve(options: Mapping | None, device: str, home: str | Path | None = None
 
     vae_dtype = _choice(options, "vae_dtype", ("auto", "model", *DTYPES), "auto")
     vae_dtype = DTYPES.get(vae_dtype, vae_dtype)
+    text_dtype = _choice(options, "text_dtype", ("auto", "model", *DTYPES), "auto")
+    text_dtype = DTYPES.get(text_dtype, text_dtype)
+    if text_dtype == "auto":
+        # bf16 text encoders cost the embedded model's quality table more than bf16
+        # UNets (bench/quality_dtype.py, README); they run once per prompt (cached), so
+        # fp32 costs little time. fp16 on CUDA stays as LCM checkpoints are used.
+        text_dtype = "float32" if dtype == torch.bfloat16 and not cuda else "model"
     try:
         after = int(options.get("compile_after", 1))
     except (TypeError, ValueError) as exc:
@@ -182,6 +199,7 @@ def resolve(options: Mapping | None, device: str, home: str | Path | None = None
         compile_fullgraph=_switch(options, "compile_fullgraph", False),
         compile_cache=cache if compiling else None,
         vae_dtype=vae_dtype,
+        text_dtype=text_dtype,
     )
 
 

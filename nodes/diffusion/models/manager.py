@@ -230,7 +230,7 @@ class ModelManager:
         from ..formats.checkpoint_files import CheckpointError, load_checkpoint
 
         try:
-            ckpt = load_checkpoint(path, torch_dtype=self.dtype)
+            ckpt = load_checkpoint(path, torch_dtype=self.dtype, text_dtype=self.fast.text_torch_dtype)
         except CheckpointError as exc:
             raise ModelLoadError(str(exc)) from exc
         except Exception as exc:  # diffusers/safetensors errors are not sentences on their own
