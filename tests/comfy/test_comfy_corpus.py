@@ -16,8 +16,8 @@ from .corpus_helpers import SOURCES, corpus_files, import_file, runnable, save_e
 from .helpers import PACKS
 
 #: Measured: files that import, and of those the ones that run. Raise, never lower.
-IMPORT_FLOOR = 32
-RUN_FLOOR = 31
+IMPORT_FLOOR = 36
+RUN_FLOOR = 36
 
 
 @pytest.fixture(scope="module")
