@@ -1,8 +1,9 @@
 """ControlNet hint preprocessors that need no model weights: ComfyUI's own
-Canny, and comfyui_controlnet_aux's CannyEdgePreprocessor and TilePreprocessor.
-It needs torch, numpy and OpenCV (opencv-python-headless), never diffusers.
+Canny, and comfyui_controlnet_aux's CannyEdgePreprocessor, TilePreprocessor,
+BinaryPreprocessor and ColorPreprocessor. It needs torch, numpy and OpenCV
+(opencv-python-headless), never diffusers.
 
-``edges.py`` and ``tile.py`` compute the hints, ``nodes.py`` declares the
+``edges.py``, ``tile.py`` and ``tones.py`` compute the hints, ``nodes.py`` declares the
 nodes, ``comfy_map.py`` is the ComfyUI import/export table. Preprocessors
 that run a network (depth, line art, normals, pose, segmentation) are not
 here: ComfyUI files using them import with a "no lcmgraph equivalent" error

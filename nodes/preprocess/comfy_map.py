@@ -19,6 +19,8 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
                                    "Canny Edge"),
     # TileDetector never reads resolution: dropped on import, left out on export.
     "TilePreprocessor": _same("TilePreprocessor", ("pyrUp_iters", "resolution"), "Tile", ignore=("resolution",)),
+    "BinaryPreprocessor": _same("BinaryPreprocessor", ("bin_threshold", "resolution"), "Binary Lines"),
+    "ColorPreprocessor": _same("ColorPreprocessor", ("resolution",), "Color Pallete"),
 }
 
 __all__ = ["COMFY_MAPPINGS"]

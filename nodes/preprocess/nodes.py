@@ -6,7 +6,7 @@ from __future__ import annotations
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from . import edges, tile
+from . import edges, tile, tones
 from .pixels import to_image, to_uint8
 
 #: controlnet_aux's resolution widget (create_node_input_types): the detect size's shorter side.
@@ -78,4 +78,32 @@ class TilePreprocessor(Node):
         return {"image": to_image([tile.tile_blur(to_uint8(one), pyrUp_iters) for one in image])}
 
 
-NODES = [Canny, CannyEdgePreprocessor, TilePreprocessor]
+class BinaryPreprocessor(Node):
+    """comfyui_controlnet_aux's Binary Lines: white where the grey image is
+    brighter than ``bin_threshold`` (0 or 255: Otsu's threshold), black elsewhere."""
+
+    category = "image/preprocessors"
+    inputs = (
+        Input("image", T.IMAGE),
+        Input("bin_threshold", T.INT, default=100, min=0, max=255),
+        _RESOLUTION,
+    )
+    outputs = (Output("image", T.IMAGE),)
+
+    def execute(self, ctx, image, bin_threshold, resolution):
+        return {"image": to_image([tones.binary(to_uint8(one), bin_threshold, resolution) for one in image])}
+
+
+class ColorPreprocessor(Node):
+    """comfyui_controlnet_aux's Color Pallete (T2I colour adapter): the image as
+    blocks of 64x64 pixels of one colour, at ``resolution`` (the shorter side)."""
+
+    category = "image/preprocessors"
+    inputs = (Input("image", T.IMAGE), _RESOLUTION)
+    outputs = (Output("image", T.IMAGE),)
+
+    def execute(self, ctx, image, resolution):
+        return {"image": to_image([tones.color(to_uint8(one), resolution) for one in image])}
+
+
+NODES = [Canny, CannyEdgePreprocessor, TilePreprocessor, BinaryPreprocessor, ColorPreprocessor]

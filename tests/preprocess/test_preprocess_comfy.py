@@ -27,6 +27,8 @@ def _api(class_type: str, **inputs) -> dict:
     ("CannyEdgePreprocessor", {"low_threshold": 80, "high_threshold": 250, "resolution": 1472},
      {"low_threshold": 80, "high_threshold": 250, "resolution": 1472}),
     ("TilePreprocessor", {"pyrUp_iters": 3, "resolution": 512}, {"pyrUp_iters": 3}),  # TileDetector ignores it
+    ("BinaryPreprocessor", {"bin_threshold": 90, "resolution": 640}, {"bin_threshold": 90, "resolution": 640}),
+    ("ColorPreprocessor", {"resolution": 512}, {"resolution": 512}),
 ])
 def test_preprocessors_import_and_export_under_their_names(registry, class_type, comfy, ours):
     doc = load_any(_api(class_type, **comfy), registry)

@@ -123,3 +123,27 @@ def test_tile_refuses_images_too_small_for_its_iterations():
     with pytest.raises(ValueError, match="too small for pyrUp_iters 7"):
         run(nodes.TilePreprocessor, image=torch.rand(1, 70, 70, 3), pyrUp_iters=7)
     assert tile.tile_size(31, 96) == (0, 128)  # why: a side under 32 rounds to 0
+
+
+# -- controlnet_aux's BinaryPreprocessor and ColorPreprocessor --------------------------
+def test_binary_is_white_above_the_threshold_on_opencvs_grey():
+    image = torch.zeros(1, 64, 64, 3)
+    image[:, :, 32:, 0] = (200 + 0.5) / 255  # red 200: OpenCV grey 0.299 * 200 = 60
+    low = run(nodes.BinaryPreprocessor, image=image, bin_threshold=50, resolution=64)
+    high = run(nodes.BinaryPreprocessor, image=image, bin_threshold=70, resolution=64)
+    assert low.shape == (1, 64, 64, 3)
+    assert low[0, :, 32:].eq(1).all() and low[0, :, :32].eq(0).all() and high.eq(0).all()
+    otsu = run(nodes.BinaryPreprocessor, image=image, bin_threshold=0, resolution=64)
+    assert torch.equal(otsu, low)  # Otsu splits the two tones
+
+
+def test_color_is_blocks_of_64_pixels_at_the_detect_size():
+    image = torch.rand(1, 96, 160, 3, generator=torch.Generator().manual_seed(4))
+    out = run(nodes.ColorPreprocessor, image=image, resolution=128)
+    assert out.shape == (1, 128, 213, 3)  # shorter side 128, 160 * 128 / 96 = 213.3
+    pixels = np.asarray(image[0].numpy() * 255.0, dtype=np.uint8)
+    resized = cv2.resize(pixels, (213, 128), interpolation=cv2.INTER_AREA)
+    blocks = cv2.resize(resized, (3, 2), interpolation=cv2.INTER_CUBIC)
+    expected = cv2.resize(blocks, (213, 128), interpolation=cv2.INTER_NEAREST)
+    assert np.array_equal((out[0].numpy() * 255).round().astype(np.uint8), expected)
+    assert len(np.unique(expected.reshape(-1, 3), axis=0)) <= 6
