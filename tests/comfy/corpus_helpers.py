@@ -128,13 +128,13 @@ def _shrink_steps(inputs: dict, nodes: dict) -> None:
         if isinstance(value, int) and value < steps:
             inputs[name] = value * STEPS // steps
         elif isinstance(value, dict) and nodes[value["link"][0]]["type"] == "Int":
-            # A split step shared through a value node: strictly inside the shrunk run, for both halves.
+            # A split step shared through a value node: strictly inside the shrunk run, for both halves
+            # (idempotent: the second sampler reading it finds it in range already).
             source = nodes[value["link"][0]]["inputs"]
             if isinstance(source["value"], int) and 0 < source["value"] < steps:
                 source["value"] = max(1, min(STEPS - 1, round(source["value"] * STEPS / steps)))
-    if not all(isinstance(inputs.get(n, 0), int) for n in ("start_step", "end_step")):
-        return
-    if inputs.get("end_step", STEPS) <= inputs.get("start_step", 0):
-        inputs["end_step"] = inputs.get("start_step", 0) + 1
+    start, end = inputs.get("start_step", 0), inputs.get("end_step", STEPS)
+    if isinstance(start, int) and isinstance(end, int) and end <= start:
+        inputs["end_step"] = start + 1
     if isinstance(inputs.get("denoise"), float | int) and inputs["denoise"] * STEPS < 1:
         inputs["denoise"] = 1.0 / STEPS
