@@ -21,6 +21,8 @@ from .widgets import frontend_only
 #: prefix, which no pack registers: the editor shows them as missing, and a
 #: ComfyUI class named like an lcmgraph node cannot be mistaken for it.
 PLACEHOLDER_PREFIX = "comfy:"
+#: lcmgraph's value nodes (the core pack's): ``ImportContext.constant`` reads through them.
+VALUE_NODES = frozenset({"Int", "Float", "String", "Boolean"})
 _OMIT = object()
 _MISSING = object()
 
@@ -46,6 +48,35 @@ class ImportContext:
         if isinstance(value, Ref):
             raise ConversionError(f"input {name!r} must be a value, not a link from node {value.node}, "
                                   "for lcmgraph to convert it")
+        return value
+
+    def constant(self, node: ComfyNode, name: str, default: Any = _MISSING) -> Any:
+        """Like ``literal``, but an input linked from a value node (PrimitiveInt and
+        the like: a node whose conversion is one of VALUE_NODES with a literal
+        ``value``) gives that value, for the conversion to compute with; the
+        caller keeps the link where it passes the value on unchanged."""
+        value = node.inputs.get(name, default)
+        if isinstance(value, Ref):
+            found = self._value_of(value)
+            if found is not _MISSING:
+                return found
+        return self.literal(node, name, default)
+
+    def _value_of(self, ref: Ref) -> Any:
+        source = self.graph.nodes.get(ref.node)
+        mapping = self.mappings.get(source.class_type) if source is not None else None
+        if mapping is None or mapping.node not in VALUE_NODES:
+            return _MISSING
+        current = self.current
+        try:
+            result = mapping.convert(self, source) if mapping.convert else default_convert(mapping, source.inputs)
+        except ConversionError:
+            return _MISSING
+        finally:
+            self.current = current
+        value = result.inputs.get("value", _MISSING)
+        if result.type not in VALUE_NODES or result.outputs.get(ref.index) != "value" or isinstance(value, Ref):
+            return _MISSING
         return value
 
     def note(self, text: str) -> None:

@@ -122,6 +122,10 @@ class Sampler(Node):
     start_step / end_step run part of the schedule for base -> refiner: a run
     that stops early returns the latent with its leftover noise, and a run that
     starts late (start_step > 0) takes such a latent and adds no noise.
+    add_noise off makes the noise zeros (ComfyUI's add_noise disable): a run
+    from step 0 then starts from the latent as it is, at the first timestep.
+    euler_cfg_pp / euler_ancestral_cfg_pp are ComfyUI's CFG++ samplers
+    (models/cfg_pp.py): they run the negative prompt at every cfg.
     """
 
     category = "sampling"
@@ -148,6 +152,9 @@ class Sampler(Node):
               description="the UNet's prediction type; auto: the checkpoint's"),
         Input("original_inference_steps", T.INT, default=50, min=1, max=1000,
               description="lcm / tcd: the grid their few steps are taken from"),
+        Input("add_noise", T.BOOLEAN, default=True,
+              description="off: no noise at the start, the latent is the sample at the first step's noise level "
+                          "(ComfyUI KSamplerAdvanced add_noise disable); a run from start_step > 0 adds none anyway"),
     )
     outputs = (Output("latent", T.LATENT),)
     batch_inputs = ("seed", "cfg", "eta")
@@ -199,7 +206,8 @@ class Sampler(Node):
 
     @staticmethod
     def request(model, positive, negative, latent, seed, scheduler, steps, cfg, denoise, start_step, end_step,
-                eta, schedule="auto", timesteps="", sigmas="", prediction="auto", original_inference_steps=50):
+                eta, schedule="auto", timesteps="", sigmas="", prediction="auto", original_inference_steps=50,
+                add_noise=True):
         custom_t = tuple(schedules.parse_list(timesteps, int)) if timesteps.strip() else None
         custom_s = tuple(schedules.parse_list(sigmas, float)) if sigmas.strip() else None
         if custom_t or custom_s:
@@ -208,7 +216,7 @@ class Sampler(Node):
             model, positive, negative, latent, seed, steps, cfg, scheduler=scheduler, denoise=denoise,
             start_step=start_step, end_step=end_step, eta=schedules.resolve_eta(scheduler, eta),
             strength_mode="truncate", original_inference_steps=original_inference_steps, schedule=schedule,
-            prediction=prediction, timesteps=custom_t, sigmas=custom_s,
+            prediction=prediction, timesteps=custom_t, sigmas=custom_s, add_noise=bool(add_noise),
         )
 
 

@@ -30,6 +30,22 @@ FILES = {
 }
 IMAGE = "hint.png"
 VAE = "builtin:tiny-shapes-vae"
+UPSCALER = "builtin:tiny-upscale-2x"
+#: Architecture -> the tiny embedding standing in for every ``embedding:NAME`` (``save_embeddings`` writes them).
+EMBEDDINGS = {"sd15": "tiny", "sdxl": "tiny-xl"}
+_EMBEDDING = re.compile(r"embedding:[^\s,()\[\]]+", re.IGNORECASE)
+
+
+def save_embeddings(folder: Path) -> Path:
+    """Two-vector embeddings for the tiny text encoders (width 32; SDXL's with both encoders' vectors)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = torch.randn(2, 32, generator=torch.Generator().manual_seed(0)) * 0.01
+    save_file({"emb_params": rows}, str(folder / f"{EMBEDDINGS['sd15']}.safetensors"))
+    save_file({"clip_l": rows, "clip_g": rows.clone()}, str(folder / f"{EMBEDDINGS['sdxl']}.safetensors"))
+    return folder
 
 
 def corpus_files() -> list[Path]:
@@ -70,7 +86,8 @@ def _arch(document: dict) -> str:
 def runnable(document: dict) -> dict:
     """The imported workflow on the tiny models, at SIZE pixels and at most STEPS steps."""
     doc = json.loads(json.dumps(document))
-    files = FILES[_arch(doc)]
+    arch = _arch(doc)
+    files = FILES[arch]
     for node in doc["nodes"].values():
         kind, inputs = node["type"], node["inputs"]
         literal = {k for k, v in inputs.items() if not isinstance(v, dict)}
@@ -82,6 +99,10 @@ def runnable(document: dict) -> dict:
             inputs["controlnet"] = files["controlnet"]
         elif kind == "LoadVAE":
             inputs["vae"] = VAE
+        elif kind == "UpscaleModelLoader":
+            inputs["model_name"] = UPSCALER
+        elif kind == "TextEncode" and isinstance(inputs.get("text"), str):
+            inputs["text"] = _EMBEDDING.sub(f"embedding:{EMBEDDINGS[arch]}", inputs["text"])
         elif kind in ("LoadImage", "LoadImageMask"):
             inputs["image"] = IMAGE
         elif kind in ("EmptyLatent", "EmptyImage", "SolidMask"):
@@ -93,11 +114,11 @@ def runnable(document: dict) -> dict:
         elif kind in ("LatentUpscaleBy", "ImageScaleBy") and "scale_by" in literal:
             inputs["scale_by"] = min(inputs["scale_by"], 1.5)
         elif kind in ("LCMSampler", "Sampler") and "steps" in literal:
-            _shrink_steps(inputs)
+            _shrink_steps(inputs, doc["nodes"])
     return doc
 
 
-def _shrink_steps(inputs: dict) -> None:
+def _shrink_steps(inputs: dict, nodes: dict) -> None:
     steps = inputs["steps"]
     if steps <= STEPS:
         return
@@ -106,7 +127,14 @@ def _shrink_steps(inputs: dict) -> None:
         value = inputs.get(name)
         if isinstance(value, int) and value < steps:
             inputs[name] = value * STEPS // steps
-    if inputs.get("end_step", STEPS) <= inputs.get("start_step", 0):
-        inputs["end_step"] = inputs.get("start_step", 0) + 1
+        elif isinstance(value, dict) and nodes[value["link"][0]]["type"] == "Int":
+            # A split step shared through a value node: strictly inside the shrunk run, for both halves
+            # (idempotent: the second sampler reading it finds it in range already).
+            source = nodes[value["link"][0]]["inputs"]
+            if isinstance(source["value"], int) and 0 < source["value"] < steps:
+                source["value"] = max(1, min(STEPS - 1, round(source["value"] * STEPS / steps)))
+    start, end = inputs.get("start_step", 0), inputs.get("end_step", STEPS)
+    if isinstance(start, int) and isinstance(end, int) and end <= start:
+        inputs["end_step"] = start + 1
     if isinstance(inputs.get("denoise"), float | int) and inputs["denoise"] * STEPS < 1:
         inputs["denoise"] = 1.0 / STEPS

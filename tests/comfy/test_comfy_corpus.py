@@ -10,11 +10,22 @@ from collections import Counter
 
 import pytest
 
-from .corpus_helpers import SOURCES, corpus_files, import_file, runnable
+from lcmgraph import Engine, EngineConfig
+
+from .corpus_helpers import SOURCES, corpus_files, import_file, runnable, save_embeddings
+from .helpers import PACKS
 
 #: Measured: files that import, and of those the ones that run. Raise, never lower.
-IMPORT_FLOOR = 32
-RUN_FLOOR = 31
+IMPORT_FLOOR = 36
+RUN_FLOOR = 36
+
+
+@pytest.fixture(scope="module")
+def engine(models, tmp_path_factory):
+    """The tiny models, and tiny embeddings standing in for the ones the prompts name."""
+    tmp = tmp_path_factory.mktemp("corpus")
+    return Engine(EngineConfig(home=tmp / "home", models_dir=models, output_dir=tmp / "out", plugins_from_env=False,
+                               plugin_dirs=PACKS, device="cpu", folders={"embeddings": [save_embeddings(tmp / "emb")]}))
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,9 @@ def _sampler_doc(**inputs) -> dict:
     ({"scheduler": "lcm", "steps": 4}, "KSamplerAdvanced", {"add_noise": "enable", "start_at_step": 0, "steps": 4,
                                                             "sampler_name": "lcm", "scheduler": "sgm_uniform"}),
     ({"scheduler": "dpmpp_2m_karras"}, "KSampler", {"sampler_name": "dpmpp_2m", "scheduler": "karras"}),
+    ({"add_noise": False}, "KSamplerAdvanced", {"add_noise": "disable", "start_at_step": 0, "end_at_step": 10000,
+                                                "return_with_leftover_noise": "disable"}),
+    ({"scheduler": "euler_cfg_pp", "cfg": 1.5}, "KSampler", {"sampler_name": "euler_cfg_pp", "cfg": 1.5}),
 ])
 def test_sampler_exports_and_comes_back(registry, inputs, class_type, comfy):
     doc = _sampler_doc(**inputs)

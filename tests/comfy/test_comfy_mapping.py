@@ -166,6 +166,8 @@ def _advanced(**inputs):
     ({}, {"steps": 10, "denoise": 1.0, "start_step": 0, "end_step": 10000}),
     ({"end_at_step": 6, "return_with_leftover_noise": "enable"}, {"steps": 10, "denoise": 1.0, "start_step": 0, "end_step": 6}),
     ({"add_noise": "disable", "start_at_step": 6}, {"steps": 10, "denoise": 1.0, "start_step": 6, "end_step": 10000}),
+    # No noise from step 0: ComfyUI's zero noise, Sampler's add_noise off.
+    ({"add_noise": "disable"}, {"steps": 10, "denoise": 1.0, "start_step": 0, "add_noise": False}),
     # Noise added at step 3: Sampler's truncated schedule, which starts there.
     ({"start_at_step": 3}, {"steps": 10, "denoise": 0.7, "start_step": 0, "end_step": 10000}),
     ({"start_at_step": 3, "end_at_step": 8, "return_with_leftover_noise": "enable"},
@@ -187,8 +189,6 @@ def test_ksampler_advanced_lcm_is_the_general_sampler_with_lcm(registry):
 
 
 @pytest.mark.parametrize("inputs, message", [
-    ({"add_noise": "disable"}, "add_noise 'disable' with start_at_step 0 has no lcmgraph equivalent (lcmgraph's "
-                               "Sampler adds noise whenever it starts at step 0)"),
     ({"end_at_step": 6}, "return_with_leftover_noise 'disable' with end_at_step 6 below steps 10: ComfyUI then "
                          "denoises fully in its last step, lcmgraph's Sampler returns the leftover noise; set "
                          "return_with_leftover_noise to 'enable'"),
@@ -197,6 +197,30 @@ def test_ksampler_advanced_lcm_is_the_general_sampler_with_lcm(registry):
 ])
 def test_ksampler_advanced_without_equivalent(registry, inputs, message):
     assert _error(registry, _advanced(**inputs)) == [f"node 3 (KSamplerAdvanced): {message}"]
+
+
+def test_ksampler_advanced_steps_from_value_nodes_stay_links(registry):
+    """The split step of a base -> refiner pair is often one PrimitiveInt feeding both samplers."""
+    api = _advanced(start_at_step=["20", 0], add_noise="disable")
+    api["20"] = {"class_type": "PrimitiveInt", "inputs": {"value": 6}}
+    node = _sampler(registry, api)
+    assert node["inputs"]["start_step"] == {"link": ["20", "value"]}
+    assert "add_noise" not in node["inputs"]  # disable after step 0: Sampler adds none anyway
+    api = _advanced(end_at_step=["20", 0], return_with_leftover_noise="enable", steps=["21", 0])
+    api.update({"20": {"class_type": "PrimitiveInt", "inputs": {"value": 6}},
+                "21": {"class_type": "PrimitiveInt", "inputs": {"value": 10}}})
+    node = _sampler(registry, api)
+    assert (node["inputs"]["end_step"], node["inputs"]["steps"]) == ({"link": ["20", "value"]}, {"link": ["21", "value"]})
+
+
+def test_ksampler_advanced_refuses_to_change_a_linked_step(registry):
+    api = _advanced(start_at_step=["20", 0])  # noise added at step 3: the start becomes Sampler's denoise
+    api["20"] = {"class_type": "PrimitiveInt", "inputs": {"value": 3}}
+    assert _error(registry, api) == [
+        "node 3 (KSamplerAdvanced): input 'start_at_step' comes from node 20 and lcmgraph's conversion changes it "
+        "(3 -> 0); give it as a value"]
+    api["20"] = {"class_type": "VAEDecode", "inputs": {}}  # not a value node: refused as before
+    assert "must be a value, not a link from node 20" in _error(registry, api)[0]
 
 
 # -- other classes --------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import replace
 from lcmgraph.comfy import SEED_CONTROL, ComfyMapping, Through
 
 from . import conditioning as cond
-from . import custom, models, samplers
+from . import custom, models, samplers, third_party
 from .latents import LATENTS
 from .merging import MERGING, UNSUPPORTED
 
@@ -91,6 +91,8 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     **UNSUPPORTED,
     # SamplerCustom(Advanced) and the sampler / sigmas / noise / guider nodes they read.
     **custom.MAPPINGS,
+    # Single nodes of third-party packs with an exact lcmgraph meaning (WAS Seed, YANC's > Save Image).
+    **third_party.MAPPINGS,
 }
 
 __all__ = ["COMFY_MAPPINGS"]

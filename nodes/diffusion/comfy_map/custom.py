@@ -131,11 +131,11 @@ def _custom_timesteps(sampler: str, timesteps: list[int], where: str) -> dict:
 
 
 def _noise(add: bool, out: dict) -> dict:
-    """SamplerCustom's add_noise against Sampler's rule: noise exactly when it starts at step 0."""
+    """SamplerCustom's add_noise against Sampler's rule: noise exactly when it starts at step 0
+    (or never with add_noise off, ComfyUI's zero noise)."""
     start = out.get("start_step", 0)
     if not add and start == 0:
-        raise ConversionError("add_noise off from the first step has no lcmgraph equivalent (lcmgraph's Sampler "
-                              "adds noise whenever it starts at step 0)")
+        out["add_noise"] = False
     if add and start > 0:  # noise added at a later step: the truncated schedule of Sampler's denoise
         steps = out["steps"]
         out["denoise"] = keep_fraction(steps - start, steps)

@@ -15,8 +15,10 @@ are called:
   ComfyUI's ``denoise`` d with S steps runs the last S steps of an
   int(S/d)-step schedule; Sampler truncates its own schedule, so it gets
   steps int(S/d) and the denoise that keeps exactly S of them (``truncation``).
-* KSamplerAdvanced <-> Sampler with start/end steps (base -> refiner); the
-  add_noise / leftover-noise combinations Sampler cannot express are refused.
+* KSamplerAdvanced <-> Sampler with start/end steps (base -> refiner) and
+  add_noise (disable at step 0: Sampler's add_noise off); the leftover-noise
+  combinations Sampler cannot express are refused. Steps linked from value
+  nodes (PrimitiveInt) are read through them and stay links.
 * On export, schedule ``auto`` (the checkpoint's spacing, unknown to ComfyUI)
   is written as ddim_uniform and marked in ``_meta`` to come back as auto;
   Sampler tcd becomes ComfyUI-TCD's node feeding SamplerCustom.
@@ -188,28 +190,41 @@ def ksampler(ctx, node) -> Converted:
 
 def ksampler_advanced(ctx, node) -> Converted:
     ours, inputs = _sampler_common(ctx, node, "noise_seed")
-    lit = lambda name, default: ctx.literal(node, name, default)  # noqa: E731
-    steps, start, end = ctx.literal(node, "steps"), lit("start_at_step", 0), lit("end_at_step", END_ALL)
-    add_noise, leftover = lit("add_noise", "enable"), lit("return_with_leftover_noise", "disable")
+    # Steps may come from value nodes (PrimitiveInt): read for the decisions, linked where passed on as they are.
+    const = lambda name, default: ctx.constant(node, name, default)  # noqa: E731
+    steps, start, end = const("steps", None), const("start_at_step", 0), const("end_at_step", END_ALL)
+    add_noise, leftover = const("add_noise", "enable"), const("return_with_leftover_noise", "disable")
     for name, value in (("add_noise", add_noise), ("return_with_leftover_noise", leftover)):
         if value not in ("enable", "disable"):
             raise ConversionError(f"{name} {value!r} is neither 'enable' nor 'disable'")
+    for name, value in (("steps", steps), ("start_at_step", start), ("end_at_step", end)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConversionError(f"{name} {value!r} is not a whole number")
     if leftover == "disable" and end < steps:
         raise ConversionError(f"return_with_leftover_noise 'disable' with end_at_step {end} below steps {steps}: "
                               "ComfyUI then denoises fully in its last step, lcmgraph's Sampler returns the "
                               "leftover noise; set return_with_leftover_noise to 'enable'")
-    denoise = 1.0
+    denoise, noise = 1.0, None
+    start_out, end_out = start, end
     if add_noise == "disable" and start == 0:
-        raise ConversionError("add_noise 'disable' with start_at_step 0 has no lcmgraph equivalent "
-                              "(lcmgraph's Sampler adds noise whenever it starts at step 0)")
+        noise = False  # ComfyUI's zero noise: the latent itself at the first sigma
     if add_noise == "enable" and start > 0:
         # Noise added at a later step: the truncated schedule of Sampler's denoise.
         if start >= steps:
             raise ConversionError(f"start_at_step {start} leaves none of the {steps} steps")
-        denoise, end = keep_fraction(steps - start, steps), (end - start if end < steps else END_ALL)
-        start = 0
-    inputs.update(present(scheduler=ours, steps=steps, cfg=node.inputs.get("cfg"), denoise=denoise,
-                          start_step=start, end_step=end))
+        denoise, end_out = keep_fraction(steps - start, steps), (end - start if end < steps else END_ALL)
+        start_out = 0
+    def keep(name, value, out):
+        """The input as ComfyUI has it (a link stays a link) where the conversion passes it on unchanged."""
+        given = node.inputs.get(name, out)
+        if isinstance(given, Ref) and out != value:
+            raise ConversionError(f"input {name!r} comes from node {given.node} and lcmgraph's conversion changes "
+                                  f"it ({value} -> {out}); give it as a value")
+        return given if out == value else out
+
+    inputs.update(present(scheduler=ours, steps=node.inputs.get("steps"), cfg=node.inputs.get("cfg"),
+                          denoise=denoise, start_step=keep("start_at_step", start, start_out),
+                          end_step=keep("end_at_step", end, end_out), add_noise=noise))
     return Converted("Sampler", inputs, {0: "latent"})
 
 
@@ -305,7 +320,10 @@ def export_sampler(ctx, spec) -> None:
         raise ConversionError(f"original_inference_steps {ois!r}: ComfyUI's LCM schedule always uses {LCM_ORIGINAL_STEPS}")
     v = lambda name: ctx.ref(ctx.value(spec, name))  # noqa: E731
     denoise, start, end = (ctx.value(spec, n) for n in ("denoise", "start_step", "end_step"))
-    if scheduler != "lcm" and denoise == 1 and start == 0 and end == END_ALL:
+    add_noise = ctx.value(spec, "add_noise") if spec.type == "Sampler" else True
+    if not isinstance(add_noise, bool):
+        raise ConversionError("input 'add_noise' must be a value, not a link, for the ComfyUI export")
+    if scheduler != "lcm" and denoise == 1 and start == 0 and end == END_ALL and add_noise:
         inputs = _sampler_inputs(ctx, spec, scheduler)  # the plain case: steps may stay a link
         inputs.update(seed=v("seed"), steps=v("steps"), cfg=v("cfg"), denoise=1.0)
         ctx.emit(spec.id, "KSampler", inputs, ctx.title(spec.id))
@@ -317,7 +335,7 @@ def export_sampler(ctx, spec) -> None:
     if keep == 0:
         raise ConversionError(f"denoise {denoise} leaves none of the {steps} steps")
     inputs = _sampler_inputs(ctx, spec, scheduler)
-    if scheduler != "lcm" and start == 0 and end >= keep:
+    if scheduler != "lcm" and start == 0 and end >= keep and add_noise:
         # KSampler's denoise runs all its steps of a longer schedule; ours keeps `keep` of `steps`.
         comfy_d = 1.0 if keep == steps else comfy_denoise(keep, steps)
         inputs.update(seed=v("seed"), steps=keep, cfg=v("cfg"), denoise=comfy_d)
@@ -326,7 +344,7 @@ def export_sampler(ctx, spec) -> None:
         # LCM's schedule comes from ModelSamplingDiscrete, whose KSampler denoise differs: always Advanced.
         begin = steps - keep  # truncated steps come first in ComfyUI's full schedule
         early = end < keep
-        inputs.update(add_noise="enable" if start == 0 else "disable", noise_seed=v("seed"), steps=steps,
+        inputs.update(add_noise="enable" if start == 0 and add_noise else "disable", noise_seed=v("seed"), steps=steps,
                       cfg=v("cfg"), start_at_step=begin + start, end_at_step=begin + end if early else END_ALL,
                       return_with_leftover_noise="enable" if early else "disable")
         ctx.emit(spec.id, "KSamplerAdvanced", inputs, ctx.title(spec.id))

@@ -46,7 +46,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from . import schedules
+from . import cfg_pp, schedules
 from .control import ControlRunner
 from .interrupt import checked_inside
 from .manager import SERVICE
@@ -92,6 +92,9 @@ class SampleRequest:
     #: Custom timesteps / sigmas (with the final sigma) replacing the schedule; steps = their count.
     timesteps: tuple[int, ...] | None = None
     sigmas: tuple[float, ...] | None = None
+    #: False: ComfyUI's add_noise disable: the noise is zeros, so a run from step 0 starts from the
+    #: latent itself at the first timestep (add_noise of zeros: the scheduler's own scaling).
+    add_noise: bool = True
 
 
 def make_scheduler(req: SampleRequest, config: dict):
@@ -290,10 +293,12 @@ def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
     if start > 0:  # resuming a partly denoised latent (base -> refiner)
         latents = init.to(device=device, dtype=dtype)
         if mask is not None:
-            noise = torch.randn(init.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+            noise = _initial_noise(req, init.shape, generator, device, dtype)
     else:
-        noise = torch.randn(init.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
-        if req.denoise >= 1.0 and (mask is not None or concat is not None or not bool(init.any())):
+        noise = _initial_noise(req, init.shape, generator, device, dtype)
+        if not req.add_noise:  # ComfyUI's noise_scaling(sigma, zeros, latent): the latent is x at the first sigma
+            latents = scheduler.add_noise(init.to(device=device, dtype=dtype), noise, timesteps[:1].repeat(batch))
+        elif req.denoise >= 1.0 and (mask is not None or concat is not None or not bool(init.any())):
             latents = noise * scheduler.init_noise_sigma
         else:
             first = timesteps[:1].repeat(batch)
@@ -307,6 +312,14 @@ def _prepare(req: SampleRequest, loaded: Any, cfg: bool, device, dtype) -> _Run:
     source = None if mask is None else init.to(device=device, dtype=dtype)
     return _Run(req, scheduler, (timesteps, start, end), extra, latents, embeds, added, timestep_cond,
                 mask, source, noise, concat)
+
+
+def _initial_noise(req: SampleRequest, shape, generator, device, dtype):
+    import torch
+
+    if not req.add_noise:
+        return torch.zeros(shape, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
 def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
@@ -324,7 +337,11 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
         _check_arch("negative", req.negative, loaded.arch)
     unet = loaded.unet
     device, dtype = unet.device, unet.dtype
-    modes = {req.guidance > 1.0 and unet.config.time_cond_proj_dim is None for req in reqs}
+    plus = SCHEDULERS[reqs[0].scheduler].cfg_pp  # CFG++ needs the unconditional pass at every cfg
+    if plus and unet.config.time_cond_proj_dim is not None:
+        raise ValueError(f"sampler {reqs[0].scheduler} needs an unconditional prediction, which this UNet "
+                         "(an LCM-distilled one, guidance embedded) does not make; use euler")
+    modes = {(plus or req.guidance > 1.0) and unet.config.time_cond_proj_dim is None for req in reqs}
     if len(modes) > 1:
         return None
     cfg = modes.pop()
@@ -368,7 +385,10 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
                 if cfg:
                     uncond, cond = own, noise_pred[total + o:total + o + n]
                     own = rescale_cfg(uncond + r.req.guidance * (cond - uncond), cond, r.req.model.rescale_cfg)
-                out = r.scheduler.step(own, t, r.latents, **r.extra, return_dict=True)
+                if plus:
+                    out = cfg_pp.step(r.scheduler, own, uncond, t, r.latents, **r.extra)
+                else:
+                    out = r.scheduler.step(own, t, r.latents, **r.extra, return_dict=True)
                 r.latents = out.prev_sample
                 if r.mask is not None:
                     r.latents = _keep_unmasked(r, timesteps, start + i + 1)

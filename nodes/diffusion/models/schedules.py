@@ -84,6 +84,9 @@ class SamplerSpec:
     no_prediction: tuple[str, ...] = ()
     #: Smallest step count it runs (multistep solvers of higher order need more).
     min_steps: int = 1
+    #: CFG++: steps towards the guided x0 along the unconditional direction (models/cfg_pp.py);
+    #: the unconditional pass runs at every cfg.
+    cfg_pp: bool = False
 
     def init_keys(self) -> frozenset[str]:
         """The config keys its class takes."""
@@ -116,6 +119,14 @@ SAMPLERS: dict[str, SamplerSpec] = {
         "EulerAncestralDiscreteScheduler", sigma_schedules=False, no_prediction=("sample",),
         comfy="the same ancestral step (eta 1, s_noise 1); the added noise is drawn from the seed's generator, "
               "so the same distribution but other draws than ComfyUI's"),
+    "euler_cfg_pp": SamplerSpec(
+        "EulerDiscreteScheduler", custom_timesteps=True, custom_sigmas=True, cfg_pp=True,
+        comfy="ComfyUI's CFG++ Euler: the guided x0 as target, the unconditional prediction as direction, cfg as "
+              "given and the unconditional pass at every cfg (cfg 1 too)"),
+    "euler_ancestral_cfg_pp": SamplerSpec(
+        "EulerAncestralDiscreteScheduler", sigma_schedules=False, no_prediction=("sample",), cfg_pp=True,
+        comfy="ComfyUI's CFG++ Euler ancestral (eta 1, s_noise 1); the added noise is drawn from the seed's "
+              "generator, so the same distribution but other draws than ComfyUI's"),
     "heun": SamplerSpec(
         "HeunDiscreteScheduler", custom_timesteps=True,
         comfy="the same 2nd-order Heun step, 2 UNet passes per step except the last, as ComfyUI"),
@@ -180,7 +191,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
 
 #: ComfyUI samplers diffusers cannot run, and the closest one it can.
 UNSUPPORTED = {
-    "euler_cfg_pp": "euler", "euler_ancestral_cfg_pp": "euler_ancestral", "heunpp2": "heun",
+    "heunpp2": "heun",
     "dpm_fast": "dpmpp_2m", "dpm_adaptive": "dpmpp_2m", "dpmpp_2s_ancestral_cfg_pp": "dpmpp_2s_ancestral",
     "dpmpp_2m_cfg_pp": "dpmpp_2m", "ipndm": "deis", "ipndm_v": "deis", "res_multistep": "dpmpp_2m",
     "res_multistep_cfg_pp": "dpmpp_2m", "res_multistep_ancestral": "dpmpp_2m_sde",
