@@ -26,6 +26,31 @@ ARITHMETIC = {
                                        export=True),
 }
 
+_COND = {"conditioning": "conditioning"}
+_AREA = ("width", "height", "x", "y", "strength")
+
+
+def _region(node: str, inputs: dict, widgets: tuple[str, ...], title: str) -> ComfyMapping:
+    return ComfyMapping(node, {**inputs, **{w: w for w in widgets}}, ("conditioning",), widgets, title=title,
+                        export=True)
+
+
+#: Regional prompting (models/regions.py blends the entries as ComfyUI's sampler): one to one, both ways.
+REGIONS = {
+    "ConditioningCombine": _region("ConditioningCombine", {"conditioning_1": "conditioning_1",
+                                                           "conditioning_2": "conditioning_2"}, (),
+                                   "Conditioning (Combine)"),
+    "ConditioningSetArea": _region("ConditioningSetArea", _COND, _AREA, "Conditioning (Set Area)"),
+    "ConditioningSetAreaPercentage": _region("ConditioningSetAreaPercentage", _COND, _AREA,
+                                             "Conditioning (Set Area with Percentage)"),
+    "ConditioningSetAreaStrength": _region("ConditioningSetAreaStrength", _COND, ("strength",),
+                                           "ConditioningSetAreaStrength"),
+    "ConditioningSetMask": _region("ConditioningSetMask", {**_COND, "mask": "mask"}, ("strength", "set_cond_area"),
+                                   "Conditioning (Set Mask)"),
+    "ConditioningSetTimestepRange": _region("ConditioningSetTimestepRange", _COND, ("start", "end"),
+                                            "ConditioningSetTimestepRange"),
+}
+
 #: The masked image and mask ride on the conditioning for an inpainting (9-channel) model, as in ComfyUI.
 INPAINT = ComfyMapping(
     "InpaintModelConditioning", {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "image",
