@@ -138,10 +138,16 @@ def export_controlnet_alone(ctx, spec) -> None:
     _emit_controlnet(ctx, spec, spec.id, conditioning, conditioning)
 
 
+#: The conditioning input a node's output derives from, to find the TextEncode (and its CLIP) behind it.
+_UPSTREAM = ("conditioning", "conditioning_1", "conditioning_to")
+
+
 def empty_negative(ctx, spec, positive) -> list:
-    source = ctx.source(positive)
-    while source is not None and source.type == "ApplyControlNet":
-        source = ctx.source(ctx.value(source, "conditioning"))
+    source, seen = ctx.source(positive), set()
+    while source is not None and source.type != "TextEncode" and source.id not in seen:
+        seen.add(source.id)
+        name = next((n for n in _UPSTREAM if n in source.inputs), None)
+        source = None if name is None else ctx.source(ctx.value(source, name))
     if source is None or source.type != "TextEncode":
         raise ConversionError("ComfyUI's samplers need a negative prompt and no TextEncode behind the positive "
                               "gives a CLIP to encode an empty one with; connect a negative")
