@@ -1,7 +1,7 @@
 """Conditioning arithmetic as ComfyUI computes it: ConditioningZeroOut,
-ConditioningAverage and ConditioningConcat. (ConditioningCombine, which
-samples each conditioning separately and averages the predictions, needs
-the sampler's area/region machinery and is not here.)"""
+ConditioningAverage and ConditioningConcat act on every entry of a
+conditioning (ConditioningCombine makes several: regions.py), the
+``conditioning_from`` of the last two being its first entry, as ComfyUI's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
 from .models.values import Conditioning, match_token_lengths
+from .regions import NODES as REGION_NODES
 
 
 def _pair(to: Conditioning, source: Conditioning, what: str) -> None:
@@ -30,8 +31,11 @@ class ConditioningZeroOut(Node):
     def execute(self, ctx, conditioning: Conditioning):
         import torch
 
-        pooled = None if conditioning.pooled is None else torch.zeros_like(conditioning.pooled)
-        return {"conditioning": replace(conditioning, embeds=torch.zeros_like(conditioning.embeds), pooled=pooled)}
+        def zero(entry: Conditioning) -> Conditioning:
+            pooled = None if entry.pooled is None else torch.zeros_like(entry.pooled)
+            return replace(entry, embeds=torch.zeros_like(entry.embeds), pooled=pooled)
+
+        return {"conditioning": conditioning.map(zero)}
 
 
 class ConditioningAverage(Node):
@@ -50,19 +54,24 @@ class ConditioningAverage(Node):
     def execute(self, ctx, conditioning_to: Conditioning, conditioning_from: Conditioning, conditioning_to_strength):
         import torch
 
-        _pair(conditioning_to, conditioning_from, "average")
+        source_entry = conditioning_from.entries[0]
         strength = conditioning_to_strength
-        to, source = conditioning_to.embeds, conditioning_from.embeds[:, :conditioning_to.embeds.shape[1]]
-        if source.shape[1] < to.shape[1]:
-            pad = torch.zeros((1, to.shape[1] - source.shape[1], to.shape[2]), dtype=source.dtype)
-            source = torch.cat([source, pad], dim=1)
-        embeds = torch.mul(to, strength) + torch.mul(source, 1.0 - strength)
-        pooled_from = conditioning_from.pooled
-        pooled_to = conditioning_to.pooled if conditioning_to.pooled is not None else pooled_from
-        pooled = conditioning_to.pooled
-        if pooled_from is not None and pooled_to is not None:
-            pooled = torch.mul(pooled_to, strength) + torch.mul(pooled_from, 1.0 - strength)
-        return {"conditioning": replace(conditioning_to, embeds=embeds, pooled=pooled)}
+
+        def average(entry: Conditioning) -> Conditioning:
+            _pair(entry, source_entry, "average")
+            to, source = entry.embeds, source_entry.embeds[:, :entry.embeds.shape[1]]
+            if source.shape[1] < to.shape[1]:
+                pad = torch.zeros((1, to.shape[1] - source.shape[1], to.shape[2]), dtype=source.dtype)
+                source = torch.cat([source, pad], dim=1)
+            embeds = torch.mul(to, strength) + torch.mul(source, 1.0 - strength)
+            pooled_from = source_entry.pooled
+            pooled_to = entry.pooled if entry.pooled is not None else pooled_from
+            pooled = entry.pooled
+            if pooled_from is not None and pooled_to is not None:
+                pooled = torch.mul(pooled_to, strength) + torch.mul(pooled_from, 1.0 - strength)
+            return replace(entry, embeds=embeds, pooled=pooled)
+
+        return {"conditioning": conditioning_to.map(average)}
 
 
 class ConditioningConcat(Node):
@@ -76,14 +85,19 @@ class ConditioningConcat(Node):
     def execute(self, ctx, conditioning_to: Conditioning, conditioning_from: Conditioning):
         import torch
 
-        _pair(conditioning_to, conditioning_from, "concatenate")
-        embeds = torch.cat((conditioning_to.embeds, conditioning_from.embeds), dim=1)
-        negative = conditioning_to.default_negative
-        if negative is not None:
-            # The empty prompt CFG uses without a negative, repeated to the new
-            # length: attention over it is unchanged, and the CFG batch fits.
-            negative, embeds = match_token_lengths(negative, embeds)
-        return {"conditioning": replace(conditioning_to, embeds=embeds, default_negative=negative)}
+        source = conditioning_from.entries[0]
+
+        def concat(entry: Conditioning) -> Conditioning:
+            _pair(entry, source, "concatenate")
+            embeds = torch.cat((entry.embeds, source.embeds), dim=1)
+            negative = entry.default_negative
+            if negative is not None:
+                # The empty prompt CFG uses without a negative, repeated to the new
+                # length: attention over it is unchanged, and the CFG batch fits.
+                negative, embeds = match_token_lengths(negative, embeds)
+            return replace(entry, embeds=embeds, default_negative=negative)
+
+        return {"conditioning": conditioning_to.map(concat)}
 
 
-NODES = [ConditioningZeroOut, ConditioningAverage, ConditioningConcat]
+NODES = [ConditioningZeroOut, ConditioningAverage, ConditioningConcat, *REGION_NODES]

@@ -141,8 +141,8 @@ class InpaintModelConditioning(Node):
             samples = encode(loaded.vae, image, False, loaded.arch)
         concat = InpaintConcat(masked, mask)
         return {
-            "positive": replace(positive, inpaint=concat),
-            "negative": replace(negative, inpaint=concat),
+            "positive": positive.map(lambda entry: replace(entry, inpaint=concat)),
+            "negative": negative.map(lambda entry: replace(entry, inpaint=concat)),
             "latent": Latent(samples, noise_mask=mask if noise_mask else None),
         }
 

@@ -46,6 +46,10 @@ COMFY = {
     "LoadImageMask": ({"image", "channel"}, 1),
     "VAEEncodeForInpaint": ({"pixels", "vae", "mask", "grow_mask_by"}, 1),
     "InpaintModelConditioning": ({"positive", "negative", "vae", "pixels", "mask", "noise_mask"}, 3),
+    "ImagePadForOutpaint": ({"image", "left", "top", "right", "bottom", "feathering"}, 2),
+    "ConditioningCombine": ({"conditioning_1", "conditioning_2"}, 1),
+    "ConditioningSetArea": ({"conditioning", "width", "height", "x", "y", "strength"}, 1),
+    "ConditioningSetAreaStrength": ({"conditioning", "strength"}, 1),
 }
 
 

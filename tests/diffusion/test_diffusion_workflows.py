@@ -27,7 +27,7 @@ def test_the_examples_are_there():
 
     names = {p.name for p in WORKFLOWS}
     assert {"txt2img_lcm.json", "img2img_lcm.json", "controlnet_lcm.json", "lora_stack_lcm.json",
-            "sdxl_lcm.json", "inpaint_lcm.json"} <= names
+            "sdxl_lcm.json", "inpaint_lcm.json", "outpaint_lcm.json", "regions_lcm.json"} <= names
     assert {p.stem for p in WORKFLOWS if p.parent.name == "fewstep"} == set(PRESETS)
 
 

@@ -37,6 +37,7 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
         widgets=("width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l")),
     "CLIPSetLastLayer": models.CLIP_LAYER,
     **cond.ARITHMETIC,
+    **cond.REGIONS,
     "EmptyLatentImage": ComfyMapping(
         "EmptyLatent", {"width": "width", "height": "height", "batch_size": "batch"}, ("latent",),
         ("width", "height", "batch_size"), title="Empty Latent Image", export=True),

@@ -26,6 +26,31 @@ ARITHMETIC = {
                                        export=True),
 }
 
+_COND = {"conditioning": "conditioning"}
+_AREA = ("width", "height", "x", "y", "strength")
+
+
+def _region(node: str, inputs: dict, widgets: tuple[str, ...], title: str) -> ComfyMapping:
+    return ComfyMapping(node, {**inputs, **{w: w for w in widgets}}, ("conditioning",), widgets, title=title,
+                        export=True)
+
+
+#: Regional prompting (models/regions.py blends the entries as ComfyUI's sampler): one to one, both ways.
+REGIONS = {
+    "ConditioningCombine": _region("ConditioningCombine", {"conditioning_1": "conditioning_1",
+                                                           "conditioning_2": "conditioning_2"}, (),
+                                   "Conditioning (Combine)"),
+    "ConditioningSetArea": _region("ConditioningSetArea", _COND, _AREA, "Conditioning (Set Area)"),
+    "ConditioningSetAreaPercentage": _region("ConditioningSetAreaPercentage", _COND, _AREA,
+                                             "Conditioning (Set Area with Percentage)"),
+    "ConditioningSetAreaStrength": _region("ConditioningSetAreaStrength", _COND, ("strength",),
+                                           "ConditioningSetAreaStrength"),
+    "ConditioningSetMask": _region("ConditioningSetMask", {**_COND, "mask": "mask"}, ("strength", "set_cond_area"),
+                                   "Conditioning (Set Mask)"),
+    "ConditioningSetTimestepRange": _region("ConditioningSetTimestepRange", _COND, ("start", "end"),
+                                            "ConditioningSetTimestepRange"),
+}
+
 #: The masked image and mask ride on the conditioning for an inpainting (9-channel) model, as in ComfyUI.
 INPAINT = ComfyMapping(
     "InpaintModelConditioning", {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "image",
@@ -113,10 +138,16 @@ def export_controlnet_alone(ctx, spec) -> None:
     _emit_controlnet(ctx, spec, spec.id, conditioning, conditioning)
 
 
+#: The conditioning input a node's output derives from, to find the TextEncode (and its CLIP) behind it.
+_UPSTREAM = ("conditioning", "conditioning_1", "conditioning_to")
+
+
 def empty_negative(ctx, spec, positive) -> list:
-    source = ctx.source(positive)
-    while source is not None and source.type == "ApplyControlNet":
-        source = ctx.source(ctx.value(source, "conditioning"))
+    source, seen = ctx.source(positive), set()
+    while source is not None and source.type != "TextEncode" and source.id not in seen:
+        seen.add(source.id)
+        name = next((n for n in _UPSTREAM if n in source.inputs), None)
+        source = None if name is None else ctx.source(ctx.value(source, name))
     if source is None or source.type != "TextEncode":
         raise ConversionError("ComfyUI's samplers need a negative prompt and no TextEncode behind the positive "
                               "gives a CLIP to encode an empty one with; connect a negative")

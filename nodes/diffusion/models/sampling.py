@@ -51,6 +51,7 @@ from .control import ControlRunner
 from .interrupt import checked_inside
 from .manager import SERVICE
 from .preview import latent_preview
+from .regional_step import RegionalStep
 from .schedules import SAMPLERS
 from .unet_patches import rescale_cfg
 from .values import Conditioning, Latent, ModelRef, match_token_lengths
@@ -362,28 +363,37 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
             concat = torch.cat([r.concat for r in runs])
             concat = torch.cat([concat, concat]) if cfg else concat
         shape = (sum(sizes), *runs[0].latents.shape[1:])
-        controls = ControlRunner(ctx, manager, loaded, reqs[0].positive.controls, shape, sum(sizes), cfg,
-                                 len(timesteps))
+        regional = None  # conditionings with areas, masks, ranges or several entries: blended per region
+        if any(req.positive.regional or (cfg and req.negative is not None and req.negative.regional) for req in reqs):
+            regional = RegionalStep(ctx, manager, loaded, runs, cfg, len(timesteps), device, dtype)
+        else:
+            controls = ControlRunner(ctx, manager, loaded, reqs[0].positive.controls, shape, sum(sizes), cfg,
+                                     len(timesteps))
 
         offsets = [sum(sizes[:index]) for index in range(len(sizes))]
         total = sum(sizes)
         run = timesteps[start:end]
         for i, t in enumerate(run):
-            x = torch.cat([r.scheduler.scale_model_input(r.latents, t) for r in runs])
-            model_input = torch.cat([x, x]) if cfg else x  # _stack's layout: all negatives, then all positives
-            down, mid = controls.residuals(start + i, model_input, t, embeds, added)
-            if concat is not None:  # an inpainting UNet: the ControlNet saw the latents alone
-                model_input = torch.cat([model_input, concat], dim=1)
-            noise_pred = unet(
-                model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
-                added_cond_kwargs=added, down_block_additional_residuals=down,
-                mid_block_additional_residual=mid, return_dict=False,
-            )[0]
+            if regional is not None:
+                inputs = [r.scheduler.scale_model_input(r.latents, t) for r in runs]
+                predictions = regional.predict(unet, inputs, t, start + i)
+            else:
+                x = torch.cat([r.scheduler.scale_model_input(r.latents, t) for r in runs])
+                model_input = torch.cat([x, x]) if cfg else x  # _stack's layout: all negatives, then all positives
+                down, mid = controls.residuals(start + i, model_input, t, embeds, added)
+                if concat is not None:  # an inpainting UNet: the ControlNet saw the latents alone
+                    model_input = torch.cat([model_input, concat], dim=1)
+                noise_pred = unet(
+                    model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
+                    added_cond_kwargs=added, down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid, return_dict=False,
+                )[0]
+                predictions = [(noise_pred[o:o + n], noise_pred[total + o:total + o + n]) if cfg
+                               else (None, noise_pred[o:o + n]) for o, n in zip(offsets, sizes, strict=True)]
             previews = []
-            for r, o, n in zip(runs, offsets, sizes, strict=True):
-                own = noise_pred[o:o + n]
+            for r, (uncond, own) in zip(runs, predictions, strict=True):
                 if cfg:
-                    uncond, cond = own, noise_pred[total + o:total + o + n]
+                    cond = own
                     own = rescale_cfg(uncond + r.req.guidance * (cond - uncond), cond, r.req.model.rescale_cfg)
                 if plus:
                     out = cfg_pp.step(r.scheduler, own, uncond, t, r.latents, **r.extra)

@@ -191,9 +191,48 @@ class Conditioning:
     controls: tuple[ControlHint, ...] = ()
     #: An inpainting UNet's extra input (InpaintModelConditioning); other UNets ignore it.
     inpaint: InpaintConcat | None = None
+    # -- where and when this entry acts (ComfyUI's area, strength, mask, start/end_percent) --
+    #: ("latent", h, w, y, x) in latent cells (ConditioningSetArea: pixels // 8) or
+    #: ("fraction", h, w, y, x) of the latent (ConditioningSetAreaPercentage); None: everywhere.
+    area: tuple | None = None
+    strength: float = 1.0
+    #: MASK ``[B, H, W]`` in 0..1 weighting this entry's prediction (ConditioningSetMask), any size.
+    mask: Any = None
+    mask_strength: float = 1.0
+    #: The mask's bounding box becomes the area (ConditioningSetMask's "mask bounds").
+    mask_bounds: bool = False
+    #: (start, end) fractions of the sampling (ConditioningSetTimestepRange); None: all of it.
+    timestep_range: tuple[float, float] | None = None
+    #: The entries after this one (ConditioningCombine): a CONDITIONING is the list
+    #: ``entries``, sampled separately and blended per region (models/regions.py).
+    others: tuple[Conditioning, ...] = ()
 
     def with_control(self, hint: ControlHint) -> Conditioning:
-        return replace(self, controls=(*self.controls, hint))
+        return self.map(lambda entry: replace(entry, controls=(*entry.controls, hint)))
+
+    @property
+    def entries(self) -> tuple[Conditioning, ...]:
+        """This conditioning as ComfyUI's list: one entry per combined prompt."""
+        if not self.others:
+            return (self,)
+        return (replace(self, others=()), *self.others)
+
+    @staticmethod
+    def combine(entries) -> Conditioning:
+        """The conditioning made of ``entries`` (each a single entry or itself combined), in order."""
+        flat = [entry for item in entries for entry in item.entries]
+        return flat[0] if len(flat) == 1 else replace(flat[0], others=tuple(flat[1:]))
+
+    def map(self, change) -> Conditioning:
+        """``change`` applied to every entry, as ComfyUI's conditioning nodes do."""
+        return Conditioning.combine([change(entry) for entry in self.entries])
+
+    @property
+    def regional(self) -> bool:
+        """Whether sampling it needs the region machinery: several entries, or an
+        area, mask, strength or timestep range on its one."""
+        return bool(self.others) or self.area is not None or self.mask is not None or self.strength != 1.0 \
+            or self.timestep_range is not None
 
 
 def match_token_lengths(*embeds):
