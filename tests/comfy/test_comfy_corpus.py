@@ -16,8 +16,8 @@ from .corpus_helpers import SOURCES, corpus_files, import_file, runnable, save_e
 from .helpers import PACKS
 
 #: Measured: files that import, and of those the ones that run. Raise, never lower.
-IMPORT_FLOOR = 36
-RUN_FLOOR = 36
+IMPORT_FLOOR = 37
+RUN_FLOOR = 37
 
 
 @pytest.fixture(scope="module")
