@@ -89,7 +89,8 @@ class Runtime:
     def free(self, unload_models: bool, free_memory: bool) -> dict[str, int]:
         """Give memory back (ComfyUI's POST /free): ``unload_models`` asks every service
         created so far that has ``unload_all()`` (the model manager) to drop what it
-        holds; ``free_memory`` empties the output cache. Counts of what went."""
+        holds; ``free_memory`` empties the output cache's memory tier (the disk tier,
+        shared between processes, stays). Counts of what went."""
         freed = {"models": 0, "cached_values": 0}
         if unload_models:
             with self._service_lock:
@@ -99,7 +100,7 @@ class Runtime:
                 if callable(unload):
                     freed["models"] += int(unload() or 0)
         if free_memory:
-            freed["cached_values"] = len(self.cache)
-            self.cache.clear()
+            freed["cached_values"] = len(self.cache.memory)
+            self.cache.memory.clear()
         gc.collect()
         return freed

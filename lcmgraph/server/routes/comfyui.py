@@ -43,6 +43,8 @@ from .files import serve_file
 
 #: prompt_ids a client may choose: a lower-case UUID (what ComfyUI's clients make) or 16 hex digits.
 PROMPT_ID = re.compile(r"^(?:[0-9a-f]{16}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+#: Past any history's end (SQLite's integers stop at 2**63).
+MAX_OFFSET = 2**62
 #: View types (ComfyUI's folder names, which are lcmgraph's).
 VIEW_TYPES = ("output", "input", "temp")
 
@@ -187,7 +189,7 @@ async def get_history(request: web.Request) -> web.Response:
     cap = server.limits.max_history_page
     try:
         limit = min(cap, max(1, int(request.query.get("max_items", cap))))
-        offset = max(0, int(request.query.get("offset", 0)))
+        offset = min(MAX_OFFSET, max(0, int(request.query.get("offset", 0))))
     except ValueError:
         return comfy_error("invalid_parameter", "max_items and offset must be integers", status=400)
     jobs = _visible_history(server, request, limit, offset)

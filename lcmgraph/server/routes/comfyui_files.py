@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -105,6 +106,7 @@ async def _read_form(request: web.Request, limit: int) -> UploadForm:
 def _file_name(here: str, filename: str | None) -> str:
     """The stored name: the client's name with ``.png`` (the stored format); a
     name that is a path is refused, not cleaned up."""
+    filename = unquote(filename or "")  # clients (aiohttp's FormData) percent-encode the name
     if not filename:
         raise bad_request(f"{here}: the 'image' field has no file name", code="invalid_name", field="image")
     if "/" in filename or "\\" in filename:
@@ -137,10 +139,10 @@ def _store_unique(root: Path, subfolder: str, filename: str, data: bytes, overwr
     upload (``not_mine``), is given back instead. (stored name, True if it was written)"""
     folder = root.joinpath(*PurePosixPath(subfolder).parts) if subfolder else root
     with _NAMING:
+        root.mkdir(parents=True, exist_ok=True)
+        _inside(root, folder, subfolder)  # before creating anything: a planted link is never followed
         folder.mkdir(parents=True, exist_ok=True)
-        real_root, real = root.resolve(), folder.resolve()
-        if real != real_root and real_root not in real.parents:  # a planted link: refuse to follow it
-            raise ApiError(403, "outside_folder", f"subfolder {subfolder!r} resolves outside the input folder")
+        _inside(root, folder, subfolder)
         stem, suffix = filename[:-4], filename[-4:]
         candidate, counter = filename, 1
         while not overwrite and os.path.lexists(folder / candidate):
@@ -149,6 +151,12 @@ def _store_unique(root: Path, subfolder: str, filename: str, data: bytes, overwr
             candidate = f"{stem} ({counter}){suffix}"
             counter += 1
         return _store(folder, candidate, data, overwrite=True), True
+
+
+def _inside(root: Path, folder: Path, subfolder: str) -> None:
+    real_root, real = root.resolve(), folder.resolve()  # the existing part of the path, links followed
+    if real != real_root and real_root not in real.parents:
+        raise ApiError(403, "outside_folder", f"subfolder {subfolder!r} resolves outside the input folder; refused")
 
 
 def _same_bytes(path: Path, data: bytes) -> bool:
