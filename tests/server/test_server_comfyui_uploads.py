@@ -56,8 +56,15 @@ def test_uploads_answer_in_comfyuis_shape_and_name_like_comfyui(tmp_path):
         _, refused = await h.call("POST", "/upload/image", 400, data=form(b"GIF89a not really", "x.gif"))
         assert refused["error"] == "not_an_image"
         await h.call("POST", "/upload/image", 413, data=form(png(size=(300, 10)), "big.png"))
-        await h.call("POST", "/upload/image", 400, data=form(png(), "x.png", colour="red"))  # unknown field
+        _, ignored = await h.call("POST", "/upload/image", 200, data=form(png(), "x.png", colour="red"))
+        assert ignored["name"] == "x.png"  # an unknown field is ignored, as ComfyUI does
+        await h.call("POST", "/upload/image", 400, data=form(png(), "x.png", colour="r" * 5000))
         await h.call("POST", "/upload/image", 415, json={"image": "x"})
+        nested = (b'--out\r\nContent-Disposition: form-data; name="image"\r\nContent-Type: multipart/mixed; '
+                  b'boundary=in\r\n\r\n--in\r\nContent-Disposition: form-data; name="image"; filename="a.png"'
+                  b'\r\n\r\nxx\r\n--in--\r\n\r\n--out--\r\n')
+        await h.call("POST", "/upload/image", 400, data=nested,
+                     headers={"Content-Type": "multipart/form-data; boundary=out"})
 
     serve(tmp_path, body, limits={"max_image_side": 256})
 

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from ..bodies import body_deadline, server_of, user_of, where
 from ..errors import ApiError, bad_request, not_found, too_large
@@ -37,8 +37,9 @@ from ..images import MAX_KEPT_TEXT, PixelLimits, open_checked, reencode_upload
 from .files import _may_fetch, _store
 
 FIELDS = ("image", "overwrite", "subfolder", "type", "original_ref")
-#: Longest value of a text field (subfolder, original_ref, ...).
+#: Longest value of a text field (subfolder, original_ref, ...), and most fields in one form.
 MAX_FIELD = 4096
+MAX_PARTS = 32
 UPLOAD_TYPES = ("input",)
 TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 #: Choosing a free name and writing it happen together (two uploads of one name get two names).
@@ -65,12 +66,16 @@ async def _read_form(request: web.Request, limit: int) -> UploadForm:
     try:
         reader = await request.multipart()
         async with body_deadline(here, server.limits.body_timeout, server.limits.body_idle_timeout) as deadline:
+            parts = 0
             while (part := await reader.next()) is not None:
-                name = getattr(part, "name", None)
-                if name not in FIELDS:
-                    raise bad_request(f"{here}: unknown form field {str(name)[:60]!r}; known: {', '.join(FIELDS)}",
-                                      code="unknown_field", field=str(name)[:60])
-                if name in fields:
+                parts += 1
+                if parts > MAX_PARTS:
+                    raise bad_request(f"{here}: more than {MAX_PARTS} form fields", code="invalid_field")
+                if not isinstance(part, BodyPartReader):  # a nested multipart: no field of ComfyUI's form
+                    raise bad_request(f"{here}: nested multipart bodies are not read", code="malformed_multipart")
+                name = part.name
+                known = name in FIELDS  # others are read (bounded) and ignored, as ComfyUI ignores them
+                if known and name in fields:
                     raise bad_request(f"{here}: the form field {name!r} is given twice", code="invalid_field",
                                       field=name)
                 size = limit if name == "image" else MAX_FIELD
@@ -82,9 +87,10 @@ async def _read_form(request: web.Request, limit: int) -> UploadForm:
                         if name == "image":
                             raise too_large(f"{here}: the image is larger than the limit of {limit} bytes",
                                             limit=limit)
-                        raise bad_request(f"{here}: the form field {name!r} is longer than {MAX_FIELD} bytes",
-                                          code="invalid_field", field=name)
-                fields[name] = (bytes(buffer), part.filename) if name == "image" else buffer.decode("utf-8")
+                        raise bad_request(f"{here}: the form field {str(name)[:60]!r} is longer than {MAX_FIELD} "
+                                          f"bytes", code="invalid_field", field=str(name)[:60])
+                if known:
+                    fields[name] = (bytes(buffer), part.filename) if name == "image" else buffer.decode("utf-8")
     except ApiError:
         raise
     except (ValueError, AssertionError, UnicodeDecodeError) as exc:
