@@ -138,7 +138,9 @@ def test_comfy_cli_runs_a_workflow_against_lcmgraph(server, tmp_path):
     workflow.write_text(json.dumps(txt2img(seed=21, prefix="cli")))
     host, port = server.address.rsplit(":", 1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMFY")}
-    env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "config"), NO_COLOR="1")
+    # (traced: it connects only to the server; these make sure it never tries to phone home)
+    env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "config"), NO_COLOR="1",
+               DO_NOT_TRACK="1", COMFY_NO_TELEMETRY="1", COMFY_CLI_NO_REMOTE_REFRESH="1")
     done = subprocess.run([comfy, "--skip-prompt", "run", "--workflow", str(workflow), "--host", host,
                            "--port", port, "--wait", "--timeout", "120"],
                           capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
