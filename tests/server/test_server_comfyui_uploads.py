@@ -45,6 +45,10 @@ def test_uploads_answer_in_comfyuis_shape_and_name_like_comfyui(tmp_path):
         assert replaced["name"] == "pic.png"
         with Image.open(root / "pic.png") as stored:
             assert stored.getpixel((0, 0)) == (9, 9, 9)
+        # a file where the subfolder would be, a segment longer than the file system allows: refused, not 5xx
+        for subfolder in ("pic.png", "pic.png/deeper", "y" * 300):
+            _, refused = await h.call("POST", "/upload/image", 409, data=form(png(), subfolder=subfolder))
+            assert refused["error"] == "cannot_create" and str(root) not in refused["message"]
         _, nested = await h.call("POST", "/upload/image", 200,
                                  data=form(png(fmt="JPEG"), "photo.jpg", subfolder="clipspace/a", type="input"))
         assert nested == {"name": "photo.png", "subfolder": "clipspace/a", "type": "input"}  # stored as PNG

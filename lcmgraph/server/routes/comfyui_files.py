@@ -18,7 +18,6 @@ already (then that name is given back).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import os
@@ -147,7 +146,11 @@ def _store_unique(root: Path, subfolder: str, filename: str, data: bytes, overwr
     with _NAMING:
         root.mkdir(parents=True, exist_ok=True)
         _inside(root, folder, subfolder)  # before creating anything: a planted link is never followed
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where a folder should be, a name too long for the file system
+            raise ApiError(409, "cannot_create", f"subfolder {subfolder[:80]!r} cannot be created in the input "
+                                                 f"folder ({exc.strerror})") from None
         _inside(root, folder, subfolder)
         stem, suffix = filename[:-4], filename[-4:]
         candidate, counter = filename, 1
@@ -169,7 +172,7 @@ def _same_bytes(path: Path, data: bytes) -> bool:
     try:
         if path.is_symlink() or not path.is_file() or path.stat().st_size != len(data):
             return False
-        return hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
+        return path.read_bytes() == data
     except OSError:
         return False
 
