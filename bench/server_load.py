@@ -9,7 +9,15 @@ WebSocket, status done in history, the value it was given), none is lost.
 Prints submit latency p50/p99 under load against a baseline measured in the
 same run (one client submitting to an idle server). Not a test.
 
-    python bench/server_load.py [--clients 200] [--jobs 5] [--max-queue 300] [--spread 0]
+Then the same through ComfyUI's API (``--api comfy``; both by default, each on
+its own fresh server): CLIENTS clients on ``/ws?clientId=`` each POST /prompt
+JOBS API-format graphs (EmptyImage of a colour of its own -> SaveImage, the
+installed image pack), and every accepted prompt must end exactly once on its
+owner's socket (one ``execution_success``, one ``executing`` with node null),
+be a success in /history/{prompt_id}, and (one per client) /view the colour it
+asked for (bench/server_load_comfy.py).
+
+    python bench/server_load.py [--clients 200] [--jobs 5] [--max-queue 300] [--spread 0] [--api both]
 """
 
 from __future__ import annotations
@@ -51,10 +59,13 @@ def slow_workflow(seconds: float) -> dict:
     }}
 
 
-def start_server(data_dir: Path, max_queue: int) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, max_queue: int, entry_points: bool = False) -> tuple[subprocess.Popen, str]:
+    """``entry_points``: also the installed packs (ComfyUI's node names map onto them)."""
     env = {k: v for k, v in os.environ.items() if k not in ("LCMGRAPH_PLUGINS", "LCMGRAPH_TOKEN")}
+    data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lcmgraph.server", "--host", HOST, "--port", "0", "--no-entry-points",
+        [sys.executable, "-m", "lcmgraph.server", "--host", HOST, "--port", "0",
+         *([] if entry_points else ["--no-entry-points"]),
          "--plugins", str(PACKS), "--data-dir", str(data_dir), "--models-dir", str(data_dir / "models"),
          "--max-queue", str(max_queue)],
         stdout=subprocess.PIPE, stderr=(data_dir / "server.log").open("wb"), env=env, text=True)
@@ -233,21 +244,36 @@ def report(args, base_lat: list[float], outcome: dict) -> int:
 
 
 async def main_async(args) -> int:
+    from server_load_comfy import comfy_phase
+
+    failures = 0
     with tempfile.TemporaryDirectory(prefix="lcmgraph-load-") as tmp:
-        proc, base = start_server(Path(tmp), args.max_queue)
-        try:
-            base_lat = await baseline(base, 30)
-            busy = args.busy if args.busy is not None else args.spread + 2.0
-            outcome = await asyncio.wait_for(load(base, args.clients, args.jobs, args.spread, busy, args.timeout),
-                                             args.timeout + 60)
-            return report(args, base_lat, outcome)
-        finally:
-            proc.terminate()
+        busy = args.busy if args.busy is not None else args.spread + 2.0
+        if args.api in ("lcmgraph", "both"):
+            proc, base = start_server(Path(tmp) / "lcmgraph", args.max_queue)
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            proc.stdout.close()
+                base_lat = await baseline(base, 30)
+                outcome = await asyncio.wait_for(load(base, args.clients, args.jobs, args.spread, busy,
+                                                      args.timeout), args.timeout + 60)
+                failures += report(args, base_lat, outcome)
+            finally:
+                stop_server(proc)
+        if args.api in ("comfy", "both"):
+            proc, base = start_server(Path(tmp) / "comfy", args.max_queue, entry_points=True)
+            try:
+                failures += await asyncio.wait_for(comfy_phase(args, base, busy), args.timeout + 120)
+            finally:
+                stop_server(proc)
+    return 1 if failures else 0
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    proc.stdout.close()
 
 
 def main() -> int:
@@ -261,6 +287,8 @@ def main() -> int:
                         help="seconds the slow job keeps the worker busy (default: spread + 2)")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound on the whole load phase")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
+    parser.add_argument("--api", choices=("lcmgraph", "comfy", "both"), default="both",
+                        help="drive /api/jobs + /api/ws, ComfyUI's /prompt + /ws, or both (one after the other)")
     args = parser.parse_args()
     if not 1 <= args.clients <= 1000:
         parser.error("--clients must be 1..1000")

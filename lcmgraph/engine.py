@@ -148,6 +148,12 @@ class Engine:
             outcomes[index] = outcome
         return outcomes  # type: ignore[return-value]
 
+    def free(self, unload_models: bool = True, free_memory: bool = False) -> dict[str, int]:
+        """Unload models / empty the output cache (``Runtime.free``), between runs:
+        it waits for a running walk to end, as ComfyUI applies /free between prompts."""
+        with self._run_lock:
+            return self.runtime.free(unload_models, free_memory)
+
     def _prepared(self, request: RunRequest) -> tuple[P.Prepared | None, list[Problem]]:
         if isinstance(request.document, P.Prepared):
             if request.outputs is not None and tuple(request.outputs) != request.document.outputs:

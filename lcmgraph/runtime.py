@@ -9,6 +9,7 @@ builds one and adds the front door (parse, validate, run, batches).
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -84,3 +85,22 @@ class Runtime:
                     raise KeyError(f"no loaded node pack provides the service {name!r}")
                 self._services[name] = factory(self)
             return self._services[name]
+
+    def free(self, unload_models: bool, free_memory: bool) -> dict[str, int]:
+        """Give memory back (ComfyUI's POST /free): ``unload_models`` asks every service
+        created so far that has ``unload_all()`` (the model manager) to drop what it
+        holds; ``free_memory`` empties the output cache's memory tier (the disk tier,
+        shared between processes, stays). Counts of what went."""
+        freed = {"models": 0, "cached_values": 0}
+        if unload_models:
+            with self._service_lock:
+                services = list(self._services.values())
+            for service in services:
+                unload = getattr(service, "unload_all", None)
+                if callable(unload):
+                    freed["models"] += int(unload() or 0)
+        if free_memory:
+            freed["cached_values"] = len(self.cache.memory)
+            self.cache.memory.clear()
+        gc.collect()
+        return freed

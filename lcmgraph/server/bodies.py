@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 CHUNK = 64 * 1024
+#: What ComfyUI's routes read as JSON: its clients often send JSON without saying so
+#: (urllib's default form type, none at all, text/plain). The Origin guard, not the
+#: content type, is what keeps other sites' pages out.
+COMFY_JSON_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain",
+                    "application/octet-stream")
 #: Bodies up to this size are parsed on the event loop (well under a millisecond); larger on a thread.
 PARSE_INLINE_BYTES = 128 * 1024
 
@@ -59,12 +64,13 @@ def where(request: web.Request) -> str:
     return f"{request.method} {request.path}"
 
 
-async def read_body(request: web.Request, server: ServerApp, optional: bool = False) -> dict:
+async def read_body(request: web.Request, server: ServerApp, optional: bool = False,
+                    content_types: tuple[str, ...] = ("application/json",)) -> dict:
     """The request's JSON object body within the server's limits ({} when optional and absent)."""
     if optional and not request.can_read_body:
         return {}
     value = await read_json(request, server.limits.max_json_bytes, server.limits.max_json_depth,
-                            server.limits.body_timeout, server.limits.body_idle_timeout)
+                            server.limits.body_timeout, server.limits.body_idle_timeout, content_types)
     return expect_object(value, where(request))
 
 
@@ -99,12 +105,12 @@ async def read_limited(request: web.Request, max_bytes: int, here: str, what: st
 
 
 async def read_json(request: web.Request, max_bytes: int, max_depth: int, timeout: float | None = None,
-                    idle: float | None = None) -> Any:
+                    idle: float | None = None, content_types: tuple[str, ...] = ("application/json",)) -> Any:
     """The body as JSON: application/json, at most max_bytes, arriving within
     ``timeout`` seconds without pausing over ``idle``, finite numbers, nesting
     at most max_depth."""
     here = where(request)
-    if request.content_type != "application/json":
+    if request.content_type not in content_types:
         raise ApiError(415, "unsupported_media_type",
                        f"{here} expects a JSON body with Content-Type: application/json "
                        f"(got {request.content_type or 'none'!r})")

@@ -4,11 +4,19 @@ and the /ws endpoint). A job's id is its ComfyUI ``prompt_id``."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import struct
 import time
 from typing import Any
 
 from .jobs import DONE, FAILED, INTERRUPTED, Job
+
+#: ComfyUI's binary WebSocket frames: a 4-byte big-endian event type, then for a
+#: preview a 4-byte big-endian image type, then the image's bytes.
+PREVIEW_IMAGE = 1
+PREVIEW_FORMATS = {"jpeg": 1, "png": 2}
 
 #: Where the ComfyUI request (prompt, extra_data, number, outputs) is kept in
 #: the submitted lcmgraph document, so that /queue and /history can give it back.
@@ -96,6 +104,12 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
+def server_features(server: Any) -> dict[str, Any]:
+    """ComfyUI's feature flags (GET /features, and the ``feature_flags`` answer on /ws).
+    Previews come as plain PREVIEW_IMAGE frames, without metadata."""
+    return {"supports_preview_metadata": False, "max_upload_size": server.limits.max_upload_bytes}
+
+
 def status_message(queue_remaining: int, sid: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": queue_remaining}}}
     if sid is not None:
@@ -103,8 +117,24 @@ def status_message(queue_remaining: int, sid: str | None = None) -> dict[str, An
     return {"type": "status", "data": data}
 
 
-def translate(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """One lcmgraph WebSocket message -> ComfyUI's (zero or more)."""
+def preview_frame(data_url: Any) -> bytes | None:
+    """A step preview (lcmgraph's ``data:image/jpeg;base64,...``) as ComfyUI's
+    binary PREVIEW_IMAGE frame; None if it is not one."""
+    if not isinstance(data_url, str) or not data_url.startswith("data:image/"):
+        return None
+    header, _, payload = data_url.partition(",")
+    kind = header[len("data:image/"):].split(";")[0]
+    if kind not in PREVIEW_FORMATS or not header.endswith(";base64"):
+        return None
+    try:
+        image = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return struct.pack(">II", PREVIEW_IMAGE, PREVIEW_FORMATS[kind]) + image
+
+
+def translate(message: dict[str, Any]) -> list[dict[str, Any] | bytes]:
+    """One lcmgraph WebSocket message -> ComfyUI's (zero or more; bytes: a binary frame)."""
     kind = message.get("type")
     if kind == "queue":
         running = message.get("running") or []
@@ -122,8 +152,13 @@ def translate(message: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "node_start":
         return [{"type": "executing", "data": {"node": node, "display_node": node, "prompt_id": prompt_id}}]
     if kind == "node_progress":
-        return [{"type": "progress", "data": {"value": message.get("step"), "max": message.get("total"),
-                                              "prompt_id": prompt_id, "node": node}}]
+        progress: list[dict[str, Any] | bytes] = [
+            {"type": "progress", "data": {"value": message.get("step"), "max": message.get("total"),
+                                          "prompt_id": prompt_id, "node": node}}]
+        frame = preview_frame(message.get("preview"))
+        if frame is not None:  # after its progress message, as ComfyUI sends them
+            progress.append(frame)
+        return progress
     if kind == "node_output":
         return [{"type": "executed", "data": {"node": node, "display_node": node,
                                               "output": comfy_images(message.get("results")),

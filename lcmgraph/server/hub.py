@@ -46,7 +46,7 @@ class Client:
         self.scope = scope
         self.user = user
         self.admin = admin
-        self._buffer: deque[str] = deque()
+        self._buffer: deque[str | bytes] = deque()
         self._limit = buffer
         self._byte_limit = buffer_bytes
         self.buffered_bytes = 0
@@ -57,8 +57,9 @@ class Client:
         self.task: asyncio.Task | None = None
         self.hub: Hub | None = None
         #: Rewrites each message for this client (ComfyUI's /ws: its own message
-        #: types), giving zero or more messages; None: sent as they are.
-        self.translate: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+        #: types), giving zero or more messages (a dict: JSON text; bytes: a binary
+        #: frame, e.g. a preview image); None: sent as they are.
+        self.translate: Callable[[dict[str, Any]], list[dict[str, Any] | bytes]] | None = None
 
     def wants(self, client_id: str | None, owner: str | None, is_job: bool) -> bool:
         if not is_job:
@@ -71,8 +72,9 @@ class Client:
     def closing(self) -> bool:
         return self._closing
 
-    def offer(self, text: str, droppable: bool) -> bool:
-        """Buffer ``text`` for sending; False if it was dropped or the client is being cut off."""
+    def offer(self, text: str | bytes, droppable: bool) -> bool:
+        """Buffer ``text`` (or a binary frame) for sending; False if it was dropped or
+        the client is being cut off."""
         if self._closing:
             return False
         size = len(text) + MESSAGE_OVERHEAD  # dumps() writes ASCII: one byte a character
@@ -131,7 +133,10 @@ class Client:
                     self.buffered_bytes -= size
                     if self.hub is not None:
                         self.hub.buffered_bytes -= size
-                    await self.ws.send_str(text)
+                    if isinstance(text, bytes):
+                        await self.ws.send_bytes(text)
+                    else:
+                        await self.ws.send_str(text)
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             pass
 
@@ -195,7 +200,7 @@ class Hub:
                 continue
             if client.translate is not None:
                 for translated in client.translate(message):
-                    client.offer(dumps(translated), droppable)
+                    client.offer(translated if isinstance(translated, bytes) else dumps(translated), droppable)
                 continue
             text = text or dumps(message)
             client.offer(text, droppable)

@@ -168,13 +168,14 @@ def auth_guard(table: UserTable) -> Callable:
 
 #: ComfyUI's routes served at their bare paths (routes/comfyui.py): they need a token too.
 COMFY_PATHS = frozenset({"/prompt", "/queue", "/interrupt", "/history", "/view", "/system_stats",
-                         "/object_info", "/ws"})
+                         "/object_info", "/ws", "/upload/image", "/upload/mask", "/models", "/embeddings",
+                         "/features", "/free"})
 #: GET paths that may carry the token as ?token= (a browser cannot set headers there).
 TOKEN_IN_QUERY = frozenset({"/api/ws", "/ws", "/view", "/api/view"})
 
 
 def is_comfy_path(path: str) -> bool:
-    return path in COMFY_PATHS or path.startswith(("/history/", "/object_info/", "/internal/"))
+    return path in COMFY_PATHS or path.startswith(("/history/", "/object_info/", "/internal/", "/models/"))
 
 
 def _bearer(header: str) -> str | None:

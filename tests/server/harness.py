@@ -124,14 +124,17 @@ def serve(tmp_path: Path, body, timeout: float = TEST_TIMEOUT, **options: Any) -
 class ServerProcess:
     """``python -m lcmgraph.server`` on a free loopback port, driven with urllib."""
 
-    def __init__(self, tmp_path: Path, *args: str, name: str = "server", env: dict[str, str] | None = None):
+    def __init__(self, tmp_path: Path, *args: str, name: str = "server", env: dict[str, str] | None = None,
+                 entry_points: bool = False):
+        """``entry_points``: also load the installed packs (the diffusion pack's tiny built-in models)."""
         import os
         import subprocess
         import sys
 
         env = {**{k: v for k, v in os.environ.items() if k not in ("LCMGRAPH_PLUGINS", "LCMGRAPH_TOKEN")},
                **(env or {})}
-        command = [sys.executable, "-m", "lcmgraph.server", "--port", "0", "--no-entry-points",
+        command = [sys.executable, "-m", "lcmgraph.server", "--port", "0",
+                   *([] if entry_points else ["--no-entry-points"]),
                    "--data-dir", str(tmp_path / "data"), "--models-dir", str(tmp_path / "models"),
                    "--workflows-dir", str(tmp_path / "workflows"), *args]
         for pack in PACKS:

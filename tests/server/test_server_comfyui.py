@@ -6,8 +6,11 @@ reads /history/{prompt_id} and fetches each image with /view."""
 from __future__ import annotations
 
 import io
+import json
+import struct
 import uuid
 
+import aiohttp
 from PIL import Image
 
 from lcmgraph import Engine, EngineConfig
@@ -53,9 +56,13 @@ def test_a_comfyui_client_queues_follows_and_fetches_images(tmp_path):
         queued = await _json(h, "POST", "/prompt", json={"prompt": api_txt2img(), "client_id": client_id})
         prompt_id = queued["prompt_id"]
         assert queued["node_errors"] == {} and isinstance(queued["number"], int | float)
-        seen = []
+        seen, frames = [], []
         while True:  # as websockets_api_example.py: until 'executing' with node None for our prompt
-            message = await ws.receive_json(timeout=120)
+            frame = await ws.receive(timeout=120)
+            if frame.type == aiohttp.WSMsgType.BINARY:  # step previews
+                frames.append((len(seen), frame.data))
+                continue
+            message = json.loads(frame.data)
             seen.append(message)
             data = message.get("data", {})
             if message["type"] == "executing" and data["node"] is None and data["prompt_id"] == prompt_id:
@@ -68,6 +75,13 @@ def test_a_comfyui_client_queues_follows_and_fetches_images(tmp_path):
         assert "status" in kinds
         progress = [m["data"] for m in seen if m["type"] == "progress"]
         assert progress[-1]["value"] == progress[-1]["max"] == 2 and progress[-1]["node"] == "ks"
+        # previews: ComfyUI's binary frames (event 1 = PREVIEW_IMAGE, image type 1 = JPEG), each after a progress
+        assert frames, "no preview frames"
+        for after, data in frames:
+            assert struct.unpack(">II", data[:8]) == (1, 1) and data[8:10] == b"\xff\xd8"
+            assert seen[after - 1]["type"] == "progress"
+            with Image.open(io.BytesIO(data[8:])) as preview:
+                assert preview.format == "JPEG" and max(preview.size) <= 256
         executed = next(m["data"] for m in seen if m["type"] == "executed")
         assert executed["node"] == "save" and executed["prompt_id"] == prompt_id
         await ws.close()

@@ -189,16 +189,35 @@ def test_fuzzed_requests_never_cause_a_5xx(tmp_path):
 
 # -- every route, ComfyUI-shaped garbage ------------------------------------------
 
-ROUTE_REQUESTS = 5000  # besides the deep graphs and the few requests that set the scene
+ROUTE_REQUESTS = 5600  # besides the deep graphs and the few requests that set the scene
 MIN_PER_ROUTE = 40
+#: ComfyUI's upload form: its fields, ways out of the input folder among the values.
+UPLOAD_FIELDS = ["image", "image", "image", "overwrite", "subfolder", "type", "original_ref", "x", "workflow"]
+UPLOAD_NAMES = ["a.png", "../b.png", "", "é.png", "..\\c.png", "/tmp/d.png", ".e.png", "sub/f.png", "g.jpg",
+                "%2e%2e%2fh.png", "x" * 300 + ".png"]
+SUBFOLDERS = ["", "clipspace", "a/b", "..", "../..", "a/../../b", "/etc", "C:/x", ".git", "a\\..\\b", "\x00",
+              "x" * 2000]
+FOLDER_TYPES = ["input", "output", "temp", "", "models", "../input"]
+
+
+def _original_ref(rng) -> str:
+    ref = {"filename": rng.choice(UPLOAD_NAMES + ["scene.png"]), "subfolder": rng.choice(SUBFOLDERS),
+           "type": rng.choice(FOLDER_TYPES)}
+    for key in rng.sample(sorted(ref), rng.randint(0, 2)):
+        ref[key] = mutations.junk(rng, 2)
+    text = json.dumps(ref)
+    return rng.choice([text, text, text[: rng.randrange(len(text) + 1)], "null", "[]"])
+
+
 #: Sent to every POST route; 20,000 nodes are more than the 2 MB body limit allows (413).
 DEEP_GRAPHS = [("api", 3000, "LoraLoaderModelOnly"), ("api", 3000, "ControlNetApply"), ("ui", 3000, "Reroute"),
                ("ui", 3000, "bypass"), ("api", 20000, "LoraLoaderModelOnly")]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 FIELDS = ["workflow", "allow_missing", "outputs", "client_id", "front", "title", "position", "job", "prompt",
-          "extra_data", "id", "name", "token", "overwrite", "scope"]
+          "extra_data", "id", "name", "token", "overwrite", "scope", "unload_models", "free_memory", "delete",
+          "clear", "prompt_id", "number"]
 QUERY_KEYS = ["client_id", "thumbnail", "workflow", "limit", "offset", "allow_missing", "name", "scope", "overwrite",
-              "folder", "token", "before", "x"]
+              "folder", "token", "before", "x", "filename", "subfolder", "type", "max_items", "clientId", "preview"]
 QUERY_VALUES = ["", "1", "0", "-1", "true", "false", "all", "own", "x" * 300, "%00", "%ff", "99999999999999999999999",
                 "1e3", "..%2f..", "%C3%A9", "a%20b", "NaN"]
 PARAM_JUNK = ["x", "", "0", "-1", "..", "%2e%2e", "%2f", "%00", "%ff", "a" * 300, "%C3%A9", "con", "*", ".json",
@@ -259,11 +278,24 @@ def _body(rng, pngs, registry, takes_files: bool) -> dict:
         return {"data": rng.choice(pngs), "headers": {"Content-Type": ctype}}
     if roll < 0.92:
         form = FormData()
-        for _ in range(rng.choice([1, 1, 2])):
-            field = rng.choice(["image", "image", "image", "overwrite", "x", "workflow"])
+        if rng.random() < 0.3:  # a plausible upload, so that some get past the form to the decoder
+            form.add_field("image", rng.choice(pngs), filename=rng.choice(["a.png", "é.png", "g.jpg"]),
+                           content_type="image/png")
+            form.add_field("subfolder", rng.choice(["", "clipspace", "a/b"]))
+            if rng.random() < 0.5:
+                form.add_field("original_ref", json.dumps({"filename": "scene.png", "type": "input"}))
+            return {"data": form}
+        for _ in range(rng.choice([1, 1, 2, 3, 4])):
+            field = rng.choice(UPLOAD_FIELDS)
             if field == "image":
-                form.add_field("image", rng.choice(pngs), filename=rng.choice(["a.png", "../b.png", "", "é.png"]),
+                form.add_field("image", rng.choice(pngs), filename=rng.choice(UPLOAD_NAMES),
                                content_type="image/png")
+            elif field == "subfolder":
+                form.add_field(field, rng.choice(SUBFOLDERS))
+            elif field == "type":
+                form.add_field(field, rng.choice(FOLDER_TYPES))
+            elif field == "original_ref":
+                form.add_field(field, _original_ref(rng))
             else:
                 form.add_field(field, rng.choice(["true", "false", "1", "x" * 100]))
         return {"data": form}
@@ -353,7 +385,9 @@ def test_every_route_survives_comfy_shaped_garbage(tmp_path):
         for route in routes:
             for _ in range(MIN_PER_ROUTE):
                 await hit(route)
-        weights = [4 if method == "POST" else 1 for method, _ in routes]
+        # POSTs weigh more, the converters most (the assertions below are about them)
+        weights = [(6 if "/comfy/" in path or "from-image" in path else 4) if method == "POST" else 1
+                   for method, path in routes]
         for route in rng.choices(routes, weights, k=ROUTE_REQUESTS - MIN_PER_ROUTE * len(routes)):
             await hit(route)
         posts = [r for r in routes if r[0] == "POST"]
@@ -374,6 +408,14 @@ def test_every_route_survives_comfy_shaped_garbage(tmp_path):
         assert statuses.get(("/api/comfy/import", 400), 0) > 20, statuses
         assert statuses.get(("/api/workflow/from-image", 200), 0) > 5, statuses
         assert statuses.get(("/api/comfy/export", 200), 0) + statuses.get(("/api/comfy/export", 400), 0) > 20
+
+        # ComfyUI's uploads took images (into the input folder and nowhere else)
+        assert statuses.get(("/upload/image", 200), 0) + statuses.get(("/api/upload/image", 200), 0) > 5, statuses
+        server = h.server
+        places = [server.folders.upload_root, server.output_root, server.engine.home, tmp_path / "examples",
+                  tmp_path / "data"]
+        strays = [p for p in tmp_path.rglob("*") if p.is_file() and not any(r in p.parents for r in places)]
+        assert strays == [], strays
 
         await h.call("POST", "/api/queue/clear", 200)
         await h.call("POST", "/api/interrupt", 200)

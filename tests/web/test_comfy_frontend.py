@@ -88,8 +88,6 @@ def tiny_default_graph() -> dict:
 def test_comfyuis_frontend_loads_lists_lcmgraphs_nodes_and_runs_the_default_graph(browser, comfy_server):
     server = comfy_server
     expected_404 = set(EXPECTED_404)
-    if server.status("/api/features") == 404:  # the feature flags come with the ComfyUI API routes' branch
-        expected_404.add("/api/features")
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     errors: list[str] = []

@@ -11,6 +11,7 @@ docs/api.md, "ComfyUI compatibility").
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -21,11 +22,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ... import __version__
-from ..bodies import CLIENT_ID, owner_filter, read_body, server_of, user_of, where
+from ..bodies import CLIENT_ID, COMFY_JSON_TYPES, owner_filter, server_of, user_of, where
+from ..bodies import read_body as read_json_body
 from ..comfy_api import (
     META_KEY,
     history_item,
     queue_item,
+    server_features,
     status_message,
     stored_request,
     translate,
@@ -33,14 +36,22 @@ from ..comfy_api import (
 from ..errors import ApiError, dumps, json_response
 from ..jobs import CANCELLED, FINISHED, QUEUED
 from ..queue import QueueFull
+from . import comfyui_files, comfyui_models
 from . import history as lcm_history
 from . import jobs as lcm_jobs
 from .files import serve_file
 
 #: prompt_ids a client may choose: a lower-case UUID (what ComfyUI's clients make) or 16 hex digits.
 PROMPT_ID = re.compile(r"^(?:[0-9a-f]{16}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+#: Past any history's end (SQLite's integers stop at 2**63).
+MAX_OFFSET = 2**62
 #: View types (ComfyUI's folder names, which are lcmgraph's).
 VIEW_TYPES = ("output", "input", "temp")
+
+
+async def read_body(request: web.Request, server, optional: bool = False) -> dict:
+    """A JSON body, whatever Content-Type the ComfyUI client gave it."""
+    return await read_json_body(request, server, optional, content_types=COMFY_JSON_TYPES)
 
 
 def comfy_error(kind: str, message: str, details: str = "", status: int = 400,
@@ -178,7 +189,7 @@ async def get_history(request: web.Request) -> web.Response:
     cap = server.limits.max_history_page
     try:
         limit = min(cap, max(1, int(request.query.get("max_items", cap))))
-        offset = max(0, int(request.query.get("offset", 0)))
+        offset = min(MAX_OFFSET, max(0, int(request.query.get("offset", 0))))
     except ValueError:
         return comfy_error("invalid_parameter", "max_items and offset must be integers", status=400)
     jobs = _visible_history(server, request, limit, offset)
@@ -264,13 +275,26 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                                abort=transport.abort if transport is not None else None)
     client.translate = translate
     server.hub.send(client, status_message(_remaining(server), sid))
+    first = True
     try:
-        async for message in ws:  # ComfyUI's clients send nothing that matters; read to see the close
+        async for message in ws:  # only a first 'feature_flags' matters; read on to see the close
             if message.type == WSMsgType.ERROR:
                 break
+            if first and message.type == WSMsgType.TEXT and _is_feature_flags(message.data):
+                server.hub.send(client, {"type": "feature_flags", "data": server_features(server)})
+            first = False
     finally:
         await server.hub.detach(client)
     return ws
+
+
+def _is_feature_flags(text: str) -> bool:
+    """ComfyUI's frontend opens with {"type": "feature_flags", "data": {...}} and gets the server's."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and message.get("type") == "feature_flags"
 
 
 def add_routes(app: web.Application) -> None:
@@ -287,3 +311,5 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/interrupt", interrupt)
     router.add_get("/history", get_history)
     router.add_get("/ws", websocket)
+    comfyui_files.add_routes(app)
+    comfyui_models.add_routes(app)

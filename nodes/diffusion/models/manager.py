@@ -190,6 +190,20 @@ class ModelManager:
     def loaded_keys(self) -> list[str]:
         return list(self._entries)
 
+    def unload_all(self) -> int:
+        """Drop every loaded model (ComfyUI's POST /free, through ``Runtime.free``);
+        the next run loads what it needs again. How many were dropped."""
+        with self._lock:
+            count = len(self._entries)
+            self._entries.clear()
+            self.stages.clear()
+            gc.collect()
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+            return count
+
     def _touch(self, key: str):
         entry = self._entries.get(key)
         if entry is not None:
