@@ -167,6 +167,12 @@ class JobStore:
                 self._db.execute("UPDATE jobs SET status=?, started=? WHERE id=? AND status=?",
                                  (RUNNING, when, job_id, QUEUED))
 
+    def requeue(self, job_id: str) -> None:
+        """A running job goes back to the queue, in its old place (its worker was lost)."""
+        with self._tx():
+            self._db.execute("UPDATE jobs SET status=?, started=NULL WHERE id=? AND status=?",
+                             (QUEUED, job_id, RUNNING))
+
     def finish(self, job: Job, files: Iterable[tuple[str, str, str]] = ()) -> None:
         """Record a finished job and index its files ((folder, relative path, node))."""
         with self._tx():

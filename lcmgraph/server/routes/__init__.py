@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import comfy, comfyui, files, from_image, history, info, jobs, static, ws
+from . import comfy, comfyui, files, from_image, history, info, jobs, static, workers, ws
 
 
 def add_routes(app: web.Application) -> None:
@@ -15,5 +15,6 @@ def add_routes(app: web.Application) -> None:
     from_image.add_routes(app)
     files.add_routes(app)
     ws.add_routes(app)
+    workers.add_routes(app)
     comfyui.add_routes(app)  # ComfyUI's API; after lcmgraph's /api routes, which win a clash
     static.add_routes(app)  # last: its catch-all must not shadow /api
