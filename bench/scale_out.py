@@ -11,7 +11,7 @@ loads in the cluster (GET /api/workers), and the server process's CPU time
 per warm job (what bounds jobs/s per server). Prints the 2-worker figures as
 ratios against the 1-worker run of the same script.
 
-    python bench/scale_out.py [--jobs 24] [--size 128] [--steps 4] [--workers 1 2]
+    python bench/scale_out.py [--jobs 24] [--size 128] [--steps 4] [--workers 1 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -88,15 +88,16 @@ def submit_all(base: str, docs: list[dict]) -> list[dict]:
     return finished
 
 
-def run(workers: int, jobs: int, size: int, steps: int, scratch: Path) -> dict:
+def run(workers: int, jobs: int, size: int, steps: int, scratch: Path, device: str = "cpu") -> dict:
     data = scratch / f"workers-{workers}"
     env = {**{k: v for k, v in os.environ.items() if k not in ("LCMGRAPH_PLUGINS", "LCMGRAPH_TOKEN")},
            "RAY_USAGE_STATS_ENABLED": "0", "LCMGRAPH_CPU_BF16": os.environ.get("LCMGRAPH_CPU_BF16", "0")}
     log = (scratch / f"server-{workers}.log").open("wb")
     # Its own session: the local Ray's helper processes are ended with it.
     proc = subprocess.Popen([sys.executable, "-m", "lcmgraph.server", "--host", HOST, "--port", "0",
-                             "--data-dir", str(data), "--models-dir", str(data / "models"), "--device", "cpu",
-                             "--ray", "local", "--workers", str(workers), "--cpus-per-worker", "1"],
+                             "--data-dir", str(data), "--models-dir", str(data / "models"), "--device", device,
+                             "--ray", "local", "--workers", str(workers), "--cpus-per-worker", "1",
+                             *(["--gpus-per-worker", "1"] if device.startswith("cuda") else [])],
                             stdout=subprocess.PIPE, stderr=log, env=env, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()
@@ -133,13 +134,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--device", default="cpu", help="the workers' device (cuda: one GPU per worker)")
     args = parser.parse_args()
     print(f"{args.jobs} jobs, builtin:tiny-shapes + LCM-LoRA, {args.size}x{args.size}, {args.steps} steps, "
           f"{os.cpu_count()} CPU cores here", flush=True)
     with tempfile.TemporaryDirectory(prefix="lcmgraph-scale-") as scratch:
         results = []
         for workers in args.workers:
-            result = run(workers, args.jobs, args.size, args.steps, Path(scratch))
+            result = run(workers, args.jobs, args.size, args.steps, Path(scratch), args.device)
             results.append(result)
             for name in ("cold", "warm"):
                 r = result[name]

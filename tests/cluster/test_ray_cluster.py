@@ -186,14 +186,19 @@ def test_a_job_whose_worker_dies_runs_once_more_elsewhere_then_fails(tmp_path, r
         assert job["status"] == "failed" and job["error"]["code"] == "worker_lost"
         assert "lost while running it" in job["error"]["message"] and job["error"]["attempts"] == 2
 
-        # The cluster replaced the workers and goes on; every job is in the history once.
+        # The cluster replaced the workers and goes on: a cancel reaches the running job on its worker.
+        stopped = (await h.submit(slow_doc(steps=1000, delay=0.01, tag=3.0), client_id="faults"))["job"]["id"]
+        await progressed(ws, stopped, messages)
+        await h.call("POST", f"/api/jobs/{stopped}/cancel", 200)
+        job = await h.wait(stopped, timeout=60)
+        assert job["status"] == "interrupted" and job["error"]["code"] == "interrupted"
         after = (await h.submit(const_doc(7.0), client_id="faults"))["job"]["id"]
         assert (await h.wait(after, timeout=120))["status"] == "done"
         workers = await workers_ready(h)
         assert sum(w["restarts"] for w in workers) == 3
         _, history = await h.call("GET", "/api/history?limit=50", 200)
         listed = [j["id"] for j in history["jobs"]]
-        assert sorted(listed) == sorted([once, twice, after])
+        assert sorted(listed) == sorted([once, twice, stopped, after])  # each once
         await ws.close()
 
     from tests.server.harness import make_engine
