@@ -46,6 +46,8 @@ log = logging.getLogger("lcmgraph.cluster")
 MAX_REQUEUES = 1
 INTERRUPT_POLL = 0.1
 INFO_TIMEOUT = 5.0
+#: Seconds a new worker may take to start before the log says why it waits.
+PLACEMENT_WARNING = 60.0
 #: Seconds between attempts to start a worker that failed to start (doubling up to the last).
 RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 60.0)
 
@@ -84,6 +86,7 @@ class ClusterDispatcher:
         self._ray: Any = None
         self._actor_class: Any = None
         self._owns_ray = False
+        self._needs: dict[str, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,6 +124,7 @@ class ClusterDispatcher:
         if gpus is None:
             total = float(ray.cluster_resources().get("GPU", 0))
             gpus = 0.0 if total <= 0 else min(1.0, total / self.options.workers)
+        self._needs = {"CPU": self.options.cpus_per_worker, "GPU": gpus}
         # Threaded: ``info`` and ``interrupt`` are answered while ``run`` works.
         self._actor_class = ray.remote(EngineWorker).options(
             num_cpus=self.options.cpus_per_worker, num_gpus=gpus, max_concurrency=4, max_restarts=0)
@@ -161,7 +165,7 @@ class ClusterDispatcher:
         slot.health = "starting"
         slot.actor = self._actor_class.remote(self.engine.config, settings)
         try:
-            slot.info = await slot.actor.info.remote()
+            slot.info = await self._placed(slot, asyncio.ensure_future(_awaitable(slot.actor.info.remote())))
         except Exception as exc:  # noqa: BLE001 - reported on /api/workers, tried again later
             log.error("%s could not start: %s", slot.name, _short(exc))
             slot.health = f"failed to start: {_short(exc)}"
@@ -173,6 +177,16 @@ class ClusterDispatcher:
                  slot.info.get("device"))
         self.queue.nudge()
         return True
+
+    async def _placed(self, slot: Slot, ready: asyncio.Future) -> dict[str, Any]:
+        """The new actor's first answer; says so in the log while Ray cannot place it yet
+        (e.g. more GPUs per worker than the cluster has free)."""
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(ready), PLACEMENT_WARNING)
+            except TimeoutError:
+                log.warning("%s is not running yet: Ray has not placed it (it needs %s; the cluster has %s)",
+                            slot.name, self._needs, self._ray.available_resources())
 
     async def _run(self, slot: Slot, jobs: list[Job]) -> None:
         by_id = {job.id: job for job in jobs}
