@@ -204,3 +204,51 @@ def test_a_job_whose_worker_dies_runs_once_more_elsewhere_then_fails(tmp_path, r
     from tests.server.harness import make_engine
 
     serve(tmp_path, body, engine=make_engine(tmp_path), ray=two_workers(), timeout=300)
+
+
+def test_same_graph_jobs_batch_on_one_worker_and_workers_write_to_shared_storage(tmp_path, ray_cluster):
+    from pathlib import Path
+
+    batch_pack = Path(__file__).resolve().parents[1] / "batch_pack"
+    engine = Engine(EngineConfig(plugin_dirs=[*PACKS, batch_pack], plugins_from_env=False, load_entry_points=False,
+                                 home=tmp_path / "home", models_dir=tmp_path / "models", output_dir=tmp_path / "out"))
+
+    def double_doc(value: float) -> dict:
+        return workflow({"c": ("Constant", {"value": value}),
+                         "double": ("Double", {"x": link("c", "value"), "factor": 2.0, "steps": 2}),
+                         "out": ("Collect", {"value": link("double", "y")})})
+
+    async def body(h):
+        await workers_ready(h)
+        ws = await h.client.ws_connect("/api/ws?client_id=batches")
+        await ws.receive_json()
+        blockers = []
+        for tag in (-1.0, -2.0):  # one each, so the jobs below queue up
+            blockers.append((await h.submit(slow_doc(steps=1000, delay=0.01, tag=tag), client_id="batches"))["job"]["id"])
+            await h.wait(blockers[-1], status=("running",), timeout=60)
+        doubles = [(await h.submit(double_doc(v), client_id="batches"))["job"]["id"] for v in (1.0, 2.0, 3.0, 4.0)]
+        solid = (await h.submit(workflow({"c": ("Constant", {"value": 99}),
+                                          "img": ("SolidImage", {"value": link("c", "value")})}),
+                                client_id="batches"))["job"]["id"]
+        for blocker in blockers:
+            await h.call("POST", f"/api/jobs/{blocker}/cancel", 200)
+        messages: list[dict] = []
+        await until_finished(ws, {*blockers, *doubles, solid}, messages)
+
+        jobs = [await h.job(job_id) for job_id in doubles]
+        assert [j["outputs"]["out"]["values"] for j in jobs] == [[2.0], [4.0], [6.0], [8.0]]
+        assert len({j["started"] for j in jobs}) == 1  # claimed together by one worker
+        for job_id in doubles:
+            (done,) = [m for m in messages if m.get("job") == job_id and m["type"] == "node_done"
+                       and m["node"] == "double"]
+            assert done["batch"] == 4  # one execute_batch call served the four jobs
+
+        image = (await h.job(solid))["outputs"]["img"]["images"][0]
+        assert image["name"] == f"{solid}/solid_99.png"  # written by the worker into the server's folder
+        assert (tmp_path / "data" / "outputs" / solid / "solid_99.png").is_file()
+        _, png = await h.call("GET", image["url"], 200)
+        assert png.startswith(b"\x89PNG")
+        await ws.close()
+
+    serve(tmp_path, body, engine=engine, max_batch=4,
+          ray=RayOptions(address=None, workers=2, storage="shared"), timeout=180)
