@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import os
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -35,8 +33,9 @@ from ..server.outcomes import interrupted_error
 from ..server.outputs import public_results
 from ..server.queue import JobQueue
 from ..server.relay import JobEventRelay
+from .connect import Cluster, connect
 from .options import RayOptions
-from .remote import EngineWorker, WorkerSettings
+from .remote import WorkerSettings
 from .routing import AffinityPick, ModelKeys, SlotView
 from .transfer import land, localize, unpack_event
 
@@ -83,15 +82,12 @@ class ClusterDispatcher:
         self._avoid: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopped = threading.Event()
-        self._ray: Any = None
-        self._actor_class: Any = None
-        self._owns_ray = False
-        self._needs: dict[str, float] = {}
+        self._cluster: Cluster | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._connect)
+        self._cluster = await loop.run_in_executor(None, connect, self.options)
         self._tasks = [asyncio.ensure_future(self._serve(slot)) for slot in self.slots]
         asyncio.ensure_future(self._all_ended())
 
@@ -102,34 +98,9 @@ class ClusterDispatcher:
             if slot.actor is not None:
                 self._kill(slot.actor)
                 slot.actor = None
-        if self._owns_ray:
-            self._ray.shutdown()
+        if self._cluster is not None:
+            self._cluster.close()
         return ended
-
-    def _connect(self) -> None:
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reports home unless asked for
-        import ray
-
-        self._ray = ray
-        if not ray.is_initialized():
-            options = self.options
-            kwargs: dict[str, Any] = {"include_dashboard": False}
-            if options.address == "local":
-                kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(options.workers * options.cpus_per_worker))
-                if options.object_store_bytes:
-                    kwargs["object_store_memory"] = options.object_store_bytes
-            ray.init(address=options.address, **kwargs)
-            self._owns_ray = True
-        gpus = self.options.gpus_per_worker
-        if gpus is None:
-            total = float(ray.cluster_resources().get("GPU", 0))
-            gpus = 0.0 if total <= 0 else min(1.0, total / self.options.workers)
-        self._needs = {"CPU": self.options.cpus_per_worker, "GPU": gpus}
-        # Threaded: ``info`` and ``interrupt`` are answered while ``run`` works.
-        self._actor_class = ray.remote(EngineWorker).options(
-            num_cpus=self.options.cpus_per_worker, num_gpus=gpus, max_concurrency=4, max_restarts=0)
-        log.info("Ray cluster: %s; %d worker(s), %g GPU and %g CPU each", ray.cluster_resources(),
-                 self.options.workers, gpus, self.options.cpus_per_worker)
 
     async def _all_ended(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -163,7 +134,7 @@ class ClusterDispatcher:
             threads=max(1, int(self.options.cpus_per_worker)), progress_interval=self.limits.progress_interval,
             preview_side=self.limits.preview_side, max_problems=self.limits.max_problems)
         slot.health = "starting"
-        slot.actor = self._actor_class.remote(self.engine.config, settings)
+        slot.actor = self._cluster.actor_class.remote(self.engine.config, settings)
         try:
             slot.info = await self._placed(slot, asyncio.ensure_future(_awaitable(slot.actor.info.remote())))
         except Exception as exc:  # noqa: BLE001 - reported on /api/workers, tried again later
@@ -186,7 +157,7 @@ class ClusterDispatcher:
                 return await asyncio.wait_for(asyncio.shield(ready), PLACEMENT_WARNING)
             except TimeoutError:
                 log.warning("%s is not running yet: Ray has not placed it (it needs %s; the cluster has %s)",
-                            slot.name, self._needs, self._ray.available_resources())
+                            slot.name, self._cluster.needs, self._cluster.ray.available_resources())
 
     async def _run(self, slot: Slot, jobs: list[Job]) -> None:
         by_id = {job.id: job for job in jobs}
@@ -207,11 +178,11 @@ class ClusterDispatcher:
                     self._finish(by_id[job_id], item[2])
                     finished.add(job_id)
                     slot.jobs_done += 1
-        except self._ray.exceptions.RayTaskError as exc:  # our code failed on the worker, not the worker
+        except self._cluster.ray.exceptions.RayTaskError as exc:  # our code failed on the worker, not the worker
             for job in jobs:
                 if job.id not in finished:
                     self._fail(job, {"code": "internal", "message": f"the worker failed: {_short(exc)}"})
-        except self._ray.exceptions.RayError as exc:  # the worker is gone (killed, node lost)
+        except self._cluster.ray.exceptions.RayError as exc:  # the worker is gone (killed, node lost)
             slot.view.alive, slot.health, slot.failures = False, f"lost: {_short(exc)}", slot.failures + 1
             log.warning("%s was lost running %s: %s", slot.name, ", ".join(slot.running), _short(exc))
             self._kill(slot.actor)
@@ -296,10 +267,8 @@ class ClusterDispatcher:
                 shutil.rmtree(target, ignore_errors=True)
 
     def _kill(self, actor: Any) -> None:
-        try:
-            self._ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        if self._cluster is not None:
+            self._cluster.kill(actor)
 
     # -- GET /api/workers ------------------------------------------------------------------
     async def describe(self) -> list[dict[str, Any]]:

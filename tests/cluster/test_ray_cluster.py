@@ -252,3 +252,23 @@ def test_same_graph_jobs_batch_on_one_worker_and_workers_write_to_shared_storage
 
     serve(tmp_path, body, engine=engine, max_batch=4,
           ray=RayOptions(address=None, workers=2, storage="shared"), timeout=180)
+
+
+def test_a_sweep_over_two_workers_makes_the_same_grid_as_one_process(tmp_path, ray_cluster):
+    import json
+
+    from PIL import Image
+
+    from lcmgraph.cli import main
+
+    doc = tmp_path / "wf.json"
+    doc.write_text(json.dumps(image_doc("builtin:tiny-shapes", "a red circle", 1)))
+    common = ["run", str(doc), "--sweep", "sampler.seed=1,2", "--sweep", "sampler.steps=1,2", "--quiet",
+              "--device", "cpu", "--models-dir", str(tmp_path / "models")]
+    assert main([*common, "--out", str(tmp_path / "one"), "--grid", str(tmp_path / "one.png")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--grid", str(tmp_path / "ray.png"),
+                 "--ray", "--workers", "2"]) == 0
+    cells = sorted(p.relative_to(tmp_path / "ray").as_posix() for p in (tmp_path / "ray").rglob("*.png"))
+    assert cells == [f"cell00{i}/cluster_00001.png" for i in range(4)]  # one folder per cell
+    with Image.open(tmp_path / "one.png") as one, Image.open(tmp_path / "ray.png") as spread:
+        assert one.size == spread.size and one.tobytes() == spread.tobytes()
