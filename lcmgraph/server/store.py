@@ -318,6 +318,8 @@ class JobStore:
     def history(self, limit: int, offset: int, client_id: str | None = None,
                 owner: str | None = None) -> tuple[list[Job], int]:
         where, args = self._finished_where(client_id, owner)
+        # SQLite integers are 64-bit: a caller's huge offset means "past the end", not an error.
+        limit, offset = max(0, min(limit, 2**62)), max(0, min(offset, 2**62))
         total = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", args).fetchone()[0]
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY finished DESC, id LIMIT ? OFFSET ?",
