@@ -35,7 +35,8 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                        help="Ray workers, each with its own engine and models (default 1)")
     group.add_argument("--gpus-per-worker", type=_fraction, default=None, metavar="F",
-                       help="GPUs each worker reserves (default: 1 where the cluster has one per worker, else 0)")
+                       help="GPUs each worker reserves (default: the cluster's GPUs shared out, at most 1 each; "
+                            "0 without GPUs)")
     group.add_argument("--cpus-per-worker", type=_fraction, default=1.0, metavar="F",
                        help="CPUs each worker reserves; CPU workers use as many threads (default 1)")
     group.add_argument("--ray-storage", choices=STORAGE, default="server",
