@@ -1,6 +1,6 @@
 # Every target sets itself up on a fresh machine: a .venv, torch from the
 # local CPU wheel (a bare `pip install torch` would pull a multi-GB CUDA build),
-# then lcmgraph with its dev extras, pinned by constraints.txt.
+# then lcmgraph with its dev and Ray extras, pinned by constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray]'
 	# Upscale models: spandrel without its torchvision requirement (see pyproject.toml).
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt spandrel
 	touch $(STAMP)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import sweep
 from . import workflow as wf
+from .cluster.options import add_ray_arguments, ray_options_from_args
 from .comfy import import_notes, read_any
 from .comfy.cli import COMMANDS as COMFY_COMMANDS
 from .comfy.cli import add_comfy_parsers
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--json-events", action="store_true", help="print one JSON event per line on stdout")
     _engine_args(run)
+    add_ray_arguments(run)  # a sweep's cells over Ray workers (lcmgraph/cluster/sweep_run.py)
 
     val = sub.add_parser("validate", help="check a workflow without running it")
     val.add_argument("workflow")
@@ -161,7 +163,14 @@ def cmd_run(args) -> int:
     sink = fan_out(*sinks)
     signal.signal(signal.SIGINT, on_sigint)
     try:
-        results = [(assignment, engine.run(run, sink=sink, control=control)) for assignment, run in prepared]
+        if getattr(args, "ray", None) is not None:
+            from .cluster.sweep_run import run_cells
+
+            results = run_cells(ray_options_from_args(args), engine.config, Path(args.out), prepared,
+                                sink=sink if args.json_events else None, control=control,
+                                note=None if args.quiet or args.json_events else _note)
+        else:
+            results = [(assignment, engine.run(run, sink=sink, control=control)) for assignment, run in prepared]
     finally:
         signal.signal(signal.SIGINT, previous)
     if not args.json_events:
@@ -173,6 +182,10 @@ def cmd_run(args) -> int:
         grid = sweep.make_grid([(a, sweep.images_of(r)) for a, r in results], axes, Path(args.grid))
         print(f"wrote grid {grid}")
     return EXIT_OK
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def cmd_validate(args) -> int:

@@ -2,8 +2,8 @@
 
 One aiohttp process: the JSON API under /api, event streaming on /api/ws,
 the editor's static files at /. A single worker thread runs queued jobs in
-order (``--batch N``: up to N jobs of one graph as one batch) while the event
-loop stays responsive; queue, history and the output
+order (``--batch N``: up to N jobs of one graph as one batch; ``--ray``: Ray
+worker actors instead, lcmgraph/cluster) while the event loop stays responsive; queue, history and the output
 index live in SQLite under the data directory. See docs/api.md.
 
 Names are imported on first use, so ``lcmgraph.server.cli`` (the argument

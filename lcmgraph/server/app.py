@@ -7,6 +7,7 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -18,6 +19,9 @@ from .hub import Hub
 from .queue import BatchPolicy, JobQueue
 from .store import JobStore
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from ..cluster.dispatcher import ClusterDispatcher
 
 log = logging.getLogger("lcmgraph.server")
 
@@ -51,7 +55,7 @@ class ServerApp:
         self.web_dir = Path(config.web_dir) if config.web_dir else _default_web()
         self.hub = Hub(self.limits.ws_buffer)
         self.queue: JobQueue | None = None
-        self.worker: Worker | None = None
+        self.worker: Worker | ClusterDispatcher | None = None
         self.image_slots: asyncio.Semaphore | None = None
         self._schema_text: str | None = None
 
@@ -60,6 +64,14 @@ class ServerApp:
         loop = asyncio.get_running_loop()
         self.image_slots = asyncio.Semaphore(self.limits.image_workers)
         self.queue = JobQueue(self.store, self.hub, self.limits.max_queue, self.policy)
+        if self.config.ray is not None:
+            from ..cluster.dispatcher import ClusterDispatcher
+
+            batches = self.policy if isinstance(self.policy, SameGraphBatches) else None
+            self.worker = ClusterDispatcher(self.config.ray, self.engine, self.queue, self.hub, self.folders,
+                                            self.output_root, self.limits, batches)
+            await self.worker.start()
+            return
         self.worker = Worker(self.engine, self.queue, loop, self.hub.publish, self.folders,
                              self.output_root, self.limits)
         self.worker.start()

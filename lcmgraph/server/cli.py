@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cluster.options import add_ray_arguments, ray_options_from_args
 from ..engine import Engine, EngineConfig
 from ..model_flags import add_model_arguments, apply_threads, model_options
 from .batching import AUTO_BATCH_CUDA, AUTO_BATCH_OTHER, auto_batch
@@ -73,6 +74,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     add_job_limit_arguments(p)
     p.add_argument("--debug", action="store_true", help="verbose log with access lines (tokens redacted)")
     add_access_arguments(p)
+    add_ray_arguments(p)
 
 
 def _batch_size(text: str) -> int | str:
@@ -116,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         frontend=args.frontend,
         allow_hosts=tuple(args.allow_host), allow_origins=tuple(args.allow_origin), limits=limits,
         max_batch=auto_batch(args.device) if args.batch == "auto" else args.batch,
+        ray=ray_options_from_args(args),
     ))
 
 

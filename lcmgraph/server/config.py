@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..cluster.options import RayOptions
     from .users import UserTable
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -127,6 +128,8 @@ class ServerConfig:
     retention: Retention = field(default_factory=Retention)
     #: Per-user tokens (``--users FILE``); the ``token`` above is an admin besides them.
     users: UserTable | None = None
+    #: Run jobs on Ray worker actors (``--ray``, lcmgraph/cluster) instead of the worker thread.
+    ray: RayOptions | None = None
 
     @property
     def outputs_path(self) -> Path:

@@ -208,20 +208,26 @@ class JobQueue:
         return ids.index(job_id) if job_id in ids else None
 
     # -- the worker's side ----------------------------------------------------
-    async def claim(self) -> list[Job] | None:
-        """Wait for work; returns the jobs to run (now 'running'), or None when closing."""
+    async def claim(self, policy: BatchPolicy | None = None) -> list[Job] | None:
+        """Wait for work; returns the jobs to run (now 'running'), or None when closing.
+        ``policy``: this claimer's own choice (a cluster worker's, which may pass over
+        the head of the queue or take nothing yet: it then waits for the next change)."""
+        own = policy is not None
+        policy = policy or self.policy
         while not self._closed:
-            queued = self.store.queued(limit=max(1, self.policy.lookahead))
+            queued = self.store.queued(limit=max(1, policy.lookahead))
             damaged = [j for j in queued if j.damaged]
             if damaged:  # cannot be run as stored: recorded as failed, saying why
                 self._fail_damaged(damaged)
                 continue
+            chosen: list[Job] = []
             if queued:
                 for job in queued:
                     job.prepared = self._prepared.get(job.id)
                     if job.prepared is None:  # queued before a restart: run from the stored document
                         job.workflow_text = self.store.workflow(job.id)
-                chosen = self.policy.select(queued) or queued[:1]
+                chosen = policy.select(queued) if own else (policy.select(queued) or queued[:1])
+            if chosen:
                 now = time.time()
                 self.store.mark_running([j.id for j in chosen], now)
                 for job in chosen:
@@ -258,6 +264,22 @@ class JobQueue:
         if self._workflow_bytes > self.retention.max_workflow_bytes:
             self.store.trim_workflows(self.retention.max_workflow_bytes)
             self._workflow_bytes = self.store.finished_workflow_bytes()
+
+    def requeue(self, job: Job, reason: str) -> None:
+        """Put a running job back in its place in the queue (its cluster worker was
+        lost before it finished); it runs again from its stored document."""
+        self.store.requeue(job.id)
+        self._controls.pop(job.id, None)
+        job.status, job.started, job.control = QUEUED, None, None
+        self._queued += 1
+        self._wakeup.set()
+        self.hub.publish({"type": "job_requeued", "job": job.id, "client_id": job.client_id,
+                          "reason": reason})
+        self._queue_changed()
+
+    def nudge(self) -> None:
+        """Claimers that passed over queued jobs look again (a cluster worker came or went)."""
+        self._wakeup.set()
 
     # -- retention ------------------------------------------------------------
     def prune(self) -> list[str]:

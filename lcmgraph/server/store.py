@@ -167,6 +167,12 @@ class JobStore:
                 self._db.execute("UPDATE jobs SET status=?, started=? WHERE id=? AND status=?",
                                  (RUNNING, when, job_id, QUEUED))
 
+    def requeue(self, job_id: str) -> None:
+        """A running job goes back to the queue, in its old place (its worker was lost)."""
+        with self._tx():
+            self._db.execute("UPDATE jobs SET status=?, started=NULL WHERE id=? AND status=?",
+                             (QUEUED, job_id, RUNNING))
+
     def finish(self, job: Job, files: Iterable[tuple[str, str, str]] = ()) -> None:
         """Record a finished job and index its files ((folder, relative path, node))."""
         with self._tx():
@@ -312,6 +318,8 @@ class JobStore:
     def history(self, limit: int, offset: int, client_id: str | None = None,
                 owner: str | None = None) -> tuple[list[Job], int]:
         where, args = self._finished_where(client_id, owner)
+        # SQLite integers are 64-bit: a caller's huge offset means "past the end", not an error.
+        limit, offset = max(0, min(limit, 2**62)), max(0, min(offset, 2**62))
         total = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", args).fetchone()[0]
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY finished DESC, id LIMIT ? OFFSET ?",

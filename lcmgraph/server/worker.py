@@ -20,11 +20,12 @@ from typing import Any
 
 from ..engine import Engine
 from ..executor import RunRequest
-from ..problems import WorkflowInvalid
-from ..results import NodeFailed, RunInterrupted, RunResult
+from ..results import RunResult
 from .config import Limits
 from .folders import ServedFolders
-from .jobs import DONE, FAILED, INTERRUPTED, Job
+from .jobs import DONE, FAILED, Job
+from .models_held import held_models
+from .outcomes import outcome_status
 from .outputs import public_results
 from .queue import JobQueue
 from .relay import JobEventRelay
@@ -54,6 +55,11 @@ class Worker:
         self._stopping.set()
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    async def describe(self) -> list[dict[str, Any]]:
+        """``GET /api/workers``: this one worker thread."""
+        return [{"name": "local", "kind": "thread", "health": "ok" if self._thread.is_alive() else "stopped",
+                 "running": self.queue.running_ids(), **held_models(self.engine.runtime)}]
 
     # -- thread ---------------------------------------------------------------
     def _main(self) -> None:
@@ -111,26 +117,11 @@ class Worker:
 
     def _finish(self, job: Job, outcome: RunResult | Exception) -> None:
         """Record what became of ``job``: its result, or why it did not finish."""
-        status, files = FAILED, []
-        if isinstance(outcome, WorkflowInvalid):  # valid at submit time; e.g. a file was removed since
-            job.error = {"code": "invalid_workflow", "message": str(outcome).splitlines()[0],
-                         "problems": [p.to_json() for p in outcome.problems[:self.limits.max_problems]],
-                         "problem_count": len(outcome.problems)}
-        elif isinstance(outcome, NodeFailed):
-            job.error = {"code": "node_failed", "message": str(outcome), "node": outcome.node_id,
-                         "node_type": outcome.node_type, "exception": type(outcome.cause).__name__}
-        elif isinstance(outcome, RunInterrupted):
-            status = INTERRUPTED
-            if self.queue.closing:
-                job.error = {"code": "server_shutdown", "node": outcome.node_id,
-                             "message": "the server was stopped while this job was running; resubmit it"}
-            else:
-                job.error = {"code": "interrupted", "message": str(outcome), "node": outcome.node_id}
-        elif isinstance(outcome, Exception):
+        status, job.error = outcome_status(outcome, self.limits.max_problems, self.queue.closing)
+        files = []
+        if status == FAILED and job.error["code"] == "internal":
             log.error("job %s failed outside any node", job.id, exc_info=outcome)
-            job.error = {"code": "internal", "message": f"the run failed: {type(outcome).__name__}: {outcome}"}
-        else:
-            status = DONE
+        if status == DONE:
             job.outputs, files = public_results(outcome.outputs, self.folders, self.limits.thumbnail_side)
             job.result = {"executed": outcome.executed, "cached": sorted(outcome.cached),
                           "seconds": round(outcome.seconds, 6)}

@@ -16,6 +16,7 @@ from . import (
     info,
     jobs,
     static,
+    workers,
     ws,
 )
 
@@ -28,6 +29,7 @@ def add_routes(app: web.Application) -> None:
     from_image.add_routes(app)
     files.add_routes(app)
     ws.add_routes(app)
+    workers.add_routes(app)
     comfyui.add_routes(app)  # ComfyUI's API; after lcmgraph's /api routes, which win a clash
     comfy_object_info.add_routes(app)
     if app[SERVER_KEY].config.frontend == "comfy":
