@@ -142,4 +142,6 @@ def test_jobs_with_different_regions_share_one_loop(make_engine, monkeypatch):
     for outcome, doc in zip(outcomes, docs, strict=True):
         assert_close_portable(outcome.values["sampler"]["latent"].samples,
                               reference.run(doc).values["sampler"]["latent"].samples, "batched latents",
-                              rtol=1e-5, atol=1e-5)
+                              rtol=1e-4, atol=1e-4)  # batched UNet calls take other GEMM shapes: measured
+    # up to 1.7e-5 apart on a fresh clone after two steps at guidance 2 (which triples the UNet's
+    # last-bit differences); the two jobs' regions differ by far more than this

@@ -385,8 +385,11 @@ def test_every_route_survives_comfy_shaped_garbage(tmp_path):
         for route in routes:
             for _ in range(MIN_PER_ROUTE):
                 await hit(route)
-        # POSTs weigh more, the converters most (the assertions below are about them)
-        weights = [(6 if "/comfy/" in path or "from-image" in path else 4) if method == "POST" else 1
+        # POSTs weigh more, the converters most (the assertions below are about them; their weight
+        # is fixed against the route count, so that routes added later do not starve them)
+        converters = sum(1 for method, path in routes if method == "POST" and ("/comfy/" in path or "from-image" in path))
+        heavy = max(6, len(routes) // max(1, converters))
+        weights = [(heavy if "/comfy/" in path or "from-image" in path else 4) if method == "POST" else 1
                    for method, path in routes]
         for route in rng.choices(routes, weights, k=ROUTE_REQUESTS - MIN_PER_ROUTE * len(routes)):
             await hit(route)
