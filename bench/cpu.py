@@ -43,6 +43,8 @@ if mode == "diffusers":
         generator=torch.Generator().manual_seed(seed)))
 else:
     from lcmgraph import Engine, EngineConfig
+    from lcmgraph.allocator import tune_malloc
+    tune_malloc()  # as `lcmgraph run` / `serve` do at start
     engine = Engine(EngineConfig(models_dir=work + "/models", device="cpu", options={"dtype": mode},
                                  home=work + "/home", output_dir=work + "/out"))
     def doc(seed, size):

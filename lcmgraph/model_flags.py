@@ -90,9 +90,13 @@ def physical_cores() -> int:
 
 
 def apply_threads(args: argparse.Namespace) -> int:
-    """Set torch's intra-op threads for this process (``--threads`` or the physical cores)."""
+    """Set torch's intra-op threads for this process (``--threads`` or the physical cores),
+    and tune malloc for large, changing activations (allocator.py)."""
     import torch
 
+    from .allocator import tune_malloc
+
+    tune_malloc()
     threads = getattr(args, "threads", None) or physical_cores()
     torch.set_num_threads(threads)
     return threads
