@@ -366,6 +366,31 @@ class App {
   queueInfo(q) {
     const running = q.running?.length ?? 0
     $("#queue-info").textContent = `queue: ${running ? "running, " : ""}${q.queued ?? 0} waiting`
+    this.refreshWorkers()
+  }
+
+  /** On a cluster (`serve --ray`): how many workers, how many busy, and per worker (tooltip)
+   *  its health, device and models. At most one request a second, on queue changes. */
+  async refreshWorkers() {
+    const now = Date.now()
+    if (this.workersAsked && now - this.workersAsked < 1000) return
+    this.workersAsked = now
+    const el = $("#workers-info")
+    let body
+    try {
+      body = await this.api.get("/api/workers")
+    } catch {
+      return  // an older server, or a user who may not see it: nothing to show
+    }
+    if (!body.cluster) { el.hidden = true; return }
+    const workers = body.workers ?? []
+    const busy = workers.filter((w) => (Array.isArray(w.running) ? w.running.length : w.running) > 0).length
+    const unwell = workers.filter((w) => w.health !== "ok").length
+    el.textContent = `workers: ${workers.length}${busy ? `, ${busy} busy` : ""}${unwell ? `, ${unwell} not ok` : ""}`
+    el.classList.toggle("error", unwell > 0)
+    el.title = workers.map((w) => `${w.name}: ${w.health} · ${w.device ?? "?"} · ` +
+      `${(w.models ?? []).length ? w.models.join(", ") : "no model loaded"}`).join("\n")
+    el.hidden = false
   }
 
   // -- toolbar, files, drops ---------------------------------------------------
