@@ -56,6 +56,26 @@ def test_unet_loss_decreases(tiny_run, tmp_path):
     assert models.unet.config.cross_attention_dim == 16
 
 
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_text_encoder_learning_rate_is_a_fraction_of_the_unets(tiny_run, tmp_path, scale):
+    """--text-lr-scale: 0 keeps the text encoder at its initialisation (what SD does with CLIP),
+    0.1 trains it at a tenth of the UNet's rate; a run of the new kind resumes."""
+    _, _, latents, scale_factor = tiny_run
+    tc = unet.UnetTrain(steps=4, batch=4, lr=3e-3, warmup=1, log_every=1, checkpoint_every=2, eval_every=0,
+                        text_lr_scale=scale)
+    start = unet.Models(TINY_UNET, tc.seed).text_encoder.state_dict()
+    models = unet.train_unet(tmp_path, latents, scale_factor, TINY_UNET, tc, quiet=True)
+    moved = max(float((models.text_encoder.state_dict()[k] - v).abs().max()) for k, v in start.items())
+    assert (moved == 0.0) if scale == 0 else (moved > 0.0)
+    lrs = [r["lr"] for r in map(json.loads, (tmp_path / "unet.log.jsonl").read_text().splitlines()) if "lr" in r]
+    assert lrs and lrs[-1] > 0  # the UNet's group drives the logged rate
+    resumed = unet.train_unet(tmp_path, latents, scale_factor, TINY_UNET, unet.UnetTrain(steps=5, eval_every=0),
+                              quiet=True)
+    assert torch.load(tmp_path / "unet.pt", weights_only=False)["step"] == 5
+    if scale == 0:
+        assert all(torch.equal(resumed.text_encoder.state_dict()[k], v) for k, v in start.items())
+
+
 def test_tokenizer_gives_each_caption_word_one_token():
     from lcmgraph_nodes.diffusion.train import dataset
 

@@ -42,6 +42,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="UNet training: per-channel constant noise added to epsilon (default %(default)s)")
     p.add_argument("--snr-floor", type=float, default=0.1,
                    help="UNet training: weigh high-t losses as if SNR were at least this (0: off; default %(default)s)")
+    p.add_argument("--text-lr-scale", type=float, default=1.0,
+                   help="UNet training: the text encoder's learning rate as a fraction of the UNet's "
+                        "(0: frozen at its initialisation; default %(default)s, the shipped run)")
     p.add_argument("--out", type=Path, default=None, help="export folder (default: the shipped nodes/diffusion/builtin/tiny-shapes)")
     p.add_argument("--no-ema", action="store_true", help="export the live weights instead of the EMA")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
@@ -116,7 +119,7 @@ def _unet(args, vae):
             return {f"eval10_{k}": round(v, 3) for k, v in res.items() if k != "images"}
 
     tc = UnetTrain(**({"steps": args.unet_steps} if args.unet_steps else {}), eval_every=args.eval_every,
-                   offset_noise=args.offset_noise, snr_floor=args.snr_floor)
+                   offset_noise=args.offset_noise, snr_floor=args.snr_floor, text_lr_scale=args.text_lr_scale)
     return train_unet(args.run, latents, scale, tc=tc, minutes=args.minutes, device=args.device, evaluate=evaluate,
                       threads=args.threads)
 

@@ -83,8 +83,9 @@ def lr_at(step: int, base: float, warmup: int, total: int, floor: float = 0.1) -
 
 
 def set_lr(optimizer, lr: float) -> None:
+    """Every group at ``lr``, times its ``lr_scale`` where it has one."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 class Deadline:

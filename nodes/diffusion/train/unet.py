@@ -57,6 +57,12 @@ class UnetTrain:
     # reached 1.0. Weight the epsilon loss by floor / SNR where SNR < floor (capped at 10):
     # the predicted image's error then counts at least ``floor`` times. 0.1: t > ~650.
     snr_floor: float = 0.1
+    # The text encoder's learning rate as a fraction of the UNet's (0: frozen at its random
+    # initialisation, as SD keeps CLIP frozen). Trained at the UNet's rate (1.0, the shipped
+    # run), it turned every position word into the same conditioning: the UNet's gradient only
+    # uses position at t > ~850, too weakly to keep the words apart (docs/embedded-model.md,
+    # "Position: the cause, measured"; bench/positions.py).
+    text_lr_scale: float = 1.0
 
 
 def make_unet(cfg: UnetConfig, seed: int = 3):
@@ -126,6 +132,19 @@ class Models:
     def trainable(self):
         return [*self.unet.parameters(), *self.text_encoder.parameters()]
 
+    def param_groups(self, text_lr_scale: float) -> list[dict]:
+        """AdamW's groups: the UNet at the schedule's rate, the text encoder at ``text_lr_scale``
+        of it (none, and frozen, at 0). At 1.0 one group, as runs before the option were
+        checkpointed (their optimizer state then resumes)."""
+        if text_lr_scale == 1.0:
+            return [{"params": self.trainable(), "lr_scale": 1.0}]
+        groups = [{"params": list(self.unet.parameters()), "lr_scale": 1.0}]
+        if text_lr_scale > 0:
+            groups.append({"params": list(self.text_encoder.parameters()), "lr_scale": text_lr_scale})
+        else:
+            self.text_encoder.requires_grad_(False)
+        return groups
+
     def update_ema(self, decay: float):
         import torch
 
@@ -167,7 +186,7 @@ def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, 
         tc = UnetTrain(**{**state["train"], "steps": tc.steps, "eval_every": tc.eval_every,
                           "offset_noise": tc.offset_noise, "snr_floor": tc.snr_floor})
     models = Models(cfg, tc.seed).to(dev)
-    opt = torch.optim.AdamW(models.trainable(), lr=tc.lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(models.param_groups(tc.text_lr_scale), lr=tc.lr, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(tc.seed)
     step = 0
     if state is not None:
@@ -211,7 +230,7 @@ def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, 
         loss = (per * min_snr_weights(sched, t, tc.snr_gamma, tc.snr_floor)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(models.trainable(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in models.trainable() if p.requires_grad], 1.0)
         opt.step()
         step += 1
         models.update_ema(min(tc.ema, (1 + step) / (10 + step)))
