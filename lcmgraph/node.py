@@ -111,6 +111,8 @@ class Input:
         elif kind == T.FLOAT:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f"expected a number, got {_describe(value)}"
+            if isinstance(value, int) and abs(value) > _FLOAT_MAX:
+                return f"expected a number, got {_show(value)}: too large for a float"
             if not math.isfinite(value):
                 return f"expected a finite number, got {value!r}"
         elif kind == T.STRING:
@@ -129,9 +131,9 @@ class Input:
             return f"expects a link from a {kind} output, not a literal value"
         if kind in (T.INT, T.FLOAT):
             if self.min is not None and value < self.min:
-                return f"{value!r} is below the minimum {_num(self.min)}"
+                return f"{_show(value)} is below the minimum {_num(self.min)}"
             if self.max is not None and value > self.max:
-                return f"{value!r} is above the maximum {_num(self.max)}"
+                return f"{_show(value)} is above the maximum {_num(self.max)}"
         return None
 
     def coerce(self, value: Any) -> Any:
@@ -356,6 +358,17 @@ def _unique(cls: type, what: str, items: Sequence[Any]) -> dict[str, Any]:
 def _spaced(name: str) -> str:
     """"ApplyLoRA" -> "Apply LoRA", "VAEDecode" -> "VAE Decode", "Img2Img" stays."""
     return re.sub(r"(?<=[a-z])(?=[A-Z][a-z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
+
+
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _show(value: Any) -> str:
+    """A number for a message: huge integers by their size (their repr may be refused
+    by Python's 4300-digit limit, and would drown the message anyway)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+    return repr(value)
 
 
 def _describe(value: Any) -> str:

@@ -40,6 +40,19 @@ def test_all_problems_are_reported_at_once(engine):
     ]
 
 
+def test_huge_integers_are_refused_by_their_size(engine):
+    """JSON integers have no size limit: one with hundreds of digits is named by its size
+    (Python refuses to print an integer over 4300 digits), for an INT and for a FLOAT."""
+    d = doc({
+        "s": ("Scale", {"x": 1.0, "factor": 10**400, "repeat": -(10**5000)}),
+        "out": ("Collect", {"value": link("s", "y")}),
+    })
+    assert problems(engine, d) == [
+        "node 's' input 'factor': expected a number, got an integer of about 401 digits: too large for a float",
+        "node 's' input 'repeat': an integer of about 5001 digits is below the minimum 1",
+    ]
+
+
 def test_unknown_type_suggests_close_name(engine):
     d = doc({"c": ("Constnat", {}), "out": ("Collect", {"value": 1})})
     assert problems(engine, d) == ["node 'c': unknown node type 'Constnat'; did you mean 'Constant'?"]
