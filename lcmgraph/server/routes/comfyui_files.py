@@ -33,7 +33,7 @@ from ..bodies import body_deadline, server_of, user_of, where
 from ..errors import ApiError, bad_request, not_found, too_large
 from ..folders import SERVED_SUFFIXES, check_name
 from ..images import MAX_KEPT_TEXT, PixelLimits, open_checked, reencode_upload
-from .files import _may_fetch, _store
+from .files import may_fetch, store_file
 
 FIELDS = ("image", "overwrite", "subfolder", "type", "original_ref")
 #: Longest value of a text field (subfolder, original_ref, ...), and most fields in one form.
@@ -159,7 +159,7 @@ def _store_unique(root: Path, subfolder: str, filename: str, data: bytes, overwr
                 return candidate, False
             candidate = f"{stem} ({counter}){suffix}"
             counter += 1
-        return _store(folder, candidate, data, overwrite=True), True
+        return store_file(folder, candidate, data, overwrite=True), True
 
 
 def _inside(root: Path, folder: Path, subfolder: str) -> None:
@@ -232,7 +232,7 @@ def _original(request: web.Request, ref_text: str | None) -> Path:
                           f"'subfolder'", code="invalid_name", field="original_ref")
     name = _join(subfolder.strip("/"), filename)
     path = server.folders.resolve(folder, name)  # 400/403/404: no way out of the folders
-    if not _may_fetch(server, request, folder, name, server.store.file_owner(folder, name)):
+    if not may_fetch(server, request, folder, name, server.store.file_owner(folder, name)):
         raise not_found(f"{here}: no file {name[:100]!r} in the {folder} folder", code="no_such_file")
     return path
 

@@ -39,7 +39,7 @@ async def serve_file(request: web.Request, folder: str, name: str) -> web.Stream
     path = server.folders.resolve(folder, name)
     headers = dict(CACHE_HEADERS)
     owner = server.store.file_owner(folder, name)  # the output index: which job wrote this file
-    if not _may_fetch(server, request, folder, name, owner):
+    if not may_fetch(server, request, folder, name, owner):
         raise ApiError(404, "no_such_file", f"{where(request)}: no file {name[:100]!r} in the {folder} folder")
     if owner:
         headers["X-Lcmgraph-Job"] = owner
@@ -52,7 +52,7 @@ async def serve_file(request: web.Request, folder: str, name: str) -> web.Stream
     return web.Response(body=data, content_type="image/jpeg", headers=headers)
 
 
-def _may_fetch(server: ServerApp, request: web.Request, folder: str, name: str, job_id: str | None) -> bool:
+def may_fetch(server: ServerApp, request: web.Request, folder: str, name: str, job_id: str | None) -> bool:
     """An admin fetches any file; a user, the files of its own jobs and its own
     uploads (and input files nobody uploaded: the server's own)."""
     user = user_of(request)
@@ -71,7 +71,7 @@ def upload_name(filename: str | None) -> str:
     return f"{stem or 'upload'}.png"
 
 
-def _store(root: Path, name: str, data: bytes, overwrite: bool) -> str:
+def store_file(root: Path, name: str, data: bytes, overwrite: bool) -> str:
     """Write atomically inside root; never follows a symlink planted at the name."""
     root.mkdir(parents=True, exist_ok=True)
     stem, suffix = name[:-4], name[-4:]
@@ -151,7 +151,7 @@ async def upload(request: web.Request) -> web.Response:
     user = user_of(request)
     if mask_of is not None:  # the mask painter: this image's alpha becomes mask_of's alpha
         original = server.folders.resolve("input", mask_of)
-        if not _may_fetch(server, request, "input", mask_of, None):
+        if not may_fetch(server, request, "input", mask_of, None):
             raise ApiError(404, "no_such_file", f"{here}: no file {mask_of[:100]!r} in the input folder")
         async with server.image_slots:
             image = await loop.run_in_executor(None, with_mask_alpha, original, data, _pixels(server),
@@ -163,7 +163,7 @@ async def upload(request: web.Request) -> web.Response:
     if not user.admin and overwrite and os.path.lexists(root / name) and server.store.upload_owner(name) != user.name:
         raise ApiError(409, "name_taken", f"{here}: {name!r} was uploaded by another user; upload without "
                        f"overwrite to get a new name")
-    stored = await loop.run_in_executor(None, _store, root, name, image.png, overwrite)
+    stored = await loop.run_in_executor(None, store_file, root, name, image.png, overwrite)
     server.store.record_upload(stored, user.name)
     return json_response({"name": stored, "folder": "input", "width": image.width, "height": image.height,
                           "source_format": image.source_format, "url": file_url("input", stored)},
