@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .argtypes import number
+
 _SWITCH = ("auto", "on", "off")
 COMPILE_CHOICES = ("auto", "off", "default", "reduce-overhead", "max-autotune",
                    "max-autotune-no-cudagraphs")
@@ -48,7 +50,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """``--offload``, ``--threads`` and the fast-path flags."""
     p.add_argument("--offload", action="store_true",
                    help="keep weights in CPU memory; only the running stage sits on the GPU (small cards)")
-    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+    p.add_argument("--threads", type=number(int, "a whole number of threads above 0", low=1), default=None, metavar="N",
                    help=f"CPU threads for torch (default: the physical cores this process may use, "
                         f"{physical_cores()} here; more threads than cores only wait on each other)")
     group = p.add_argument_group("GPU fast path (docs/gpu.md)")
@@ -60,15 +62,6 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         else:
             group.add_argument(flag, choices=choices, default=choices[0], help=text)
 
-
-def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of threads above 0, got {text!r}")
-    return value
 
 
 def physical_cores() -> int:

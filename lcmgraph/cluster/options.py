@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from ..argtypes import number
+
 #: How output files reach the server: sent back through Ray ("server"), or
 #: written by the workers straight into the server's output folder ("shared":
 #: one machine, or the same path on a shared file system on every node).
 STORAGE = ("server", "shared")
 MAX_WORKERS = 1024
+_WORKERS = number(int, f"a whole number from 1 to {MAX_WORKERS}", low=1, high=MAX_WORKERS)
+_FRACTION = number(float, "a number from 0 to 64", low=0, high=64)
 
 
 @dataclass(frozen=True)
@@ -32,12 +36,12 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                        help="run jobs on Ray worker actors: 'local' starts Ray on this machine, 'auto' "
                             "joins the running cluster, or give its address; bare --ray: Ray's default")
-    group.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+    group.add_argument("--workers", type=_WORKERS, default=1, metavar="N",
                        help="Ray workers, each with its own engine and models (default 1)")
-    group.add_argument("--gpus-per-worker", type=_fraction, default=None, metavar="F",
+    group.add_argument("--gpus-per-worker", type=_FRACTION, default=None, metavar="F",
                        help="GPUs each worker reserves (default: the cluster's GPUs shared out, at most 1 each; "
                             "0 without GPUs)")
-    group.add_argument("--cpus-per-worker", type=_fraction, default=1.0, metavar="F",
+    group.add_argument("--cpus-per-worker", type=_FRACTION, default=1.0, metavar="F",
                        help="CPUs each worker reserves; CPU workers use as many threads (default 1)")
     group.add_argument("--ray-storage", choices=STORAGE, default="server",
                        help="output files: sent back to the server (default), or written by the workers "
@@ -52,21 +56,3 @@ def ray_options_from_args(args: argparse.Namespace) -> RayOptions | None:
                       cpus_per_worker=args.cpus_per_worker, storage=args.ray_storage)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_WORKERS:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_WORKERS}, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 64, got {text!r}")
-    return value

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..argtypes import number
 from ..cluster.options import add_ray_arguments, ray_options_from_args
 from ..engine import Engine, EngineConfig
 from ..model_flags import add_model_arguments, apply_threads, model_options
@@ -67,7 +68,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="on-disk cache tier shared between processes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     add_model_arguments(p)
-    p.add_argument("--batch", type=_batch_size, default="auto", metavar="N",
+    p.add_argument("--batch", type=number(int, f"'auto' or a whole number from 1 to {MAX_BATCH}", low=1, high=MAX_BATCH, auto=True), default="auto", metavar="N",
                    help=f"run up to N queued jobs of the same graph as one batch (different prompts and "
                         f"seeds, one sampler call); 1 turns batching off (default auto: "
                         f"{AUTO_BATCH_CUDA} on CUDA, {AUTO_BATCH_OTHER} elsewhere)")
@@ -76,17 +77,6 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     add_access_arguments(p)
     add_ray_arguments(p)
 
-
-def _batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_BATCH:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number from 1 to {MAX_BATCH}, got {text!r}")
-    return value
 
 
 def is_loopback(host: str) -> bool:

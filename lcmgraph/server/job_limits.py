@@ -9,6 +9,7 @@ import argparse
 import os
 from typing import Any
 
+from ..argtypes import number
 from ..budget import Budget, Limit
 from .config import Limits
 
@@ -16,18 +17,20 @@ from .config import Limits
 CPU_DEFAULTS = (2048 * 2048, 8)
 GPU_DEFAULTS = (4096 * 4096, 32)
 DEFAULT_MAX_STEPS = 150
+_POSITIVE = number(int, "a whole number above 0", low=1, separators=True)
+_MEMORY = number(float, "'auto' or gigabytes above 0", above=0, auto=True)
 
 
 def add_job_limit_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-pixels", type=_positive, default=None, metavar="N",
+    p.add_argument("--max-pixels", type=_POSITIVE, default=None, metavar="N",
                    help=f"largest image a job may make or load, in pixels (default {CPU_DEFAULTS[0]:,} = 2048x2048 "
                         f"on the CPU, {GPU_DEFAULTS[0]:,} on a GPU)")
-    p.add_argument("--max-batch", type=_positive, default=None, metavar="N",
+    p.add_argument("--max-batch", type=_POSITIVE, default=None, metavar="N",
                    help=f"most images in one job's batch (default {CPU_DEFAULTS[1]} on the CPU, "
                         f"{GPU_DEFAULTS[1]} on a GPU)")
-    p.add_argument("--max-steps", type=_positive, default=DEFAULT_MAX_STEPS, metavar="N",
+    p.add_argument("--max-steps", type=_POSITIVE, default=DEFAULT_MAX_STEPS, metavar="N",
                    help=f"most sampling steps in one sampler (default {DEFAULT_MAX_STEPS})")
-    p.add_argument("--max-memory", type=_memory, default="auto", metavar="GB",
+    p.add_argument("--max-memory", type=_MEMORY, default="auto", metavar="GB",
                    help="most working memory one node of a job may need, estimated before it runs "
                         "(default auto: half the RAM on the CPU, 90%% of the GPU's memory)")
     p.add_argument("--allow-downloads", nargs="*", default=None, metavar="REPO",
@@ -35,26 +38,6 @@ def add_job_limit_arguments(p: argparse.ArgumentParser) -> None:
                         "with REPO patterns (org/name, org/*) only those (default: no downloads)")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
-    return value
-
-
-def _memory(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or gigabytes above 0, got {text!r}")
-    return value
 
 
 def on_gpu(device: str) -> bool:

@@ -9,7 +9,12 @@ import os
 import stat
 from pathlib import Path
 
+from ..argtypes import number
 from .config import Limits, Retention, ServerConfig
+
+_COUNT = number(int, "a whole number of at least 1", low=1)
+_DAYS = number(float, "a number of days from 0 to 100000", low=0, high=100_000)
+_SECONDS = number(float, "seconds from 0.1 to 86400", low=0.1, high=86400)
 
 TOKEN_ENV = "LCMGRAPH_TOKEN"
 DAY = 86400.0
@@ -27,17 +32,17 @@ def add_access_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--users", metavar="FILE",
                    help="per-user tokens: JSON {\"users\": [{\"name\", \"token\" | \"token_sha256\", \"admin\"}]} "
                         "or NAME:TOKEN lines; a user sees and controls only its own jobs (see docs/api.md)")
-    p.add_argument("--keep-history", type=_count, default=retention.keep_history, metavar="N",
+    p.add_argument("--keep-history", type=_COUNT, default=retention.keep_history, metavar="N",
                    help=f"finished jobs kept in the history, newest first (default {retention.keep_history})")
-    p.add_argument("--keep-cancelled", type=_count, default=retention.keep_cancelled, metavar="N",
+    p.add_argument("--keep-cancelled", type=_COUNT, default=retention.keep_cancelled, metavar="N",
                    help=f"cancelled jobs kept (default {retention.keep_cancelled})")
-    p.add_argument("--keep-days", type=_days, default=retention.max_age / DAY, metavar="D",
+    p.add_argument("--keep-days", type=_DAYS, default=retention.max_age / DAY, metavar="D",
                    help=f"remove finished jobs older than D days; 0 keeps them regardless of age "
                         f"(default {retention.max_age / DAY:g})")
-    p.add_argument("--header-timeout", type=_seconds, default=limits.header_timeout, metavar="S",
+    p.add_argument("--header-timeout", type=_SECONDS, default=limits.header_timeout, metavar="S",
                    help=f"close a connection that has not sent a complete request head S seconds after "
                         f"opening or after its last response (default {limits.header_timeout:g})")
-    p.add_argument("--max-connections", type=_count, default=limits.max_connections, metavar="N",
+    p.add_argument("--max-connections", type=_COUNT, default=limits.max_connections, metavar="N",
                    help=f"open connections at most; more are closed at once (default {limits.max_connections})")
 
 
@@ -87,31 +92,4 @@ def read_token_file(path: Path) -> str:
     return token
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
 
-
-def _days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"expected a number of days from 0 to 100000, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.1 <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"expected seconds from 0.1 to 86400, got {text!r}")
-    return value
