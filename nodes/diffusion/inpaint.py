@@ -93,11 +93,7 @@ class VAEEncodeForInpaint(Node):
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):
-        size = upstream.get("image")
-        if not isinstance(size, costs.Size):
-            return None
-        latent = costs.Size(size.batch, size.height // 8 * 8, size.width // 8 * 8)
-        return Estimate({"latent": latent}, (costs.vae_memory(size, False, "encoding", "image"),))
+        return costs.vae_encoding(upstream)
 
 
 class InpaintModelConditioning(Node):
@@ -148,12 +144,7 @@ class InpaintModelConditioning(Node):
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):
-        size = upstream.get("image")
-        if not isinstance(size, costs.Size):
-            return None
-        latent = costs.Size(size.batch, size.height // 8 * 8, size.width // 8 * 8)
-        encoding = costs.vae_memory(size, False, "encoding", "image")  # two encodes, one after the other
-        return Estimate({"latent": latent}, (encoding,))
+        return costs.vae_encoding(upstream)  # two encodes, one after the other: one's peak
 
 
 NODES = [SetLatentNoiseMask, VAEEncodeForInpaint, InpaintModelConditioning]

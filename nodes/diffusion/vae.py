@@ -76,11 +76,7 @@ class VAEEncode(Node):
 
     @classmethod
     def estimate(cls, ctx, literals, upstream):
-        size = upstream.get("image")
-        if not isinstance(size, costs.Size):
-            return None
-        latent = costs.Size(size.batch, size.height // 8 * 8, size.width // 8 * 8)
-        return Estimate({"latent": latent}, (costs.vae_memory(size, literals["tiled"], "encoding", "tiled"),))
+        return costs.vae_encoding(upstream, literals["tiled"], "tiled")
 
 
 NODES = [VAEDecode, VAEEncode]

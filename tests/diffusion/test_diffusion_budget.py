@@ -100,3 +100,25 @@ def test_load_image_opens_only_image_formats_under_the_pixel_limit(models, fresh
     with pytest.raises(NodeFailed, match=r"'medium.png' is 300x200, larger than the 10,000-pixel "
                                          r"\(at most 16384 per side\) limit for input images"):
         load(small, "medium.png")
+
+
+@pytest.mark.parametrize("node, extra", [
+    ("VAEEncode", {"tiled": False}),
+    ("VAEEncodeForInpaint", {"mask": link("mask", "mask")}),
+])
+def test_encoding_a_huge_image_is_refused_by_its_memory(models, tmp_path, node, extra):
+    """The encoders share one estimate (costs.vae_encoding): the encoder's activations
+    for the whole image at once."""
+    engine = budget_engine(models, tmp_path, memory_gb=0.25)
+    flow = Flow()
+    flow.add("ckpt", "LoadCheckpoint", checkpoint="tiny")
+    flow.add("image", "EmptyImage", width=2048, height=2048, batch=1)
+    flow.add("mask", "SolidMask", value=1.0, width=2048, height=2048)
+    flow.add("encode", node, vae=link("ckpt", "vae"), image=link("image", "image"), **extra)
+    flow.add("decode", "VAEDecode", vae=link("ckpt", "vae"), latent=link("encode", "latent"), tiled=True)
+    with pytest.raises(WorkflowInvalid) as info:
+        engine.run(saved(flow))
+    encode = [str(p) for p in info.value.problems if p.node == "encode"]
+    where, advice = ("tiled", " (tiled=true needs far less)") if node == "VAEEncode" else ("image", "")
+    assert encode == [f"node 'encode' input '{where}': encoding 2048x2048 in one piece{advice} needs 8.0 GiB, "
+                      "above this server's limit of 0.2 GiB (--max-memory)"]

@@ -34,8 +34,20 @@ def vae_memory(size: Size, tiled: bool, verb: str, input_name: str | None) -> Us
         how = "in tiles"
     else:
         amount = size.batch * size.pixels * (VAE_BYTES_PER_PIXEL + IMAGE_BYTES_PER_PIXEL)
-        how = "in one piece (tiled=true needs far less)"
+        # the advice only where the node has the switch (the inpainting encoders do not)
+        how = "in one piece" + (" (tiled=true needs far less)" if input_name == "tiled" else "")
     return Usage("memory", amount, f"{verb} {size.describe()} {how}", input_name)
+
+
+def vae_encoding(upstream, tiled: bool = False, input_name: str = "image") -> Estimate | None:
+    """A VAE encode of the upstream IMAGE: its latent (sides cut to a multiple of 8) and
+    the encoder's activations (the inpainting nodes encode twice, one after the other:
+    the same peak)."""
+    size = upstream.get("image")
+    if not isinstance(size, Size):
+        return None
+    latent = Size(size.batch, size.height // 8 * 8, size.width // 8 * 8)
+    return Estimate({"latent": latent}, (vae_memory(size, tiled, "encoding", input_name),))
 
 
 def unet_memory(size: Size, cfg: bool, input_name: str | None) -> Usage:
