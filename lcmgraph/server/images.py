@@ -92,30 +92,48 @@ def reencode_upload(data: bytes, limits: PixelLimits, what: str) -> Reencoded:
         image.close()
 
 
-def with_mask_alpha(original: Path, mask: bytes, limits: PixelLimits, what: str) -> Reencoded:
-    """``original``'s pixels with ``mask``'s alpha channel as their alpha, as a PNG.
+def with_mask_alpha(original: Path, mask: bytes, limits: PixelLimits, what: str, *,
+                    require_alpha: bool) -> Reencoded:
+    """``original``'s pixels with ``mask``'s alpha channel as their alpha, as a PNG (the
+    original's text chunks kept, bounded).
 
-    The editor's mask painter (and ComfyUI's /upload/mask) sends only the mask:
-    a browser canvas premultiplies alpha, so the colour of every fully
-    transparent pixel it exported would be lost. LoadImage reads the result's
+    The editor's mask painter (``POST /api/upload`` with ``mask_of``, which requires an
+    alpha channel) and ComfyUI's ``/upload/mask`` (where a mask without one is opaque)
+    send only the mask: a browser canvas premultiplies alpha, so the colour of every
+    fully transparent pixel it exported would be lost. LoadImage reads the result's
     mask as 1 - alpha: painted (transparent) pixels are the ones to repaint."""
-    with open_checked(mask, limits, what) as painted:
-        painted.load()
-        if "A" not in painted.getbands() and not (painted.mode == "P" and "transparency" in painted.info):
+    from PIL.PngImagePlugin import PngInfo
+
+    base = open_checked(original, limits, f"the original of {what}")
+    overlay = open_checked(mask, limits, what)
+    try:
+        try:
+            base.load()
+            overlay.seek(0)
+            overlay.load()
+        except Exception as exc:  # noqa: BLE001 - damaged data, in any decoder
+            raise bad_request(f"{what} could not be decoded: {exc}", code="not_an_image") from None
+        if overlay.size != base.size:
+            raise bad_request(f"{what} is {overlay.size[0]}x{overlay.size[1]} but the image it masks is "
+                              f"{base.size[0]}x{base.size[1]}; paint the mask at the image's size",
+                              code="size_mismatch")
+        has_alpha = "A" in overlay.getbands() or (overlay.mode == "P" and "transparency" in overlay.info)
+        if require_alpha and not has_alpha:
             raise bad_request(f"{what} has no alpha channel: the mask is the image's alpha (0 = repaint)",
                               code="invalid_field", field="image")
-        alpha = painted.convert("RGBA").getchannel("A")
-    with open_checked(original, limits, f"{what}'s original image") as source:
-        source.load()
-        if source.size != alpha.size:
-            raise bad_request(f"{what} is {alpha.size[0]}x{alpha.size[1]} but the image it masks is "
-                              f"{source.size[0]}x{source.size[1]}; paint the mask at the image's size",
-                              code="invalid_field", field="image")
-        combined = source.convert("RGB")
-        combined.putalpha(alpha)
+        info, kept = PngInfo(), 0
+        for key, value in (getattr(base, "text", None) or {}).items():
+            if isinstance(value, str) and kept + len(value) <= MAX_KEPT_TEXT:
+                info.add_itxt(key, value, zip=True)
+                kept += len(value)
+        combined = base.convert("RGB")
+        combined.putalpha(overlay.convert("RGBA").getchannel("A"))
         out = io.BytesIO()
-        combined.save(out, format="PNG", compress_level=4)
-        return Reencoded(out.getvalue(), source.size[0], source.size[1], source.format or "?")
+        combined.save(out, format="PNG", pnginfo=info, compress_level=4)
+        return Reencoded(out.getvalue(), base.size[0], base.size[1], base.format or "?")
+    finally:
+        base.close()
+        overlay.close()
 
 
 def _png_mode(image: Any) -> Any:

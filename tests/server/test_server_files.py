@@ -95,7 +95,7 @@ def test_a_painted_mask_becomes_the_alpha_of_the_image_it_masks(tmp_path):
             assert image.getpixel((2, 1)) == (200, 10, 10, 0) and image.getpixel((7, 5)) == (200, 10, 10, 0)
             assert image.getpixel((0, 0)) == (200, 10, 10, 255)
         _, err = await h.call("POST", "/api/upload", 400,
-                              data=form(png_bytes(size=(4, 4)), "m.png", mask_of=original["name"]))
+                              data=form(png_bytes(size=(8, 6)), "m.png", mask_of=original["name"]))
         assert err["message"] == ("POST /api/upload: mask 'm.png' has no alpha channel: the mask is the "
                                   "image's alpha (0 = repaint)")
         small = io.BytesIO()
@@ -103,6 +103,7 @@ def test_a_painted_mask_becomes_the_alpha_of_the_image_it_masks(tmp_path):
         _, err = await h.call("POST", "/api/upload", 400, data=form(small.getvalue(), "m.png", mask_of=original["name"]))
         assert err["message"] == ("POST /api/upload: mask 'm.png' is 4x4 but the image it masks is 8x6; "
                                   "paint the mask at the image's size")
+        assert err["error"] == "size_mismatch"
         _, err = await h.call("POST", "/api/upload", 404, data=form(small.getvalue(), "m.png", mask_of="nope.png"))
         assert err["message"] == "POST /api/upload: no file 'nope.png' in the input folder"
         _, err = await h.call("POST", "/api/upload", 400, data=form(small.getvalue(), "m.png", mask_of="../x.png"))

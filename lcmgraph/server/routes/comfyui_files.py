@@ -18,7 +18,7 @@ already (then that name is given back).
 from __future__ import annotations
 
 import asyncio
-import io
+import functools
 import json
 import os
 import threading
@@ -32,7 +32,7 @@ from aiohttp import BodyPartReader, web
 from ..bodies import body_deadline, server_of, user_of, where
 from ..errors import ApiError, bad_request, not_found, too_large
 from ..folders import SERVED_SUFFIXES, check_name
-from ..images import MAX_KEPT_TEXT, PixelLimits, open_checked, reencode_upload
+from ..images import PixelLimits, reencode_upload, with_mask_alpha
 from .files import may_fetch, store_file
 
 FIELDS = ("image", "overwrite", "subfolder", "type", "original_ref")
@@ -237,37 +237,6 @@ def _original(request: web.Request, ref_text: str | None) -> Path:
     return path
 
 
-def composite_mask(original: Path, mask: bytes, limits: PixelLimits, what: str) -> bytes:
-    """The original image (RGBA) with the mask's alpha channel, its PNG text kept (bounded)."""
-    from PIL.PngImagePlugin import PngInfo
-
-    base = open_checked(original, limits, f"the original of {what}", formats=("PNG", "JPEG", "WEBP"))
-    overlay = open_checked(mask, limits, what)
-    try:
-        try:
-            base.load()
-            overlay.seek(0)
-            overlay.load()
-        except Exception as exc:  # noqa: BLE001 - damaged data, in any decoder
-            raise bad_request(f"{what} could not be decoded: {exc}", code="not_an_image") from None
-        if overlay.size != base.size:
-            raise bad_request(f"{what} is {overlay.size[0]}x{overlay.size[1]}; the image it masks is "
-                              f"{base.size[0]}x{base.size[1]}", code="size_mismatch")
-        info, kept = PngInfo(), 0
-        for key, value in (getattr(base, "text", None) or {}).items():
-            if isinstance(value, str) and kept + len(value) <= MAX_KEPT_TEXT:
-                info.add_itxt(key, value, zip=True)
-                kept += len(value)
-        combined = base.convert("RGBA")
-        combined.putalpha(overlay.convert("RGBA").getchannel("A"))
-        out = io.BytesIO()
-        combined.save(out, format="PNG", pnginfo=info, compress_level=4)
-        return out.getvalue()
-    finally:
-        base.close()
-        overlay.close()
-
-
 async def upload_mask(request: web.Request) -> web.Response:
     server = server_of(request)
     form = await _read_form(request, server.limits.max_upload_bytes)
@@ -275,9 +244,9 @@ async def upload_mask(request: web.Request) -> web.Response:
     if original.suffix.lower() not in SERVED_SUFFIXES:  # resolve() checked it; kept explicit for the reader
         raise not_found(f"{where(request)}: the original is not an image", code="not_served")
     async with server.image_slots:
-        png = await asyncio.get_running_loop().run_in_executor(
-            None, composite_mask, original, form.data, _pixels(request), f"mask {form.filename!r}")
-    return await _save(request, form, png)
+        image = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            with_mask_alpha, original, form.data, _pixels(request), f"mask {form.filename!r}", require_alpha=False))
+    return await _save(request, form, image.png)
 
 
 def add_routes(app: web.Application) -> None:

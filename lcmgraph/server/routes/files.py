@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import tempfile
@@ -154,8 +155,8 @@ async def upload(request: web.Request) -> web.Response:
         if not may_fetch(server, request, "input", mask_of, None):
             raise ApiError(404, "no_such_file", f"{here}: no file {mask_of[:100]!r} in the input folder")
         async with server.image_slots:
-            image = await loop.run_in_executor(None, with_mask_alpha, original, data, _pixels(server),
-                                               f"mask {name!r}")
+            image = await loop.run_in_executor(None, functools.partial(
+                with_mask_alpha, original, data, _pixels(server), f"mask {name!r}", require_alpha=True))
     else:
         async with server.image_slots:
             image = await loop.run_in_executor(None, reencode_upload, data, _pixels(server), f"upload {name!r}")
