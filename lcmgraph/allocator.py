@@ -14,7 +14,6 @@ MiB) saved no more and cost 10-20% of the time in page faults.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -27,13 +26,9 @@ THRESHOLD = 16 * 1024 * 1024
 
 def tune_malloc(threshold: int = THRESHOLD) -> bool:
     """Pin glibc's mmap and trim thresholds; False where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl, macOS, Windows: no mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
+    except (OSError, TypeError, AttributeError):  # no mallopt there (musl, macOS) or no CDLL(None) (Windows)
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, threshold))
