@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from .registry import NodeRegistry
 
 BUILTIN_PREFIX = "builtin:"
-DEFAULT_FOLDERS = ("checkpoints", "loras", "controlnet", "vae", "unet", "embeddings", "upscale_models", "input")
+DEFAULT_FOLDERS = ("checkpoints", "loras", "controlnet", "vae", "unet", "embeddings", "upscale_models", "clip_vision", "ipadapter",
+                   "input")
 #: Extensions listed for each folder ("" = directories, e.g. a diffusers folder).
 LISTED_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".bin", ".png", ".jpg", ".jpeg", ".webp"}
 

@@ -2,7 +2,7 @@
 ControlNet, images.
 
 The node classes are the modules here (loaders, text, conditioning, samplers,
-fewstep, img2img, latents, vae, controlnet, images, merging, patches, upscale); what they stand on lives below:
+fewstep, img2img, latents, vae, controlnet, images, merging, patches, upscale, ipadapter); what they stand on lives below:
 ``formats/`` (files on disk), ``models/`` (the model manager and the sampling loop), ``builtin/``
 (the shipped and the tiny built-in models), ``comfy_map/`` (ComfyUI import /
 export tables) and ``train/`` (the trainers behind ``lcmgraph train``).
@@ -15,6 +15,7 @@ from . import (
     images,
     img2img,
     inpaint,
+    ipadapter,
     latents,
     loaders,
     merging,
@@ -33,7 +34,7 @@ from .train.lora_cli import add_lora_parsers
 
 NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *fewstep.NODES, *img2img.NODES,
          *inpaint.NODES, *latents.NODES, *vae.NODES, *controlnet.NODES, *images.NODES, *merging.NODES,
-         *patches.NODES, *upscale.NODES]
+         *patches.NODES, *upscale.NODES, *ipadapter.NODES]
 
 SERVICES = {SERVICE: factory}
 

@@ -31,6 +31,8 @@ FILES = {
 IMAGE = "hint.png"
 VAE = "builtin:tiny-shapes-vae"
 UPSCALER = "builtin:tiny-upscale-2x"
+CLIP_VISION = "builtin:tiny-clip-vision"
+IP_ADAPTERS = {"sd15": "builtin:tiny-ip-adapter", "sdxl": "builtin:tiny-ip-adapter-xl"}
 #: Architecture -> the tiny embedding standing in for every ``embedding:NAME`` (``save_embeddings`` writes them).
 EMBEDDINGS = {"sd15": "tiny", "sdxl": "tiny-xl"}
 _EMBEDDING = re.compile(r"embedding:[^\s,()\[\]]+", re.IGNORECASE)
@@ -46,6 +48,20 @@ def save_embeddings(folder: Path) -> Path:
     save_file({"emb_params": rows}, str(folder / f"{EMBEDDINGS['sd15']}.safetensors"))
     save_file({"clip_l": rows, "clip_g": rows.clone()}, str(folder / f"{EMBEDDINGS['sdxl']}.safetensors"))
     return folder
+
+
+def save_ipadapters(root: Path) -> dict[str, list[Path]]:
+    """Tiny IP-Adapter files under the names IPAdapterUnifiedLoader's presets look for (its
+    file lookup is the thing tested), as ``folders`` for the engine."""
+    from lcmgraph_nodes.diffusion.builtin import tiny_ipadapter
+
+    adapters, vision = root / "ipadapter", root / "clip_vision"
+    tiny_ipadapter.save_ip_adapter(adapters / "ip-adapter_sd15.safetensors")
+    tiny_ipadapter.save_ip_adapter(adapters / "ip-adapter-plus_sd15.safetensors", kind="plus")
+    tiny_ipadapter.save_ip_adapter(adapters / "ip-adapter_sdxl_vit-h.safetensors", arch="sdxl")
+    tiny_ipadapter.save_ip_adapter(adapters / "ip-adapter-plus_sdxl_vit-h.safetensors", arch="sdxl", kind="plus")
+    tiny_ipadapter.save_clip_vision(vision / "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors")
+    return {"ipadapter": [adapters], "clip_vision": [vision]}
 
 
 def corpus_files() -> list[Path]:
@@ -101,6 +117,10 @@ def runnable(document: dict) -> dict:
             inputs["vae"] = VAE
         elif kind == "UpscaleModelLoader":
             inputs["model_name"] = UPSCALER
+        elif kind == "IPAdapterModelLoader":
+            inputs["ipadapter_file"] = IP_ADAPTERS[arch]
+        elif kind == "CLIPVisionLoader":
+            inputs["clip_name"] = CLIP_VISION
         elif kind == "TextEncode" and isinstance(inputs.get("text"), str):
             inputs["text"] = _EMBEDDING.sub(f"embedding:{EMBEDDINGS[arch]}", inputs["text"])
         elif kind in ("LoadImage", "LoadImageMask"):

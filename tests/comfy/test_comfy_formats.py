@@ -150,7 +150,8 @@ def test_allow_missing_keeps_placeholders_that_do_not_validate(registry):
         "node 20: ComfyUI node type 'IPAdapterApply' is kept as a placeholder; replace it before running"]
     workflow, problems = parse(doc)
     problems += validate(workflow, registry, None, lambda folder, name: None).problems
-    assert [(p.node, p.message) for p in problems] == [("20", "unknown node type 'comfy:IPAdapterApply'")]
+    assert [(p.node, p.message) for p in problems] == [
+        ("20", "unknown node type 'comfy:IPAdapterApply'; did you mean 'IPAdapter'?")]  # IPAdapter_plus v1 -> v2
 
 
 def test_ui_placeholders_keep_widget_values_and_output_names(registry):

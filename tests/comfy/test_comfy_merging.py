@@ -89,7 +89,8 @@ def test_ui_format_widget_order(registry):
 def test_unsupported_model_kinds_are_named_all_at_once(registry):
     api = _api({
         "10": {"class_type": "unCLIPCheckpointLoader", "inputs": {"ckpt_name": "unclip.safetensors"}},
-        "11": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "vit.safetensors"}},
+        "11": {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["4", 0], "image": ["4", 0],
+                                                        "crop": "center"}},
         "12": {"class_type": "GLIGENLoader", "inputs": {"gligen_name": "g.safetensors"}},
         "13": {"class_type": "HypernetworkLoader", "inputs": {"model": ["4", 0], "hypernetwork_name": "h.pt",
                                                               "strength": 1.0}},
@@ -102,7 +103,8 @@ def test_unsupported_model_kinds_are_named_all_at_once(registry):
     problems = err.value.problems
     assert problems[:5] == [
         "node 10 (unCLIPCheckpointLoader): unCLIP checkpoints (SD2.1 unCLIP) are not supported yet in lcmgraph",
-        "node 11 (CLIPVisionLoader): CLIP vision models are not supported yet in lcmgraph",
+        "node 11 (CLIPVisionEncode): CLIP vision outputs (for unCLIP and style models) are not supported yet in "
+        "lcmgraph",
         "node 12 (GLIGENLoader): GLIGEN models are not supported yet in lcmgraph",
         "node 13 (HypernetworkLoader): hypernetworks are not supported yet in lcmgraph",
         "node 14 (ModelSamplingContinuousEDM): continuous EDM model sampling (Playground v2.5, CosXL...) is not "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import tiny, tiny_addons
+from . import tiny, tiny_addons, tiny_ipadapter
 
 #: Weights committed in the repository (trained by the pack's train/ package; docs/embedded-model.md).
 _SHIPPED = Path(__file__).parent
@@ -43,4 +43,12 @@ BUILTIN_FILES = {
     ("input", "tiny-mask.png"): lambda e: tiny_addons.save_mask(_root(e) / "tiny-mask.png"),
     # A 2x ESRGAN with random weights (spandrel detects it): for ImageUpscaleWithModel.
     ("upscale_models", "tiny-upscale-2x"): lambda e: tiny_addons.save_upscaler(_root(e) / "tiny-upscale-2x.safetensors"),
+    # A CLIP vision tower and IP-Adapters (basic, plus; SD1.5 and SDXL) that fit the tiny-random UNets.
+    ("clip_vision", "tiny-clip-vision"): lambda e: tiny_ipadapter.save_clip_vision(
+        _root(e) / "tiny-clip-vision.safetensors"),
+    ("ipadapter", "tiny-ip-adapter"): lambda e: tiny_ipadapter.save_ip_adapter(_root(e) / "tiny-ip-adapter.safetensors"),
+    ("ipadapter", "tiny-ip-adapter-plus"): lambda e: tiny_ipadapter.save_ip_adapter(
+        _root(e) / "tiny-ip-adapter-plus.safetensors", kind="plus"),
+    ("ipadapter", "tiny-ip-adapter-xl"): lambda e: tiny_ipadapter.save_ip_adapter(
+        _root(e) / "tiny-ip-adapter-xl.safetensors", arch="sdxl"),
 }

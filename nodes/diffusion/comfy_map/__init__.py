@@ -18,6 +18,7 @@ from lcmgraph.comfy import SEED_CONTROL, ComfyMapping, Through
 
 from . import conditioning as cond
 from . import custom, models, samplers, third_party
+from .ipadapter import IPADAPTER
 from .latents import LATENTS
 from .merging import MERGING, UNSUPPORTED
 
@@ -88,6 +89,7 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
                                              export=True),
     "PrimitiveBoolean": ComfyMapping("Boolean", _VALUE, ("value",), ("value",), title="Boolean", export=True),
     **MERGING,
+    **IPADAPTER,
     # Model kinds lcmgraph does not load: refused by name (all at once, with their node ids).
     **UNSUPPORTED,
     # SamplerCustom(Advanced) and the sampler / sigmas / noise / guider nodes they read.

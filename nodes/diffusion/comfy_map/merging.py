@@ -52,8 +52,7 @@ MERGING: dict[str, ComfyMapping] = {
 NOT_SUPPORTED = {
     "unCLIPCheckpointLoader": "unCLIP checkpoints (SD2.1 unCLIP) are not supported yet",
     "unCLIPConditioning": "unCLIP / revision conditioning (image embeddings from a CLIP vision model) is not supported yet",
-    "CLIPVisionLoader": "CLIP vision models are not supported yet",
-    "CLIPVisionEncode": "CLIP vision models are not supported yet",
+    "CLIPVisionEncode": "CLIP vision outputs (for unCLIP and style models) are not supported yet",
     "StyleModelLoader": "style models (T2I-Adapter style, CLIP vision) are not supported yet",
     "StyleModelApply": "style models (T2I-Adapter style, CLIP vision) are not supported yet",
     "GLIGENLoader": "GLIGEN models are not supported yet",

@@ -432,13 +432,14 @@ class ModelManager:
             return self.activate(loaded, "text")
 
     def _realise_patches(self, loaded: LoadedCheckpoint, patches: tuple) -> None:
-        """Hook the value's UNet patches (FreeU) in, the previous value's out."""
+        """Hook the value's UNet patches (FreeU, IP-Adapter) in, the previous value's out."""
         if loaded.patches == patches:
             return
         from .unet_patches import install
 
         for handle in loaded.patch_handles:
             handle.remove()
+        loaded.patch_handles, loaded.patches = [], ()  # a patch that does not fit raises below: nothing stays hooked
         loaded.patch_handles = install(loaded.unet, patches) if patches else []
         loaded.patches = patches
 
@@ -535,6 +536,11 @@ class ModelManager:
             self._entries[key] = entry
             self._trim({key})
             return entry
+
+    def standalone(self, key: str, path: str, stage: str, ctx: Any, build):
+        """A model of another pack module (CLIP vision, IP-Adapter) held under ``key``
+        like the manager's own: built once, counted in the budget, evicted when idle."""
+        return self._standalone(key, path, stage, ctx, build)
 
     def vae_file(self, path: str, identity: str, latent_format: str = "auto", ctx: Any = None) -> LoadedVae:
         """A standalone VAE (file or folder), loaded once per engine and format."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import regions
 from .control import ControlRunner
+from .ipadapter import mark_rows
 from .values import Conditioning, match_token_lengths
 
 
@@ -125,6 +126,8 @@ class RegionalStep:
             down, mid = runner.residuals(step, model_input, t, embeds, added)
         if concats:
             model_input = torch.cat([model_input, torch.cat(concats)], dim=1)
+        mark_rows(unet, [p.part.half == regions.NEGATIVE for p, c in zip(members, crops, strict=True)
+                         for _ in range(c.shape[0])])
         out = unet(model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond, added_cond_kwargs=added,
                    down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False)[0]
         return out.split([c.shape[0] for c in crops])

@@ -49,6 +49,7 @@ from typing import Any
 from . import cfg_pp, schedules
 from .control import ControlRunner
 from .interrupt import checked_inside
+from .ipadapter import mark_rows
 from .manager import SERVICE
 from .preview import latent_preview
 from .regional_step import RegionalStep
@@ -383,6 +384,7 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
                 down, mid = controls.residuals(start + i, model_input, t, embeds, added)
                 if concat is not None:  # an inpainting UNet: the ControlNet saw the latents alone
                     model_input = torch.cat([model_input, concat], dim=1)
+                mark_rows(unet, [True] * total + [False] * total if cfg else None)  # for IP-Adapter hooks
                 noise_pred = unet(
                     model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
                     added_cond_kwargs=added, down_block_additional_residuals=down,

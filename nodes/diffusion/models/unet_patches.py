@@ -72,6 +72,14 @@ def _up_block_inputs(unet) -> list[tuple[Any, int]]:
 
 def install(unet, patches: tuple[tuple, ...]) -> list:
     """Hook ``patches`` into ``unet``; returns the hook handles (``remove()`` each to undo)."""
+    from . import ipadapter
+
+    adapters = tuple(p[1] for p in patches if p[0] == ipadapter.KIND)
+    handles = ipadapter.install(unet, adapters) if adapters else []
+    return handles + _install_freeu(unet, patches)
+
+
+def _install_freeu(unet, patches: tuple[tuple, ...]) -> list:
     base = unet.config.block_out_channels[0]
     handles = []
     for resnet, channels in _up_block_inputs(unet):

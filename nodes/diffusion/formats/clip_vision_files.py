@@ -1,0 +1,143 @@
+"""CLIP vision models (ComfyUI's ``clip_vision`` folder): the image encoders
+IP-Adapters read, e.g. ``CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors``
+(h94/IP-Adapter's ``models/image_encoder``) or ``CLIP-ViT-bigG-14-...``.
+
+The files use transformers' ``CLIPVisionModelWithProjection`` names
+(``vision_model.*``, ``visual_projection.weight``), optionally under a
+``clip_vision.`` prefix (as inside unCLIP checkpoints). The architecture is
+read from the tensor shapes; the head count, which shapes do not show, from
+the width (every published CLIP vision tower has 64-, 80- or 104-wide heads:
+ViT-L 1024/16, ViT-H 1280/16, ViT-bigG 1664/16, ViT-B 768/12) or from the
+file's ``heads`` metadata. OpenAI's ViT-L/14 uses quick-GELU, the LAION
+towers GELU (ComfyUI's clip_vision_config_*.json say the same).
+
+``.safetensors`` files are read as they are; ``.bin`` / ``.pt`` / ``.pth``
+only with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+FOLDER = "clip_vision"
+#: CLIP's image normalisation (ComfyUI's clip_preprocess, transformers' CLIPImageProcessor).
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+_HEADS = {768: 12, 1024: 16, 1280: 16, 1664: 16}
+_LAYER = re.compile(r"vision_model\.encoder\.layers\.(\d+)\.")
+
+
+class ClipVisionFileError(ValueError):
+    """A CLIP vision file that cannot be used; the message names it."""
+
+
+def read_tensors(path: Path, label: str) -> tuple[dict, dict]:
+    """(tensors, safetensors metadata) of a ``.safetensors`` or plain-tensor ``.bin``/``.pt`` file."""
+    import torch
+
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ClipVisionFileError(f"{label!r} could not be read (only .safetensors, and .bin/.pt files holding "
+                                  f"plain tensors, are read): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ClipVisionFileError(f"{label!r} holds a {type(data).__name__}, not a dict of tensors")
+    return data, {}
+
+
+def vision_state(tensors: dict, label: str) -> dict:
+    """The tensors under transformers' names (a ``clip_vision.`` prefix removed)."""
+    if any(k.startswith("clip_vision.") for k in tensors):
+        tensors = {k[len("clip_vision."):]: v for k, v in tensors.items() if k.startswith("clip_vision.")}
+    if "vision_model.embeddings.patch_embedding.weight" not in tensors:
+        if any(k.startswith("visual.transformer.") for k in tensors):
+            raise ClipVisionFileError(f"{label!r} is in open_clip's layout; lcmgraph reads CLIP vision models in "
+                                      "transformers' layout (CLIPVisionModelWithProjection, e.g. h94/IP-Adapter's "
+                                      "models/image_encoder/model.safetensors)")
+        raise ClipVisionFileError(f"{label!r} is not a CLIP vision model (no "
+                                  "vision_model.embeddings.patch_embedding.weight)")
+    return tensors
+
+
+def vision_config(state: dict, metadata: dict | None = None) -> Any:
+    """transformers' CLIPVisionConfig of the tower whose weights are ``state``."""
+    from transformers import CLIPVisionConfig
+
+    metadata = metadata or {}
+    patch = state["vision_model.embeddings.patch_embedding.weight"]
+    hidden, patch_size = int(patch.shape[0]), int(patch.shape[-1])
+    positions = int(state["vision_model.embeddings.position_embedding.weight"].shape[0])
+    side = round((positions - 1) ** 0.5)
+    layers = 1 + max(int(m.group(1)) for m in map(_LAYER.match, state) if m)
+    heads = int(metadata.get("heads") or _HEADS.get(hidden) or max(1, hidden // 64))
+    projection = state.get("visual_projection.weight")
+    quick = hidden == 1024 and layers == 24  # OpenAI's ViT-L/14
+    return CLIPVisionConfig(
+        hidden_size=hidden, intermediate_size=int(state["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
+        num_hidden_layers=layers, num_attention_heads=heads, image_size=side * patch_size, patch_size=patch_size,
+        projection_dim=int(projection.shape[0]) if projection is not None else hidden,
+        hidden_act=metadata.get("hidden_act") or ("quick_gelu" if quick else "gelu"), layer_norm_eps=1e-5)
+
+
+def load_clip_vision(path: str | Path) -> Any:
+    """A ``CLIPVisionModelWithProjection`` in eval mode (float32, CPU)."""
+    import torch
+    from transformers import CLIPVisionModelWithProjection
+
+    path = Path(path)
+    label = path.name
+    tensors, metadata = read_tensors(path, label)
+    state = vision_state(tensors, label)
+    config = vision_config(state, metadata)
+    with torch.device("meta"):
+        model = CLIPVisionModelWithProjection(config)
+    state = {k: v.float() for k, v in state.items() if not k.endswith("position_ids")}
+    if "visual_projection.weight" not in state:  # a tower without projection: identity, as its embeds
+        state["visual_projection.weight"] = torch.eye(config.hidden_size)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise ClipVisionFileError(f"{label!r} does not match a CLIP vision tower: missing {sorted(missing)[:3]}, "
+                                  f"unexpected {sorted(unexpected)[:3]}")
+    model.vision_model.embeddings.register_buffer(
+        "position_ids", torch.arange(model.vision_model.embeddings.num_positions).expand((1, -1)), persistent=False)
+    return model.eval()
+
+
+def save_clip_vision(model: Any, target: Path) -> Path:
+    """Write ``model`` in the layout ``load_clip_vision`` reads (the tiny built-in uses it)."""
+    from safetensors.torch import save_file
+
+    cfg = model.config
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(target), metadata={"heads": str(cfg.num_attention_heads), "hidden_act": cfg.hidden_act})
+    return target
+
+
+def preprocess(image: Any, size: int, crop: bool = True) -> Any:
+    """IMAGE ``[B, H, W, C]`` in 0..1 -> CLIP's ``pixel_values`` ``[B, 3, size, size]``, as
+    ComfyUI's ``clip_preprocess``: the short side (crop) or both sides scaled to ``size``
+    (bicubic, antialiased), centre-cropped, quantised to 8 bits, normalised."""
+    import torch
+    import torch.nn.functional as F
+
+    x = image[..., :3].movedim(-1, 1).float()
+    if crop:
+        scale = size / min(x.shape[2], x.shape[3])
+        scaled = (round(scale * x.shape[2]), round(scale * x.shape[3]))
+    else:
+        scaled = (size, size)
+    x = F.interpolate(x, size=scaled, mode="bicubic", antialias=True)
+    top, left = (x.shape[2] - size) // 2, (x.shape[3] - size) // 2
+    x = x[:, :, top:top + size, left:left + size]
+    x = torch.clip(255.0 * x, 0, 255).round() / 255.0
+    mean = torch.tensor(MEAN, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
