@@ -24,6 +24,8 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     # Older ComfyUI versions save two widget values (no resolution_steps): it then keeps its default, 1.
     "ImageScaleToTotalPixels": _same("ImageScaleToTotalPixels", _IMAGE, ("upscale_method", "megapixels", "resolution_steps"),
                                      ("image",), "ImageScaleToTotalPixels"),
+    "PrepImageForClipVision": _same("PrepImageForClipVision", _IMAGE, ("interpolation", "crop_position", "sharpening"),
+                                    ("image",), "Prep Image For ClipVision"),
     "ImageInvert": _same("ImageInvert", _IMAGE, (), ("image",), "Invert Image"),
     "ImageBatch": _same("ImageBatch", {"image1": "image1", "image2": "image2"}, (), ("image",), "Batch Images"),
     "ImageCrop": _same("ImageCrop", _IMAGE, ("width", "height", "x", "y"), ("image",), "ImageCrop"),
