@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
@@ -142,21 +143,20 @@ class IPAdapterUnifiedLoader(Node):
 
 def _apply(ctx, model: ModelRef, ipadapter: IPAdapterRef, image, *, clip_vision=None, image_negative=None,
            attn_mask=None, weight, weight_type, combine_embeds="concat", start_at=0.0, end_at=1.0,
-           embeds_scaling="V only"):
+           embeds_scaling="V only", missing_vision: str):
     vision = clip_vision or ipadapter.clip_vision
     if vision is None:
-        raise ValueError("no CLIP vision model: connect clip_vision (CLIPVisionLoader), or load the IP-Adapter "
-                         "with IPAdapterUnifiedLoader, which finds one")
+        raise ValueError(missing_vision)
     manager = ctx.service(SERVICE)
-    adapter = load_adapter(manager, ipadapter.path, ipadapter.identity, ctx)
-    tower = load_clip_vision(manager, vision.path, vision.identity, ctx).model
+    adapter = manager.activate(load_adapter(manager, ipadapter.path, ipadapter.identity, ctx), "ipadapter")
+    tower = manager.activate(load_clip_vision(manager, vision.path, vision.identity, ctx), "clipvision").model
     real_width = adapter.layers[0][0].shape[1] in (768, 2048)  # SD1.5's / SDXL's text width (tiny ones: neither)
     if real_width and model.arch in ("sd15", "sdxl") and adapter.sdxl != (model.arch == "sdxl"):
         raise ValueError(f"IP-Adapter {adapter.label!r} is for {'SDXL' if adapter.sdxl else 'SD1.5'}, "
                          f"the model is {model.arch.upper()}")
     patch = make_patch(adapter, tower, image, image_negative, weight=weight, weight_type=weight_type,
                        combine_embeds=combine_embeds, start=start_at, end=end_at, scaling=embeds_scaling,
-                       sdxl=model.arch == "sdxl", mask=attn_mask)
+                       sdxl=model.arch == "sdxl", mask=attn_mask, vision_label=Path(vision.path).name)
     return {"model": replace(model, patches=(*model.patches, patch.as_patch()))}
 
 
@@ -186,7 +186,9 @@ class IPAdapterAdvanced(Node):
                 embeds_scaling, image_negative=None, attn_mask=None, clip_vision=None):
         return _apply(ctx, model, ipadapter, image, clip_vision=clip_vision, image_negative=image_negative,
                       attn_mask=attn_mask, weight=weight, weight_type=weight_type, combine_embeds=combine_embeds,
-                      start_at=start_at, end_at=end_at, embeds_scaling=embeds_scaling)
+                      start_at=start_at, end_at=end_at, embeds_scaling=embeds_scaling,
+                      missing_vision="no CLIP vision model: connect clip_vision (CLIPVisionLoader), or load the "
+                                     "IP-Adapter with IPAdapterUnifiedLoader, which finds one")
 
 
 #: The simple node's weight types -> IPAdapterAdvanced's.
@@ -212,7 +214,10 @@ class IPAdapter(Node):
 
     def execute(self, ctx, model, ipadapter, image, weight, start_at, end_at, weight_type, attn_mask=None):
         return _apply(ctx, model, ipadapter, image, attn_mask=attn_mask, weight=weight,
-                      weight_type=SIMPLE_TYPES[weight_type], start_at=start_at, end_at=end_at)
+                      weight_type=SIMPLE_TYPES[weight_type], start_at=start_at, end_at=end_at,
+                      missing_vision="the IPAdapter node reads its CLIP vision model from IPAdapterUnifiedLoader's "
+                                     "ipadapter output; with IPAdapterModelLoader use IPAdapterAdvanced and its "
+                                     "clip_vision input")
 
 
 NODES = [CLIPVisionLoader, IPAdapterModelLoader, IPAdapterUnifiedLoader, IPAdapterAdvanced, IPAdapter]

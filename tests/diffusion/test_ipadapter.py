@@ -153,6 +153,22 @@ def test_concat_of_one_image_twice_equals_the_image_once(engine):
     assert max_diff(_image(engine, f), single) <= 1e-5
     f.nodes["ipa"]["inputs"]["combine_embeds"] = "average"
     assert max_diff(_image(engine, f), single) <= 1e-5
+    # Two different images: concat, average and each image alone are four different results.
+    f.add("other", "EmptyImage", width=64, height=64, color=0xCC3311)
+    f.nodes["two"]["inputs"]["image2"] = link("other", "image")
+    results = {}
+    for how in ("concat", "average"):
+        f.nodes["ipa"]["inputs"]["combine_embeds"] = how
+        results[how] = _image(engine, f)
+    alone = _ip(txt2img(seed=3, steps=2))
+    alone.add("other", "EmptyImage", width=64, height=64, color=0xCC3311)
+    alone.nodes["ipa"]["inputs"]["image"] = link("other", "image")
+    results["second"] = _image(engine, alone)
+    results["first"] = single
+    names = list(results)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert max_diff(results[a], results[b]) > 1e-4, (a, b)
     e = torch.tensor([[1.0, 2.0], [3.0, -2.0]])
     assert torch.equal(combine(e, "add"), torch.tensor([[4.0, 0.0]]))
     assert torch.equal(combine(e, "subtract"), torch.tensor([[-2.0, 4.0]]))
@@ -200,6 +216,8 @@ def test_plus_adapter_reads_hidden_states_and_a_negative_image(engine):
     f.nodes["ipa"]["inputs"]["image_negative"] = link("black", "image")
     # A black negative image is what the plus adapter uses without one (ComfyUI encodes a black 224x224 image).
     assert max_diff(_image(engine, f), plus) <= 1e-5
+    f.nodes["black"]["inputs"]["color"] = 0x3366CC  # another negative image: another image
+    assert max_diff(_image(engine, f), plus) > 1e-3
 
 
 def test_attn_mask_zero_removes_the_adapter(engine):
@@ -216,9 +234,12 @@ def test_an_sdxl_adapter_on_an_sd15_model_is_refused_by_name(engine):
     with pytest.raises(Exception) as err:
         run_to(engine, _ip(txt2img(seed=1, steps=1), adapter="builtin:tiny-ip-adapter-xl"), "decode", "image")
     assert "tiny-ip-adapter-xl" in str(err.value) and "cross-attention layers" in str(err.value)
-    # The model is not left patched: the next plain run is the plain image.
-    again = _image(engine, txt2img(seed=1, steps=1))
-    assert max_diff(again, _image(engine, txt2img(seed=1, steps=1))) == 0.0
+    # The model is not left patched: nothing stays hooked, and a plain run (not from the cache) is the plain image.
+    loaded = next(e for e in engine.service("diffusion.models")._entries.values() if hasattr(e, "patch_handles"))
+    assert loaded.patch_handles == [] and loaded.patches == ()
+    before = _image(engine, txt2img(seed=1, steps=1, prompt="a plain one"))
+    engine.runtime.cache.memory.clear()
+    assert max_diff(_image(engine, txt2img(seed=1, steps=1, prompt="a plain one")), before) == 0.0
 
 
 def test_unified_loader_finds_preset_files_and_names_what_is_missing(models, tmp_path):
@@ -302,3 +323,144 @@ def test_clip_vision_file_round_trip_and_preprocess_against_transformers(tmp_pat
     assert ours.shape == theirs.shape == (1, 3, 64, 64)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     assert float(((ours - theirs) * std).abs().mean()) <= 0.06
+
+
+def test_k_mean_v_scales_each_images_mean_and_k_v_sharpens_the_softmax():
+    """IPAdapter_plus's embeds_scaling formulas on small tensors (two images of three tokens)."""
+    import torch.nn.functional as F
+    from lcmgraph_nodes.diffusion.models.ipadapter import _scaled_attention
+
+    class Layer:
+        heads = 1
+
+    g = gen(0)
+    q, k, v = torch.randn(1, 5, 8, generator=g), torch.randn(1, 6, 8, generator=g), torch.randn(1, 6, 8, generator=g)
+    v[:, 3:] += 5  # the second image's values have another mean
+    w = 0.7 * 8 / 1280
+    per_image = v.view(2, 3, 8)
+    mean = per_image.mean(1, keepdim=True)
+    expected = F.scaled_dot_product_attention(q, k * w, (per_image - mean + mean * w).reshape(1, 6, 8))
+    ours = _scaled_attention(Layer, q, k, v, 0.7, "K+mean(V) w/ C penalty", images=2)
+    assert torch.allclose(ours, expected, atol=1e-6)
+    assert torch.allclose(_scaled_attention(Layer, q, k, v, 0.7, "K+V"),
+                          F.scaled_dot_product_attention(q, k * 0.7, v * 0.7), atol=1e-6)
+    assert torch.allclose(_scaled_attention(Layer, q, k, v, 0.7, "V only"),
+                          F.scaled_dot_product_attention(q, k, v) * 0.7, atol=1e-6)
+
+
+def test_attn_mask_at_a_layer_follows_comfyuis_resize_pad_and_rows():
+    """ComfyUI_IPAdapter_plus's mask steps (bilinear to the layer's grid by the latent's aspect, pad or
+    cut to the token count, one frame per prompt row, both CFG halves alike), written out here."""
+    import torch.nn.functional as F
+    from lcmgraph_nodes.diffusion.models.ipadapter import _mask_weights
+
+    frames = torch.rand(2, 48, 72, generator=gen(1))
+    oh, ow, seq = 8, 12, 96  # a 64x96-pixel latent at one layer
+    mask_h = oh / (oh * ow / seq) ** 0.5
+    mask_h = int(mask_h) + int(seq % int(mask_h) != 0)
+    mask_w = seq // mask_h
+    m = F.interpolate(frames[:, None], size=(mask_h, mask_w), mode="bilinear")[:, 0].reshape(2, -1)
+    # rows: [negative, negative, positive, positive] (CFG, two images): frames 0, 1 in each half
+    ours = _mask_weights(frames, (oh, ow), seq, [True, True, False, False])
+    assert ours.shape == (4, seq, 1)
+    for row, frame in enumerate((0, 1, 0, 1)):
+        assert torch.allclose(ours[row, :, 0], m[frame])
+    # three rows per half and two frames: the last frame repeats (tensor_to_size)
+    three = _mask_weights(frames, (oh, ow), seq, [False, False, False])
+    assert torch.equal(three[2], three[1]) and not torch.equal(three[0], three[1])
+    # a token count the grid does not fill: zeros padded around the middle
+    odd = _mask_weights(torch.ones(1, 8, 8), (5, 5), 26, [False])[0, :, 0]  # a 6x4 grid: 24 cells
+    assert float(odd.sum()) == 24.0 and float(odd[0]) == float(odd[-1]) == 0.0
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_layer_order_on_real_unet_shapes(arch):
+    """On the real SD1.5 / SDXL UNet shapes (built on the meta device): 16 / 11 spatial transformers
+    in forward order, 16 / 70 cross-attentions in the file's order, and the layers that IPAdapter_plus's
+    tables name are where its file keys put them (SDXL style transfer = up_blocks.0.attentions.1 =
+    ip_adapter.69..87; the mid block's keys come last: 31 / 121..139)."""
+    from diffusers import UNet2DConditionModel
+    from lcmgraph_nodes.diffusion.models.ipadapter import (
+        cross_attentions,
+        layer_weight,
+        spatial_transformers,
+    )
+
+    configs = {
+        "sd15": dict(cross_attention_dim=768, attention_head_dim=8, block_out_channels=(320, 640, 1280, 1280),
+                     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, layers_per_block=2),
+        "sdxl": dict(cross_attention_dim=2048, attention_head_dim=(5, 10, 20), block_out_channels=(320, 640, 1280),
+                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=2,
+                     transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
+                     addition_embed_type="text_time", addition_time_embed_dim=256,
+                     projection_class_embeddings_input_dim=2816),
+    }
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**configs[arch])
+    names = {id(m): n for n, m in unet.named_modules()}
+    transformers = spatial_transformers(unet)
+    attn2 = cross_attentions(unet)
+    assert (len(transformers), len(attn2)) == ((16, 16) if arch == "sd15" else (11, 70))
+    keys = {}
+    for j, module in enumerate(attn2):
+        owner = next(i for i, (t, _) in enumerate(transformers) if any(m is module for m in t.modules()))
+        keys.setdefault(owner, []).append(2 * j + 1)
+    middle = next(i for i, (_, kind) in enumerate(transformers) if kind == "middle")
+    if arch == "sdxl":
+        assert names[id(transformers[6][0])] == "up_blocks.0.attentions.1" and keys[6] == list(range(69, 88, 2))
+        assert middle == 4 and keys[middle] == list(range(121, 140, 2))
+        styled = [i for i in range(11) if layer_weight("style transfer", 1.0, i, transformers[i][1], True)]
+        assert styled == [6]
+    else:
+        assert middle == 6 and keys[middle] == [31]
+        assert names[id(transformers[4][0])] == "down_blocks.2.attentions.0"  # composition's 0.25 layer
+
+
+def test_offload_lora_and_compile_keep_the_adapter(models, tmp_path):
+    """With offload the adapter and tower move to the device only to run; a LoRA on to_out acts on the
+    image term fused or not (ComfyUI merges it); a compiled UNet runs eagerly while patched."""
+    from .diffusion_helpers import new_engine
+
+    def flow():
+        f = _ip(txt2img(seed=1, steps=2, guidance=1.5))
+        f.add("lora", "ApplyLoRA", model=link("ckpt", "model"), lora="a.safetensors", weight=3.0)
+        f.nodes["ipa"]["inputs"]["model"] = link("lora", "model")
+        return f
+
+    reference = _image(new_engine(models, tmp_path / "a", dtype="fp32", fuse_lora="off"), flow())
+    assert max_diff(_image(new_engine(models, tmp_path / "b", dtype="fp32", fuse_lora="on"), flow()), reference) <= 1e-5
+    assert max_diff(_image(new_engine(models, tmp_path / "c", dtype="fp32", fuse_lora="off", offload=True), flow()),
+                    reference) <= 1e-5
+    compiled = new_engine(models, tmp_path / "d", dtype="fp32", fuse_lora="off", compile="default",
+                          compile_backend="eager", compile_after=1, compile_cache="off")
+    plain = _image(compiled, txt2img(seed=1, steps=2, guidance=1.5))
+    _image(compiled, txt2img(seed=1, steps=2, guidance=1.5, prompt="compiles the UNet"))
+    assert max_diff(_image(compiled, flow()), reference) <= 1e-5
+    # Unpatched again: the compiled call is back and draws the plain image (the prompt's extra space
+    # misses the output cache, not the tokenizer).
+    assert max_diff(_image(compiled, txt2img(seed=1, steps=2, guidance=1.5, prompt="a red circle ")), plain) <= 1e-6
+    unet = next(e for e in compiled.service("diffusion.models")._entries.values() if hasattr(e, "patch_handles")).unet
+    assert unet._compiled_call_impl is not None
+
+
+def test_a_clip_vision_model_of_another_width_is_named(models, tmp_path):
+    """The commonest mix-up (ViT-bigG with a ViT-H adapter): named, not a matmul error."""
+    from lcmgraph_nodes.diffusion.builtin import tiny_ipadapter
+    from lcmgraph_nodes.diffusion.formats.clip_vision_files import save_clip_vision
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .diffusion_helpers import new_engine
+
+    vision = tmp_path / "cv"
+    save_clip_vision(CLIPVisionModelWithProjection(CLIPVisionConfig(**{**tiny_ipadapter.VISION, "projection_dim": 48})),
+                     vision / "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors")
+    engine = new_engine(models, tmp_path, folders={"clip_vision": [vision]})
+    f = _ip(txt2img(seed=1, steps=1))
+    f.nodes["cv"]["inputs"]["clip_name"] = "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"
+    with pytest.raises(Exception) as err:
+        run_to(engine, f, "decode", "image")
+    message = str(err.value)
+    assert "reads 32-wide CLIP image embeddings" in message and "gives 48" in message
+    assert "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors" in message

@@ -128,7 +128,10 @@ def preprocess(image: Any, size: int, crop: bool = True) -> Any:
     import torch
     import torch.nn.functional as F
 
-    x = image[..., :3].movedim(-1, 1).float()
+    x = image.float()
+    if x.shape[-1] < 3:  # grey (and grey + alpha): the grey channel as R, G and B
+        x = x[..., :1].expand(*x.shape[:-1], 3)
+    x = x[..., :3].movedim(-1, 1)
     if crop:
         scale = size / min(x.shape[2], x.shape[3])
         scaled = (round(scale * x.shape[2]), round(scale * x.shape[3]))
@@ -138,6 +141,6 @@ def preprocess(image: Any, size: int, crop: bool = True) -> Any:
     top, left = (x.shape[2] - size) // 2, (x.shape[3] - size) // 2
     x = x[:, :, top:top + size, left:left + size]
     x = torch.clip(255.0 * x, 0, 255).round() / 255.0
-    mean = torch.tensor(MEAN, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std

@@ -44,10 +44,13 @@ def read_ipadapter(path: str | Path) -> dict[str, dict]:
             parts: dict[str, dict] = {"image_proj": {}, "ip_adapter": {}}
             for key, value in flat.items():
                 head, _, rest = key.partition(".")
+                head = "ip_adapter" if head == "adapter_modules" else head  # an older name ComfyUI accepts
                 if head in parts:
                     parts[head][rest] = value
         else:
             parts = torch.load(str(path), map_location="cpu", weights_only=True)
+            if isinstance(parts, dict) and "adapter_modules" in parts and "ip_adapter" not in parts:
+                parts["ip_adapter"] = parts.pop("adapter_modules")
     except Exception as exc:
         raise IPAdapterFileError(f"IP-Adapter {label!r} could not be read (only .safetensors, and .bin files "
                                  f"holding plain tensors, are read): {type(exc).__name__}: {exc}") from exc

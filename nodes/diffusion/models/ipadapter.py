@@ -48,6 +48,8 @@ class IPAdapterPatch:
     sdxl: bool
     #: MASK [B, H, W] in 0..1 where the image acts (ComfyUI's attn_mask), or None
     mask: Any = None
+    #: how many images' tokens sit side by side in each layer's keys (concat), for K+mean(V)
+    images: int = 1
 
     def as_patch(self) -> tuple:
         return (KIND, self)
@@ -132,6 +134,8 @@ def cross_attentions(unet) -> list:
 # -- the hooks ------------------------------------------------------------------------------
 def install(unet, patches: tuple[IPAdapterPatch, ...]) -> list:
     """Hook the patches into ``unet``'s cross-attentions; the handles undo it."""
+    import torch
+
     attn2 = cross_attentions(unet)
     owner = {}
     for index, (transformer, kind) in enumerate(spatial_transformers(unet)):
@@ -149,13 +153,19 @@ def install(unet, patches: tuple[IPAdapterPatch, ...]) -> list:
                                  f"{layer[0].shape[-1]} wide, the UNet's {width}")
     state: dict[str, Any] = {"t": None}
     handles = [unet.register_forward_pre_hook(_timestep_hook(state), with_kwargs=True)]
+    device, dtype = unet.device, unet.dtype
     for i, module in enumerate(attn2):
         index, kind = owner[id(module)]
         steps = []
         for patch in patches:
             weight = layer_weight(patch.weight_type, patch.weight, index, kind, patch.sdxl)
             if weight:
-                steps.append((patch, patch.layers[i], weight, swapped(patch.weight_type, index, patch.sdxl)))
+                k_pos, v_pos, k_neg, v_neg = (t.to(device=device, dtype=dtype) for t in patch.layers[i])
+                if swapped(patch.weight_type, index, patch.sdxl):
+                    # the image goes to the negative rows; the positive rows see zero tokens (no contribution)
+                    k_pos, v_pos, k_neg, v_neg = torch.zeros_like(k_pos), torch.zeros_like(v_pos), k_pos, v_pos
+                # row 0: positive, row 1: negative; a call picks one per batch row
+                steps.append((patch, torch.cat([k_pos, k_neg]), torch.cat([v_pos, v_neg]), weight))
         if steps:
             handles.append(module.register_forward_hook(_attention_hook(unet, state, steps), with_kwargs=True))
     return handles
@@ -178,38 +188,38 @@ def _active(patch: IPAdapterPatch, t: float | None) -> bool:
 def _attention_hook(unet, state: dict, steps: list):
     def hook(module, args, kwargs, output):
         import torch
-        import torch.nn.functional as F
 
         hidden = args[0] if args else kwargs["hidden_states"]
         rows = getattr(unet, _ROWS, None)
         batch = hidden.shape[0]
-        negative = rows if rows is not None and len(rows) == batch else [False] * batch
+        negative = list(rows) if rows is not None and len(rows) == batch else [False] * batch
+        pick = torch.tensor([int(n) for n in negative], device=hidden.device)
         query = None
         added = None
-        for patch, (k_pos, v_pos, k_neg, v_neg), weight, swap in steps:
+        for patch, keys, values, weight in steps:
             if not _active(patch, state["t"]):
                 continue
             if query is None:
                 query = module.to_q(hidden)
-            if swap:  # the image goes to the negative rows; the positive rows see zero tokens
-                k_neg, v_neg = k_pos, v_pos
-                k_pos, v_pos = torch.zeros_like(k_pos), torch.zeros_like(v_pos)
-            keys = torch.cat([(k_neg if n else k_pos) for n in negative]).to(query.dtype)
-            values = torch.cat([(v_neg if n else v_pos) for n in negative]).to(query.dtype)
-            out = _scaled_attention(module, query, keys, values, weight, patch.scaling)
+            out = _scaled_attention(module, query, keys[pick], values[pick], weight, patch.scaling, patch.images)
             if patch.mask is not None:
-                out = out * _mask_weights(patch.mask, state.get("shape"), query.shape[1], batch).to(out)
+                out = out * _mask_weights(patch.mask, state.get("shape"), query.shape[1], negative).to(out)
             added = out if added is None else added + out
         if added is None:
             return output
-        linear = getattr(module.to_out[0], "base_layer", module.to_out[0])
-        return output + F.linear(added, linear.weight)
+        # to_out is linear: its call minus its bias is its weight times the image term, including a
+        # LoRA on to_out whether peft keeps it beside the weight or fused into it (ComfyUI merges it).
+        to_out = module.to_out[0]
+        bias = getattr(to_out, "base_layer", to_out).bias
+        projected = to_out(added)
+        return output + (projected - bias if bias is not None else projected)
     return hook
 
 
-def _scaled_attention(module, query, keys, values, weight: float, scaling: str):
+def _scaled_attention(module, query, keys, values, weight: float, scaling: str, images: int = 1):
     """IPAdapter_plus's embeds_scaling: 'V only' scales the output; the K+V modes scale the
-    keys too (which sharpens the softmax), by weight x width / 1280 with the C penalty."""
+    keys too (which sharpens the softmax), by weight x width / 1280 with the C penalty;
+    K+mean(V) scales only each image's mean value (over its own tokens)."""
     import torch.nn.functional as F
 
     if scaling == "V only":
@@ -218,8 +228,9 @@ def _scaled_attention(module, query, keys, values, weight: float, scaling: str):
         factor = weight * (keys.shape[-1] / 1280 if "C penalty" in scaling else 1.0)
         keys = keys * factor
         if scaling.startswith("K+mean(V)"):
-            mean = values.mean(dim=1, keepdim=True)
-            values = values - mean + mean * factor
+            per_image = values.view(values.shape[0], images, -1, values.shape[-1])
+            mean = per_image.mean(dim=2, keepdim=True)
+            values = (per_image - mean + mean * factor).view(values.shape)
         else:
             values = values * factor
     heads = module.heads
@@ -230,8 +241,9 @@ def _scaled_attention(module, query, keys, values, weight: float, scaling: str):
     return out * weight if scaling == "V only" else out
 
 
-def _mask_weights(mask, shape, tokens: int, batch: int):
-    """ComfyUI_IPAdapter_plus's attn_mask at this layer's resolution: [batch, tokens, 1]."""
+def _mask_weights(mask, shape, tokens: int, negative: list[bool]):
+    """ComfyUI_IPAdapter_plus's attn_mask at this layer's resolution: [batch, tokens, 1]. Mask
+    frame i goes to the i-th positive and the i-th negative row (its last frame repeats)."""
     import torch
     import torch.nn.functional as F
 
@@ -247,5 +259,9 @@ def _mask_weights(mask, shape, tokens: int, batch: int):
     elif m.shape[1] > tokens:
         cut = (m.shape[1] - tokens) // 2
         m = m[:, cut:cut + tokens]
-    index = torch.arange(batch) % m.shape[0]
-    return m[index].unsqueeze(-1)
+    seen = {True: 0, False: 0}
+    index = []
+    for n in negative:  # the row's place within its own half: tensor_to_size, then the halves repeat
+        index.append(min(seen[n], m.shape[0] - 1))
+        seen[n] += 1
+    return m[torch.tensor(index)].unsqueeze(-1)

@@ -37,9 +37,15 @@ class LoadedAdapter:
     key: str
     label: str
     kind: str  # basic / plus / full (formats.ipadapter_files)
-    projection: Any  # diffusers' ImageProjection / IPAdapterPlusImageProjection / IPAdapterFullImageProjection
-    layers: list  # (to_k_ip, to_v_ip) weights per attn2 layer, processor order
+    model: Any  # the projection: diffusers' ImageProjection / IPAdapterPlusImageProjection / ...FullImageProjection
+    layers: list  # (to_k_ip, to_v_ip) weights per attn2 layer, processor order, on the CPU
     nbytes: int
+
+    @property
+    def input_width(self) -> int:
+        """The width of the CLIP output the projection reads (image embeds or hidden states)."""
+        first = next(m for m in self.model.modules() if hasattr(m, "in_features"))
+        return int(first.in_features)
 
     @property
     def sdxl(self) -> bool:
@@ -51,6 +57,8 @@ def load_clip_vision(manager, path: str, identity: str, ctx: Any = None) -> Load
     from .manager import ModelLoadError
 
     def build() -> LoadedClipVision:
+        import torch
+
         from ..formats.clip_vision_files import ClipVisionFileError
         from ..formats.clip_vision_files import load_clip_vision as load
 
@@ -58,8 +66,11 @@ def load_clip_vision(manager, path: str, identity: str, ctx: Any = None) -> Load
             model = load(path)
         except ClipVisionFileError as exc:
             raise ModelLoadError(str(exc)) from exc
-        model.to(manager.device)
-        return LoadedClipVision("clipvision:" + identity, model, sum(p.numel() * 4 for p in model.parameters()))
+        # fp32 on CPUs (quality; it runs once per image), the engine's dtype on accelerators, as ComfyUI;
+        # with offload it waits in CPU memory and joins the device to encode (manager.activate).
+        dtype = manager.dtype if str(manager.device).startswith("cuda") else torch.float32
+        model.to(device="cpu" if manager.offload else manager.device, dtype=dtype)
+        return LoadedClipVision("clipvision:" + identity, model, sum(p.numel() * p.element_size() for p in model.parameters()))
 
     return manager.standalone("clipvision:" + identity, path, "loading CLIP vision model", ctx, build)
 
@@ -89,8 +100,7 @@ def load_adapter(manager, path: str, identity: str, ctx: Any = None) -> LoadedAd
             raise ModelLoadError(str(exc)) from exc
         except (KeyError, RuntimeError) as exc:
             raise ModelLoadError(f"IP-Adapter {label!r} could not be read: {type(exc).__name__}: {exc}") from exc
-        projection.eval().to(manager.device)
-        layers = [(k.to(manager.device), v.to(manager.device)) for k, v in layers]
+        projection.eval().to("cpu" if manager.offload else manager.device)
         nbytes = sum(p.numel() * 4 for p in projection.parameters()) + sum(k.numel() * 8 for k, _ in layers)
         return LoadedAdapter("ipadapter:" + identity, label, kind, projection, layers, nbytes)
 
@@ -98,17 +108,17 @@ def load_adapter(manager, path: str, identity: str, ctx: Any = None) -> LoadedAd
 
 
 def encode(clip_vision: Any, images: Any, hidden_states: bool) -> Any:
-    """CLIP vision outputs of IMAGE ``[B, H, W, C]``: ``[B, D]`` image embeds, or the
-    penultimate hidden states ``[B, tokens, width]``."""
+    """CLIP vision outputs of IMAGE ``[B, H, W, C]`` (float32, CPU): ``[B, D]`` image embeds,
+    or the penultimate hidden states ``[B, tokens, width]``."""
     import torch
 
     from ..formats.clip_vision_files import preprocess
 
-    device = next(clip_vision.parameters()).device
-    pixels = preprocess(images, clip_vision.config.image_size).to(device)
+    first = next(clip_vision.parameters())
+    pixels = preprocess(images, clip_vision.config.image_size).to(device=first.device, dtype=first.dtype)
     with torch.no_grad():
         out = clip_vision(pixel_values=pixels, output_hidden_states=hidden_states)
-    return out.hidden_states[-2] if hidden_states else out.image_embeds
+    return (out.hidden_states[-2] if hidden_states else out.image_embeds).float().cpu()
 
 
 def combine(embeds: Any, how: str) -> Any:
@@ -139,11 +149,17 @@ def _to_size(x: Any, size: int) -> Any:
 
 def make_patch(adapter: LoadedAdapter, clip_vision: Any, image: Any, negative: Any, *, weight: float,
                weight_type: str, combine_embeds: str, start: float, end: float, scaling: str, sdxl: bool,
-               mask: Any = None) -> IPAdapterPatch:
+               mask: Any = None, vision_label: str = "") -> IPAdapterPatch:
     import torch
 
     hidden = adapter.kind in ("plus", "full")
     positive = encode(clip_vision, image, hidden)
+    if positive.shape[-1] != adapter.input_width:
+        what = "hidden states" if hidden else "image embeddings"
+        raise ValueError(f"IP-Adapter {adapter.label!r} reads {adapter.input_width}-wide CLIP {what}; CLIP vision "
+                         f"{vision_label!r} gives {positive.shape[-1]} (1024 = ViT-H embeds, 1280 = ViT-H hidden "
+                         "states or ViT-bigG embeds): pick the tower the adapter was trained with (ip-adapter_sdxl "
+                         "needs ViT-bigG, the *_vit-h ones and SD1.5's ViT-H)")
     if negative is not None:
         uncond = encode(clip_vision, negative, hidden)
     elif hidden:
@@ -154,16 +170,17 @@ def make_patch(adapter: LoadedAdapter, clip_vision: Any, image: Any, negative: A
     positive = combine(positive, combine_embeds)
     if combine_embeds != "concat":
         uncond = uncond[0:1]
-    projection = adapter.projection
+    projection = adapter.model
     with torch.no_grad():
-        dtype = next(projection.parameters()).dtype
-        tokens = [projection(e.to(dtype)) for e in (positive, uncond)]
+        first = next(projection.parameters())
+        tokens = [projection(e.to(device=first.device, dtype=first.dtype)).float().cpu() for e in (positive, uncond)]
+    images = tokens[0].shape[0]
     # [images, T, C] -> one row of all images' tokens (ComfyUI's concat: the view over heads joins them).
     tokens = [t.reshape(1, -1, t.shape[-1]) for t in tokens]
-    layers = []
+    layers = []  # float32 on the CPU: install() moves them to the UNet's device and dtype once
     for k_weight, v_weight in adapter.layers:
-        pos, neg = (t.to(k_weight) for t in tokens)
+        pos, neg = tokens
         layers.append((pos @ k_weight.T, pos @ v_weight.T, neg @ k_weight.T, neg @ v_weight.T))
     mask = None if mask is None else mask.detach().float().cpu()
     return IPAdapterPatch(adapter.label, tuple(layers), float(weight), weight_type, scaling, float(start), float(end),
-                          sdxl, mask)
+                          sdxl, mask, images)

@@ -56,6 +56,9 @@ class LoadedCheckpoint:
     #: the UNet patches (FreeU) hooked in now, and their hook handles
     patches: tuple = ()
     patch_handles: list = field(default_factory=list)
+    #: the compiled UNet's call, set aside while patches are hooked in (a compiled graph
+    #: does not see hooks added or removed after compilation)
+    parked_compiled: Any = None
 
     @property
     def copies_bytes(self) -> int:
@@ -382,8 +385,8 @@ class ModelManager:
             # The compiled UNet (and decoder) ran once: their artifacts exist now.
             self._artifacts_pending = False
             fastpath.save_artifacts(self._compile_dir())
-        if not fast.compiling or loaded.compiled or loaded.denoise_runs < fast.compile_after:
-            return
+        if not fast.compiling or loaded.compiled or loaded.denoise_runs < fast.compile_after or loaded.patches:
+            return  # (patched: compiled later, once a run has none; see _eager_while_patched)
         log.info("compiling %s with torch.compile(mode=%s); cache in %s", Path(loaded.path).name,
                  fast.compile, self._compile_dir())
         if ctx is not None:
@@ -440,8 +443,20 @@ class ModelManager:
         for handle in loaded.patch_handles:
             handle.remove()
         loaded.patch_handles, loaded.patches = [], ()  # a patch that does not fit raises below: nothing stays hooked
+        self._eager_while_patched(loaded, patches)
         loaded.patch_handles = install(loaded.unet, patches) if patches else []
         loaded.patches = patches
+
+    @staticmethod
+    def _eager_while_patched(loaded: LoadedCheckpoint, patches: tuple) -> None:
+        """torch.compile guards no submodule hooks: a graph compiled before a patch was
+        hooked in ignores it, and one compiled with it keeps it after removal. So the
+        UNet runs eagerly while patches are in, and its compiled call comes back after."""
+        unet = loaded.unet
+        if patches and getattr(unet, "_compiled_call_impl", None) is not None:
+            loaded.parked_compiled, unet._compiled_call_impl = unet._compiled_call_impl, None
+        elif not patches and loaded.parked_compiled is not None:
+            unet._compiled_call_impl, loaded.parked_compiled = loaded.parked_compiled, None
 
     # -- merged weights (merging.py) ----------------------------------------------------
     def _realise_base(self, loaded: LoadedCheckpoint, component: str, ref, ctx: Any = None,
@@ -589,7 +604,7 @@ class ModelManager:
             return loaded
         with self._lock:
             for key, entry in self._entries.items():
-                active = STAGES[stage] if key == loaded.key else ()
+                active = STAGES.get(stage, ()) if key == loaded.key else ()
                 if isinstance(entry, LoadedControlNet):
                     if stage != "denoise":
                         entry.model.to("cpu")
@@ -599,6 +614,11 @@ class ModelManager:
                     continue
                 if isinstance(entry, LoadedUpscaler):
                     entry.descriptor.model.to(self.device if key == loaded.key else "cpu")
+                    continue
+                if not isinstance(entry, LoadedCheckpoint):  # another module's model (CLIP vision, IP-Adapter)
+                    module = getattr(entry, "model", None)
+                    if module is not None:
+                        module.to(self.device if key == loaded.key else "cpu")
                     continue
                 for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
                     module = getattr(entry.pipe, name, None)

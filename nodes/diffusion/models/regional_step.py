@@ -130,6 +130,7 @@ class RegionalStep:
                          for _ in range(c.shape[0])])
         out = unet(model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond, added_cond_kwargs=added,
                    down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False)[0]
+        mark_rows(unet, None)
         return out.split([c.shape[0] for c in crops])
 
     def _runner(self, hints, shape) -> ControlRunner:

@@ -390,6 +390,7 @@ def _denoise(ctx: Any, reqs: list[SampleRequest], report) -> list | None:
                     added_cond_kwargs=added, down_block_additional_residuals=down,
                     mid_block_additional_residual=mid, return_dict=False,
                 )[0]
+                mark_rows(unet, None)
                 predictions = [(noise_pred[o:o + n], noise_pred[total + o:total + o + n]) if cfg
                                else (None, noise_pred[o:o + n]) for o, n in zip(offsets, sizes, strict=True)]
             previews = []
