@@ -314,8 +314,15 @@ def test_default_workflow_on_first_open(editor, name):
 def test_comfyui_workflow_drop_is_converted_by_the_server(editor, server):
     """A ComfyUI workflow (editor or API format) dropped on the canvas goes through /api/comfy/import."""
     schema = server.get("/api/nodes")
-    for name in ("ui_txt2img", "api_txt2img"):
-        comfy = (COMFY / f"{name}.json").read_bytes()
+    ipadapter = REPO / "tests" / "comfy" / "corpus" / "api_jimtaeh_sd15_ipadapter.json"  # a public IPAdapter graph
+    from PIL import Image
+
+    reference = server.tmp / "models" / "input" / "meow_borg_02.png"  # the reference image it names
+    reference.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), "orange").save(reference)
+    for name, path in (("ui_txt2img", COMFY / "ui_txt2img.json"), ("api_txt2img", COMFY / "api_txt2img.json"),
+                       ("ipadapter", ipadapter)):
+        comfy = path.read_bytes()
         editor.page.click("#clear")
         drop_file(editor, comfy, f"{name}.json", "application/json")
         editor.page.wait_for_function("document.querySelector('#status').textContent.includes('ComfyUI')")
@@ -324,6 +331,9 @@ def test_comfyui_workflow_drop_is_converted_by_the_server(editor, server):
         assert doc["nodes"], name
         assert all(node["type"] in schema["nodes"] for node in doc["nodes"].values()), doc["nodes"]
         assert any(node["type"] == "SaveImage" for node in doc["nodes"].values())
+    assert {"IPAdapterAdvanced", "IPAdapterModelLoader", "CLIPVisionLoader"} <= {
+        node["type"] for node in doc["nodes"].values()}
+    assert editor.js("lcmgraph.nodes().find(n => n.id === '6').type") == "IPAdapterAdvanced"
     # Something that is neither lcmgraph's nor ComfyUI's format is refused with a reason.
     before = editor.workflow()["nodes"]
     drop_file(editor, b'{"hello": "world"}', "other.json", "application/json")
