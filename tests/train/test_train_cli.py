@@ -57,3 +57,23 @@ def test_setup_torch_sets_threads_and_picks_the_device_as_the_manager_does():
         assert setup_torch(1) == torch.device(pick_device("auto")) and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(old)
+
+
+def test_seed_starts_a_run_from_the_shipped_vae_and_evaluator(tmp_path):
+    """`train seed` then the later stages: the VAE and evaluator stages are finished (they load, they
+    do not train) and hold the shipped weights; a second seed into the same run is refused."""
+    import pytest
+    from lcmgraph_nodes.diffusion.train import vae as V
+    from lcmgraph_nodes.diffusion.train.cli import builtin_dir
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    assert run_train(_parser().parse_args(["train", "seed", "--run", str(run)])) == 0
+    loaded = V.train_vae(run, tc=V.VaeTrain(steps=0), quiet=True)  # what `train unet` does: load only
+    shipped = load_file(str(builtin_dir() / "tiny-shapes" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in shipped.items())
+    judge = evaluator.train_evaluator(run, quiet=True)  # finished: returns the shipped judge untouched
+    reference = load_file(str(builtin_dir() / "tiny-shapes-evaluator.safetensors"))
+    assert all(torch.equal(judge.state_dict()[k].cpu(), v) for k, v in reference.items())
+    with pytest.raises(FileExistsError, match="vae.pt exists"):
+        run_train(_parser().parse_args(["train", "seed", "--run", str(run)]))

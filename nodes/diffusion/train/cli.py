@@ -29,7 +29,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["vae", "latents", "evaluator", "unet", "decoder", "export", "all"])
+    p.add_argument("stage", choices=["seed", "vae", "latents", "evaluator", "unet", "decoder", "export", "all"],
+                   help="seed: start --run from the shipped VAE and evaluator (then `train unet` retrains the "
+                        "UNet from scratch); all: vae -> latents -> evaluator -> unet -> decoder -> export")
     p.add_argument("--run", type=Path, default=DEFAULT_RUN, help="run folder: checkpoints and logs (default %(default)s)")
     p.add_argument("--vae-steps", type=int, default=None, help="VAE steps target (default: 2400)")
     p.add_argument("--unet-steps", type=int, default=None, help="UNet steps target, the lr schedule's length (default: 20000)")
@@ -59,7 +61,11 @@ def run_train(args) -> int:
     vae = None
     for stage in stages:
         print(f"== {stage}", flush=True)
-        if stage == "vae":
+        if stage == "seed":
+            from .seed import seed_from_shipped
+
+            print(json.dumps({"seeded": str(seed_from_shipped(args.run, builtin_dir()))}))
+        elif stage == "vae":
             vae = _vae(args)
         elif stage == "latents":
             _latents(args, vae or _vae(args, train=False))
