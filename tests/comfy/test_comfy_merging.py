@@ -110,6 +110,12 @@ def test_unsupported_model_kinds_are_named_all_at_once(registry):
         "node 14 (ModelSamplingContinuousEDM): continuous EDM model sampling (Playground v2.5, CosXL...) is not "
         "supported yet in lcmgraph"]
     assert "SomethingElse" in problems[5]
+    face = _api({"20": {"class_type": "IPAdapterUnifiedLoaderFaceID", "inputs": {"model": ["4", 0], "preset": "FACEID",
+                                                                                 "lora_strength": 0.6, "provider": "CPU"}}})
+    with pytest.raises(ComfyImportError) as err:
+        load_any(face, registry)
+    assert err.value.problems == ["node 20 (IPAdapterUnifiedLoaderFaceID): IP-Adapter FaceID (it needs insightface's "
+                                  "face analysis) is not supported yet in lcmgraph"]
     # The UI format reaches the same message whatever widgets the class has in this ComfyUI version.
     ui = {"version": 0.4, "links": [], "nodes": [
         {"id": 3, "type": "GLIGENTextBoxApply", "widgets_values": ["a cat", 64, 64, 0, 0, "extra"], "outputs": [],

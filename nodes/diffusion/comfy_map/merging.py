@@ -58,6 +58,10 @@ NOT_SUPPORTED = {
     "GLIGENLoader": "GLIGEN models are not supported yet",
     "GLIGENTextBoxApply": "GLIGEN models are not supported yet",
     "HypernetworkLoader": "hypernetworks are not supported yet",
+    # IPAdapter_plus's FaceID family reads face embeddings from insightface, which lcmgraph does not have.
+    **{kind: "IP-Adapter FaceID (it needs insightface's face analysis) is not supported yet"
+       for kind in ("IPAdapterFaceID", "IPAdapterFaceIDKolors", "IPAdapterUnifiedLoaderFaceID", "IPAdapterInsightFaceLoader",
+                    "InsightFaceLoader", "PrepImageForInsightFace")},
     "ModelSamplingContinuousEDM": "continuous EDM model sampling (Playground v2.5, CosXL...) is not supported yet",
     "ModelSamplingContinuousV": "continuous v-prediction model sampling is not supported yet",
 }
