@@ -21,6 +21,9 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     "TilePreprocessor": _same("TilePreprocessor", ("pyrUp_iters", "resolution"), "Tile", ignore=("resolution",)),
     "BinaryPreprocessor": _same("BinaryPreprocessor", ("bin_threshold", "resolution"), "Binary Lines"),
     "ColorPreprocessor": _same("ColorPreprocessor", ("resolution",), "Color Pallete"),
+    "LineartStandardPreprocessor": _same("LineartStandardPreprocessor",
+                                         ("guassian_sigma", "intensity_threshold", "resolution"), "Standard Lineart"),
+    "LineArtPreprocessor": _same("LineArtPreprocessor", ("coarse", "resolution"), "Realistic Lineart"),
 }
 
 __all__ = ["COMFY_MAPPINGS"]

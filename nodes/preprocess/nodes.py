@@ -6,7 +6,7 @@ from __future__ import annotations
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from . import edges, tile, tones
+from . import edges, lineart, tile, tones
 from .pixels import to_image, to_uint8
 
 #: controlnet_aux's resolution widget (create_node_input_types): the detect size's shorter side.
@@ -106,4 +106,45 @@ class ColorPreprocessor(Node):
         return {"image": to_image([tones.color(to_uint8(one), resolution) for one in image])}
 
 
-NODES = [Canny, CannyEdgePreprocessor, TilePreprocessor, BinaryPreprocessor, ColorPreprocessor]
+class LineartStandardPreprocessor(Node):
+    """comfyui_controlnet_aux's Standard Lineart (no model): how much darker each pixel is
+    than its Gaussian blur, normalised by the median of the strong ones; white on black."""
+
+    category = "preprocessors"
+    inputs = (
+        Input("image", T.IMAGE),
+        # (the misspelling is controlnet_aux's widget name, which saved workflows carry)
+        Input("guassian_sigma", T.FLOAT, default=6.0, min=0.0, max=100.0, step=0.01, description="blur sigma"),
+        Input("intensity_threshold", T.INT, default=8, min=0, max=16),
+        _RESOLUTION,
+    )
+    outputs = (Output("image", T.IMAGE),)
+
+    def execute(self, ctx, image, guassian_sigma, intensity_threshold, resolution):
+        return {"image": to_image([lineart.standard(to_uint8(one), guassian_sigma, intensity_threshold, resolution)
+                                   for one in image])}
+
+
+class LineArtPreprocessor(Node):
+    """comfyui_controlnet_aux's Realistic Lineart: the informative-drawings generator
+    (``sk_model.pth``, or ``sk_model2.pth`` when coarse, from lllyasviel/Annotators, in the
+    annotators folder) at ``resolution``; white lines on black."""
+
+    category = "preprocessors"
+    inputs = (Input("image", T.IMAGE), Input("coarse", T.ENUM, choices=("disable", "enable"), default="disable"),
+              _RESOLUTION)
+    outputs = (Output("image", T.IMAGE),)
+
+    def execute(self, ctx, image, coarse, resolution):
+        name = lineart.FILES[coarse == "enable"]
+        try:
+            path = ctx.resolve_file(lineart.FOLDER, name)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"LineArtPreprocessor needs {name} (lllyasviel/Annotators on Hugging Face) in "
+                                    f"the {lineart.FOLDER} model folder: {exc}") from exc
+        net = lineart.load_generator(path)
+        return {"image": to_image([lineart.realistic(to_uint8(one), net, resolution) for one in image])}
+
+
+NODES = [Canny, CannyEdgePreprocessor, TilePreprocessor, BinaryPreprocessor, ColorPreprocessor,
+         LineartStandardPreprocessor, LineArtPreprocessor]

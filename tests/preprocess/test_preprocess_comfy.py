@@ -29,6 +29,9 @@ def _api(class_type: str, **inputs) -> dict:
     ("TilePreprocessor", {"pyrUp_iters": 3, "resolution": 512}, {"pyrUp_iters": 3}),  # TileDetector ignores it
     ("BinaryPreprocessor", {"bin_threshold": 90, "resolution": 640}, {"bin_threshold": 90, "resolution": 640}),
     ("ColorPreprocessor", {"resolution": 512}, {"resolution": 512}),
+    ("LineartStandardPreprocessor", {"guassian_sigma": 6.0, "intensity_threshold": 8, "resolution": 512},
+     {"guassian_sigma": 6.0, "intensity_threshold": 8, "resolution": 512}),
+    ("LineArtPreprocessor", {"coarse": "disable", "resolution": 512}, {"coarse": "disable", "resolution": 512}),
 ])
 def test_preprocessors_import_and_export_under_their_names(registry, class_type, comfy, ours):
     doc = load_any(_api(class_type, **comfy), registry)
