@@ -11,7 +11,7 @@ IPAdapterUnifiedLoader finds the files by IPAdapter_plus's preset patterns
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from lcmgraph import Input, Node, Output
@@ -22,27 +22,10 @@ from .formats.ipadapter_files import FOLDER as IPADAPTER_FOLDER
 from .models.ipadapter import COMBINE, EMBEDS_SCALING, WEIGHT_TYPES
 from .models.ipadapter_embeds import load_adapter, load_clip_vision, make_patch
 from .models.manager import SERVICE
-from .models.values import ModelRef
+from .models.values import ClipVisionRef, IPAdapterRef, ModelRef
 
 CLIP_VISION = "CLIP_VISION"
 IPADAPTER = "IPADAPTER"
-
-
-@dataclass(frozen=True)
-class ClipVisionRef:
-    """CLIP_VISION: a CLIP vision tower's file by path and identity."""
-
-    path: str
-    identity: str
-
-
-@dataclass(frozen=True)
-class IPAdapterRef:
-    """IPADAPTER: an IP-Adapter file, with the CLIP vision tower it reads (the unified loader's pair)."""
-
-    path: str
-    identity: str
-    clip_vision: ClipVisionRef | None = None
 
 
 class CLIPVisionLoader(Node):

@@ -82,19 +82,13 @@ def generator():
 
 def load_generator(path: str | Path):
     """The generator with the weights of ``path`` (eval mode, float32, CPU)."""
-    import torch
+    from lcmgraph.weight_files import WeightFileError, read_weights
 
     path = Path(path)
     try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise LineartFileError(f"line-art model {path.name!r} could not be read (only .safetensors, and .pth "
-                               f"files holding plain tensors, are read): {type(exc).__name__}: {exc}") from exc
+        state, _ = read_weights(path)
+    except WeightFileError as exc:
+        raise LineartFileError(f"line-art model {path.name!r} {exc}") from exc
     net = generator()
     try:
         net.load_state_dict({k.removeprefix("module."): v.float() for k, v in dict(state).items()})

@@ -464,3 +464,25 @@ def test_a_clip_vision_model_of_another_width_is_named(models, tmp_path):
     message = str(err.value)
     assert "reads 32-wide CLIP image embeddings" in message and "gives 48" in message
     assert "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors" in message
+
+
+def test_regional_path_gives_the_negative_rows_their_tokens(engine):
+    """Under CFG a conditioning of one whole-image area takes the regional path (its own UNet calls,
+    negative and positive windows); with an IP-Adapter it must equal the plain path, row for row."""
+    from .test_regions_sampling import FULL_AREA, flow, latent
+
+    def with_adapter(f):
+        f.add("img", "LoadImage", image="hint.png")
+        f.add("ipl", "IPAdapterModelLoader", ipadapter_file="builtin:tiny-ip-adapter")
+        f.add("cv", "CLIPVisionLoader", clip_name="builtin:tiny-clip-vision")
+        f.add("ipa", "IPAdapterAdvanced", model=link("ckpt", "model"), ipadapter=link("ipl", "ipadapter"),
+              image=link("img", "image"), clip_vision=link("cv", "clip_vision"), weight=1.0, weight_type="linear",
+              combine_embeds="concat", start_at=0.0, end_at=1.0, embeds_scaling="V only")
+        f.nodes["sampler"]["inputs"]["model"] = link("ipa", "model")
+        return f
+
+    settings = dict(sampler="Sampler", scheduler="euler", steps=2, cfg=4.0)
+    plain = latent(engine, with_adapter(flow(positive="a", **settings)))
+    regional = latent(engine, with_adapter(flow(regions=[FULL_AREA], positive="area", **settings)))
+    assert float((plain - regional).abs().max()) <= 1e-5
+    assert float((plain - latent(engine, flow(positive="a", **settings))).abs().max()) > 1e-3

@@ -35,21 +35,15 @@ class ClipVisionFileError(ValueError):
 
 def read_tensors(path: Path, label: str) -> tuple[dict, dict]:
     """(tensors, safetensors metadata) of a ``.safetensors`` or plain-tensor ``.bin``/``.pt`` file."""
-    import torch
+    from lcmgraph.weight_files import WeightFileError, read_weights
 
     try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ClipVisionFileError(f"{label!r} could not be read (only .safetensors, and .bin/.pt files holding "
-                                  f"plain tensors, are read): {type(exc).__name__}: {exc}") from exc
+        data, metadata = read_weights(path)
+    except WeightFileError as exc:
+        raise ClipVisionFileError(f"{label!r} {exc}") from exc
     if not isinstance(data, dict):
         raise ClipVisionFileError(f"{label!r} holds a {type(data).__name__}, not a dict of tensors")
-    return data, {}
+    return data, metadata
 
 
 def vision_state(tensors: dict, label: str) -> dict:

@@ -39,20 +39,14 @@ def find(check: Any, name: str) -> str | None:
 def load_vectors(path: str | Path, key: str, width: int) -> Any:
     """The embedding's vectors ``[n, width]`` (float32, CPU) for the encoder
     ``key`` ("clip_l" or "clip_g") whose token embeddings are ``width`` wide."""
-    import torch
+    from lcmgraph.weight_files import WeightFileError, read_weights
 
     path = Path(path)
     label = path.name
     try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            data: Any = load_file(str(path), device="cpu")
-        else:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise EmbeddingError(f"embedding {label!r} could not be read (only .safetensors, and .pt/.bin files "
-                             f"holding plain tensors, are read): {type(exc).__name__}: {exc}") from exc
+        data, _ = read_weights(path)
+    except WeightFileError as exc:
+        raise EmbeddingError(f"embedding {label!r} {exc}") from exc
     vectors = _pick(data, key, width)
     if vectors is None:
         raise EmbeddingError(f"embedding {label!r} holds no tensors")

@@ -32,28 +32,26 @@ class IPAdapterFileError(ValueError):
 
 def read_ipadapter(path: str | Path) -> dict[str, dict]:
     """``{"image_proj": {...}, "ip_adapter": {...}}`` of the file (float32, CPU)."""
-    import torch
+
+    from lcmgraph.weight_files import WeightFileError, read_weights
 
     path = Path(path)
     label = path.name
     try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            flat = load_file(str(path), device="cpu")
-            parts: dict[str, dict] = {"image_proj": {}, "ip_adapter": {}}
-            for key, value in flat.items():
-                head, _, rest = key.partition(".")
-                head = "ip_adapter" if head == "adapter_modules" else head  # an older name ComfyUI accepts
-                if head in parts:
-                    parts[head][rest] = value
-        else:
-            parts = torch.load(str(path), map_location="cpu", weights_only=True)
-            if isinstance(parts, dict) and "adapter_modules" in parts and "ip_adapter" not in parts:
-                parts["ip_adapter"] = parts.pop("adapter_modules")
-    except Exception as exc:
-        raise IPAdapterFileError(f"IP-Adapter {label!r} could not be read (only .safetensors, and .bin files "
-                                 f"holding plain tensors, are read): {type(exc).__name__}: {exc}") from exc
+        data, _ = read_weights(path)
+    except WeightFileError as exc:
+        raise IPAdapterFileError(f"IP-Adapter {label!r} {exc}") from exc
+    if path.suffix.lower() == ".safetensors":  # flat names: image_proj.*, ip_adapter.*
+        parts: Any = {"image_proj": {}, "ip_adapter": {}}
+        for key, value in data.items():
+            head, _, rest = key.partition(".")
+            head = "ip_adapter" if head == "adapter_modules" else head  # an older name ComfyUI accepts
+            if head in parts:
+                parts[head][rest] = value
+    else:  # a dict of the two parts
+        parts = data
+        if isinstance(parts, dict) and "adapter_modules" in parts and "ip_adapter" not in parts:
+            parts["ip_adapter"] = parts.pop("adapter_modules")
     if not isinstance(parts, dict) or not parts.get("image_proj") or not parts.get("ip_adapter"):
         raise IPAdapterFileError(f"{label!r} is not an IP-Adapter file (it needs image_proj.* and ip_adapter.* "
                                  "tensors)")

@@ -74,20 +74,14 @@ def spandrel() -> Any:
 
 def load_upscale_model(path: str | Path) -> Any:
     """A spandrel ImageModelDescriptor (``.model``, ``.scale``, ``.input_channels``...), in eval mode."""
-    import torch
+    from lcmgraph.weight_files import WeightFileError, read_weights
 
     path = Path(path)
     label = path.name
     try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UpscaleFileError(f"upscale model {label!r} could not be read (only .safetensors, and .pth files "
-                               f"holding plain tensors, are read): {type(exc).__name__}: {exc}") from exc
+        state, _ = read_weights(path)
+    except WeightFileError as exc:
+        raise UpscaleFileError(f"upscale model {label!r} {exc}") from exc
     lib = spandrel()
     if isinstance(state, dict):
         # Some trainers wrap the weights ("params_ema", "params", "state_dict"); spandrel unwraps those too.

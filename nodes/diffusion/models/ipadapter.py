@@ -152,7 +152,7 @@ def install(unet, patches: tuple[IPAdapterPatch, ...]) -> list:
                 raise ValueError(f"IP-Adapter {patch.label!r} does not fit this UNet: its layer is "
                                  f"{layer[0].shape[-1]} wide, the UNet's {width}")
     state: dict[str, Any] = {"t": None}
-    handles = [unet.register_forward_pre_hook(_timestep_hook(state), with_kwargs=True)]
+    handles = [unet.register_forward_pre_hook(_call_hook(unet, state), with_kwargs=True)]
     device, dtype = unet.device, unet.dtype
     for i, module in enumerate(attn2):
         index, kind = owner[id(module)]
@@ -167,15 +167,25 @@ def install(unet, patches: tuple[IPAdapterPatch, ...]) -> list:
                 # row 0: positive, row 1: negative; a call picks one per batch row
                 steps.append((patch, torch.cat([k_pos, k_neg]), torch.cat([v_pos, v_neg]), weight))
         if steps:
-            handles.append(module.register_forward_hook(_attention_hook(unet, state, steps), with_kwargs=True))
+            handles.append(module.register_forward_hook(_attention_hook(state, steps), with_kwargs=True))
     return handles
 
 
-def _timestep_hook(state: dict):
+def _call_hook(unet, state: dict):
+    """Once per UNet call: its timestep, latent size and which rows are negative (as the
+    row picks of the layers' keys and values), for every hooked layer of that call."""
     def hook(module, args, kwargs):
+        import torch
+
         t = args[1] if len(args) > 1 else kwargs.get("timestep")
+        sample = args[0] if args else kwargs["sample"]
         state["t"] = float(t.flatten()[0]) if hasattr(t, "flatten") else float(t)
-        state["shape"] = tuple((args[0] if args else kwargs["sample"]).shape[-2:])
+        state["shape"] = tuple(sample.shape[-2:])
+        rows = getattr(unet, _ROWS, None)
+        negative = list(rows) if rows is not None and len(rows) == sample.shape[0] else [False] * sample.shape[0]
+        state["negative"] = negative
+        state["pick"] = torch.tensor([int(n) for n in negative], device=sample.device)
+        state["masks"] = {}  # per (patch, tokens): the mask at that layer's resolution, made once per call
     return hook
 
 
@@ -185,15 +195,11 @@ def _active(patch: IPAdapterPatch, t: float | None) -> bool:
     return (1 - patch.end) * 999 <= t + 1e-6 and t - 1e-6 <= (1 - patch.start) * 999
 
 
-def _attention_hook(unet, state: dict, steps: list):
+def _attention_hook(state: dict, steps: list):
     def hook(module, args, kwargs, output):
-        import torch
 
         hidden = args[0] if args else kwargs["hidden_states"]
-        rows = getattr(unet, _ROWS, None)
-        batch = hidden.shape[0]
-        negative = list(rows) if rows is not None and len(rows) == batch else [False] * batch
-        pick = torch.tensor([int(n) for n in negative], device=hidden.device)
+        pick, negative = state["pick"], state["negative"]
         query = None
         added = None
         for patch, keys, values, weight in steps:
@@ -203,7 +209,10 @@ def _attention_hook(unet, state: dict, steps: list):
                 query = module.to_q(hidden)
             out = _scaled_attention(module, query, keys[pick], values[pick], weight, patch.scaling, patch.images)
             if patch.mask is not None:
-                out = out * _mask_weights(patch.mask, state.get("shape"), query.shape[1], negative).to(out)
+                key = (id(patch), query.shape[1])
+                if key not in state["masks"]:
+                    state["masks"][key] = _mask_weights(patch.mask, state["shape"], query.shape[1], negative).to(out)
+                out = out * state["masks"][key]
             added = out if added is None else added + out
         if added is None:
             return output

@@ -148,6 +148,23 @@ class UpscaleModelRef:
 
 
 @dataclass(frozen=True)
+class ClipVisionRef:
+    """CLIP_VISION: a CLIP vision tower's file by path and identity."""
+
+    path: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class IPAdapterRef:
+    """IPADAPTER: an IP-Adapter file, with the CLIP vision tower it reads (the unified loader's pair)."""
+
+    path: str
+    identity: str
+    clip_vision: ClipVisionRef | None = None
+
+
+@dataclass(frozen=True)
 class ControlHint:
     """One ControlNet applied to a conditioning (ApplyControlNet stacks them)."""
 
