@@ -1,14 +1,16 @@
 """ControlNet hint preprocessors: ComfyUI's own Canny, and comfyui_controlnet_aux's
 CannyEdgePreprocessor, TilePreprocessor, BinaryPreprocessor, ColorPreprocessor,
-LineartStandardPreprocessor (no model weights) and LineArtPreprocessor (its
+LineartStandardPreprocessor (no model weights), LineArtPreprocessor (its
 small generator network, lllyasviel/Annotators' sk_model.pth in the
-``annotators`` folder). It needs torch, numpy and OpenCV
-(opencv-python-headless), never diffusers.
+``annotators`` folder) and DepthAnything(V2)Preprocessor (DINOv2 + DPT from
+transformers, the released .pth files in ``annotators``). It needs torch,
+numpy, OpenCV (opencv-python-headless) and, for depth, transformers; never
+diffusers.
 
 ``edges.py``, ``tile.py`` and ``tones.py`` compute the hints, ``nodes.py`` declares the
-nodes, ``comfy_map.py`` is the ComfyUI import/export table. Preprocessors
-that run a large network (depth, normals, pose, segmentation) are not here
-yet: ComfyUI files using them import with a "no lcmgraph equivalent" error
+nodes, ``comfy_map.py`` is the ComfyUI import/export table. ``lineart.py`` and
+``depth_anything.py`` hold the networks. Preprocessors that run other large
+networks (MiDaS, normals, pose, segmentation) are not here yet: ComfyUI files using them import with a "no lcmgraph equivalent" error
 naming each node.
 """
 

@@ -24,6 +24,9 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
     "LineartStandardPreprocessor": _same("LineartStandardPreprocessor",
                                          ("guassian_sigma", "intensity_threshold", "resolution"), "Standard Lineart"),
     "LineArtPreprocessor": _same("LineArtPreprocessor", ("coarse", "resolution"), "Realistic Lineart"),
+    "DepthAnythingPreprocessor": _same("DepthAnythingPreprocessor", ("ckpt_name", "resolution"), "Depth Anything"),
+    "DepthAnythingV2Preprocessor": _same("DepthAnythingV2Preprocessor", ("ckpt_name", "resolution"),
+                                         "Depth Anything V2 - Relative"),
 }
 
 __all__ = ["COMFY_MAPPINGS"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
 
-from . import edges, lineart, tile, tones
+from . import depth_anything, edges, lineart, tile, tones
 from .pixels import to_image, to_uint8
 
 #: controlnet_aux's resolution widget (create_node_input_types): the detect size's shorter side.
@@ -146,5 +146,47 @@ class LineArtPreprocessor(Node):
         return {"image": to_image([lineart.realistic(to_uint8(one), net, resolution) for one in image])}
 
 
+def _depth_hints(node: str, version: int, ctx, image, ckpt_name: str, resolution: int):
+    try:
+        path = ctx.resolve_file(depth_anything.FOLDER, ckpt_name)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{node} needs {ckpt_name} ({depth_anything.WHERE[version]}) in the "
+                                f"{depth_anything.FOLDER} model folder: {exc}") from exc
+    model = depth_anything.load_model(path, version)
+    run = depth_anything.depth_v1 if version == 1 else depth_anything.depth_v2
+    return {"image": to_image([run(to_uint8(one), model, resolution) for one in image])}
+
+
+class DepthAnythingPreprocessor(Node):
+    """comfyui_controlnet_aux's Depth Anything: relative depth (near is bright) from the
+    Depth Anything V1 network (``depth_anything_vit{l,b,s}14.pth`` in the annotators
+    folder), computed at 518 pixels and resized to ``resolution``."""
+
+    category = "preprocessors"
+    inputs = (Input("image", T.IMAGE),
+              Input("ckpt_name", T.ENUM, choices=depth_anything.V1_FILES, default=depth_anything.V1_FILES[0]),
+              _RESOLUTION)
+    outputs = (Output("image", T.IMAGE),)
+
+    def execute(self, ctx, image, ckpt_name, resolution):
+        return _depth_hints("DepthAnythingPreprocessor", 1, ctx, image, ckpt_name, resolution)
+
+
+class DepthAnythingV2Preprocessor(Node):
+    """comfyui_controlnet_aux's Depth Anything V2 - Relative: relative depth (near is
+    bright) from the Depth Anything V2 network (``depth_anything_v2_vit{l,b,s}.pth`` in the
+    annotators folder), computed at 518 pixels, resized to ``resolution``."""
+
+    category = "preprocessors"
+    inputs = (Input("image", T.IMAGE),
+              Input("ckpt_name", T.ENUM, choices=depth_anything.V2_FILES, default=depth_anything.V2_FILES[0]),
+              _RESOLUTION)
+    outputs = (Output("image", T.IMAGE),)
+
+    def execute(self, ctx, image, ckpt_name, resolution):
+        return _depth_hints("DepthAnythingV2Preprocessor", 2, ctx, image, ckpt_name, resolution)
+
+
 NODES = [Canny, CannyEdgePreprocessor, TilePreprocessor, BinaryPreprocessor, ColorPreprocessor,
-         LineartStandardPreprocessor, LineArtPreprocessor]
+         LineartStandardPreprocessor, LineArtPreprocessor,
+         DepthAnythingPreprocessor, DepthAnythingV2Preprocessor]

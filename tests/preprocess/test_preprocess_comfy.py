@@ -32,6 +32,10 @@ def _api(class_type: str, **inputs) -> dict:
     ("LineartStandardPreprocessor", {"guassian_sigma": 6.0, "intensity_threshold": 8, "resolution": 512},
      {"guassian_sigma": 6.0, "intensity_threshold": 8, "resolution": 512}),
     ("LineArtPreprocessor", {"coarse": "disable", "resolution": 512}, {"coarse": "disable", "resolution": 512}),
+    ("DepthAnythingPreprocessor", {"ckpt_name": "depth_anything_vitb14.pth", "resolution": 768},
+     {"ckpt_name": "depth_anything_vitb14.pth", "resolution": 768}),
+    ("DepthAnythingV2Preprocessor", {"ckpt_name": "depth_anything_v2_vits.pth", "resolution": 512},
+     {"ckpt_name": "depth_anything_v2_vits.pth", "resolution": 512}),
 ])
 def test_preprocessors_import_and_export_under_their_names(registry, class_type, comfy, ours):
     doc = load_any(_api(class_type, **comfy), registry)
@@ -53,7 +57,7 @@ def test_ui_widgets_put_resolution_last(registry):
 
 
 def test_model_preprocessors_stay_refused_by_name(registry):
-    api = _api("DepthAnythingPreprocessor", ckpt_name="depth_anything_vitl14.pth", resolution=512)
+    api = _api("MiDaS-DepthMapPreprocessor", a=6.28, bg_threshold=0.1, resolution=512)
     with pytest.raises(Exception) as caught:
         load_any(api, registry)
-    assert "node 2: ComfyUI node type 'DepthAnythingPreprocessor' has no lcmgraph equivalent" in str(caught.value)
+    assert "node 2: ComfyUI node type 'MiDaS-DepthMapPreprocessor' has no lcmgraph equivalent" in str(caught.value)

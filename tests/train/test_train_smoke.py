@@ -115,3 +115,28 @@ def test_decoder_fine_tune_keeps_the_encoder_and_learns(tiny_run):
     reloaded = vae.load_vae(run)
     assert all(torch.equal(a, b.cpu()) for a, b in zip(reloaded.decoder.state_dict().values(),
                                                        tuned.decoder.state_dict().values(), strict=True))
+
+
+def test_pyramid_noise_puts_the_power_in_low_frequencies_at_unit_std():
+    import torch.nn.functional as F
+
+    shape = (64, 4, 16, 16)
+    pyramid = unet.pyramid_noise(shape, torch.Generator().manual_seed(0), 0.8)
+    white = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(pyramid.flatten(1).std(1), torch.ones(64))  # each item at unit std
+    # 4x4-pooled std: white noise keeps 1/4 of its std there, pyramid noise more than half
+    assert float(F.avg_pool2d(white, 4).std()) < 0.3 < 0.5 < float(F.avg_pool2d(pyramid, 4).std())
+    assert float(pyramid.mean((2, 3)).std()) > 5 * float(white.mean((2, 3)).std())  # the per-channel mean too
+    again = unet.pyramid_noise(shape, torch.Generator().manual_seed(0), 0.8)
+    assert torch.equal(pyramid, again)
+
+
+def test_training_noise_is_white_plus_offset_unless_pyramid_is_asked():
+    shape = (2, 4, 8, 8)
+    plain = unet.training_noise(shape, torch.Generator().manual_seed(1), unet.UnetTrain(offset_noise=0.3))
+    gen = torch.Generator().manual_seed(1)
+    expected = torch.randn(shape, generator=gen)
+    expected = expected + 0.3 * torch.randn((2, 4, 1, 1), generator=gen)  # the shipped recipe, draw for draw
+    assert torch.equal(plain, expected)
+    pyramid = unet.training_noise(shape, torch.Generator().manual_seed(1), unet.UnetTrain(pyramid_noise=0.8))
+    assert torch.equal(pyramid, unet.pyramid_noise(shape, torch.Generator().manual_seed(1), 0.8))

@@ -63,6 +63,42 @@ class UnetTrain:
     # uses position at t > ~850, too weakly to keep the words apart (docs/embedded-model.md,
     # "Position: the cause, measured"; bench/positions.py).
     text_lr_scale: float = 1.0
+    # Pyramid (multi-resolution) noise, the per-level discount (0: off). Each level adds
+    # Gaussian noise drawn at half the previous side (16, 8, 4, 2, 1 on a 16x16 latent),
+    # bilinearly upsampled and weighted discount**level, then rescaled to unit std. The image's
+    # low frequencies (where the shape sits) are then drowned at high t as its high ones are:
+    # with white noise SD's schedule leaves the layout readable in x_t at t ~ 999, the UNet
+    # learns to take it from there, and at sampling the initial noise's low frequencies decide
+    # where the shape goes (docs/embedded-model.md, "Position").
+    pyramid_noise: float = 0.0
+
+
+def pyramid_noise(shape, generator, discount: float):
+    """Unit-std multi-resolution noise ``shape = [B, C, H, W]`` from ``generator`` (CPU)."""
+    import torch
+    import torch.nn.functional as F
+
+    b, c, h, w = shape
+    noise = torch.randn(shape, generator=generator)
+    level, sh, sw = 1, h, w
+    while sh > 1 or sw > 1:
+        sh, sw = max(1, sh // 2), max(1, sw // 2)
+        low = torch.randn((b, c, sh, sw), generator=generator)
+        noise = noise + discount ** level * F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+        level += 1
+    return noise / noise.flatten(1).std(dim=1).view(b, 1, 1, 1)
+
+
+def training_noise(shape, generator, tc):
+    """The epsilon a UNet step is trained to predict: white, plus offset or pyramid noise per ``tc``."""
+    import torch
+
+    if getattr(tc, "pyramid_noise", 0.0):
+        return pyramid_noise(shape, generator, tc.pyramid_noise)
+    noise = torch.randn(shape, generator=generator)
+    if tc.offset_noise:
+        noise = noise + tc.offset_noise * torch.randn(tuple(shape[:2]) + (1, 1), generator=generator)
+    return noise
 
 
 def make_unet(cfg: UnetConfig, seed: int = 3):
@@ -184,7 +220,8 @@ def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, 
         cfg = UnetConfig(**state["config"])
         # The stored recipe wins, except what the caller may change on resume.
         tc = UnetTrain(**{**state["train"], "steps": tc.steps, "eval_every": tc.eval_every,
-                          "offset_noise": tc.offset_noise, "snr_floor": tc.snr_floor})
+                          "offset_noise": tc.offset_noise, "snr_floor": tc.snr_floor,
+                          "pyramid_noise": tc.pyramid_noise})
     models = Models(cfg, tc.seed).to(dev)
     opt = torch.optim.AdamW(models.param_groups(tc.text_lr_scale), lr=tc.lr, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(tc.seed)
@@ -217,10 +254,7 @@ def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, 
         scenes = [dataset.sample_scene(data_seed, int(i)) for i in idx]
         ids = text.token_ids(models.tokenizer, _captions(scenes, rng, tc.uncond, tc.drop)).to(dev)
         z0 = latents[idx].to(dev) * scale
-        noise = torch.randn(z0.shape, generator=gen)
-        if tc.offset_noise:
-            noise = noise + tc.offset_noise * torch.randn(z0.shape[:2] + (1, 1), generator=gen)
-        noise = noise.to(dev)
+        noise = training_noise(z0.shape, gen, tc).to(dev)
         t = torch.randint(0, sched.config.num_train_timesteps, (tc.batch,), generator=gen).to(dev)
         zt = sched.add_noise(z0, noise, t)
         set_lr(opt, lr_at(step, tc.lr, tc.warmup, tc.steps))
