@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 BUILTIN_PREFIX = "builtin:"
 DEFAULT_FOLDERS = ("checkpoints", "loras", "controlnet", "vae", "unet", "embeddings", "upscale_models", "clip_vision", "ipadapter",
-                   "annotators",
+                   "annotators", "sams", "grounding-dino", "bert-base-uncased",
                    "input")
 #: Extensions listed for each folder ("" = directories, e.g. a diffusers folder).
 LISTED_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".bin", ".png", ".jpg", ".jpeg", ".webp"}
