@@ -2,7 +2,7 @@
 ControlNet, images.
 
 The node classes are the modules here (loaders, text, conditioning, samplers,
-fewstep, img2img, latents, vae, controlnet, images, merging, patches, upscale, ipadapter); what they stand on lives below:
+fewstep, img2img, latents, vae, controlnet, images, merging, patches, upscale, ipadapter, video); what they stand on lives below:
 ``formats/`` (files on disk), ``models/`` (the model manager and the sampling loop), ``builtin/``
 (the shipped and the tiny built-in models), ``comfy_map/`` (ComfyUI import /
 export tables) and ``train/`` (the trainers behind ``lcmgraph train``).
@@ -24,6 +24,7 @@ from . import (
     text,
     upscale,
     vae,
+    video,
 )
 from .builtin import BUILTIN_FILES
 from .comfy_map import COMFY_MAPPINGS
@@ -34,7 +35,7 @@ from .train.lora_cli import add_lora_parsers
 
 NODES = [*loaders.NODES, *text.NODES, *conditioning.NODES, *samplers.NODES, *fewstep.NODES, *img2img.NODES,
          *inpaint.NODES, *latents.NODES, *vae.NODES, *controlnet.NODES, *images.NODES, *merging.NODES,
-         *patches.NODES, *upscale.NODES, *ipadapter.NODES]
+         *patches.NODES, *upscale.NODES, *ipadapter.NODES, *video.NODES]
 
 SERVICES = {SERVICE: factory}
 

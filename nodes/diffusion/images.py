@@ -13,6 +13,7 @@ from .formats.image_files import (
     MAX_IMAGE_SIDE,
     open_image,
     pil_to_image,
+    write_animation,
     write_pngs,
 )
 from .models import costs
@@ -74,4 +75,50 @@ class PreviewImage(Node):
         return {}
 
 
-NODES = [LoadImage, SaveImage, PreviewImage]
+#: ComfyUI's SaveAnimatedWEBP methods: PIL's WEBP ``method`` (effort 0..6).
+WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
+
+
+class SaveAnimatedWEBP(Node):
+    """Save the images as the frames of one animated WEBP (a video's frames from VAEDecode),
+    never overwriting, with the workflow in its EXIF (as ComfyUI's node)."""
+
+    category = "image/animation"
+    output_node = True
+    inputs = (
+        Input("image", T.IMAGE),
+        Input("filename_prefix", T.STRING, default="lcmgraph"),
+        Input("fps", T.FLOAT, default=6.0, min=0.01, max=1000.0, step=0.01, description="playback frames per second"),
+        Input("lossless", T.BOOLEAN, default=True),
+        Input("quality", T.INT, default=80, min=0, max=100),
+        Input("method", T.ENUM, choices=tuple(WEBP_METHODS), default="default",
+              description="encoder effort (PIL's method 4 / 0 / 6)"),
+    )
+    batch_inputs = ("filename_prefix",)
+
+    def execute(self, ctx, image, filename_prefix, fps, lossless, quality, method):
+        ctx.add_result(images=[write_animation(ctx, image, Path(ctx.output_dir), filename_prefix, "output", "webp",
+                                               fps, lossless=bool(lossless), quality=int(quality),
+                                               method=WEBP_METHODS[method])])
+        return {}
+
+
+class SaveAnimatedPNG(Node):
+    """Save the images as the frames of one animated PNG (APNG), with the workflow embedded."""
+
+    category = "image/animation"
+    output_node = True
+    inputs = (
+        Input("image", T.IMAGE),
+        Input("filename_prefix", T.STRING, default="lcmgraph"),
+        Input("fps", T.FLOAT, default=6.0, min=0.01, max=1000.0, step=0.01, description="playback frames per second"),
+        Input("compress_level", T.INT, default=4, min=0, max=9),
+    )
+    batch_inputs = ("filename_prefix",)
+
+    def execute(self, ctx, image, filename_prefix, fps, compress_level):
+        ctx.add_result(images=[write_animation(ctx, image, Path(ctx.output_dir), filename_prefix, "output", "png",
+                                               fps, compress_level=int(compress_level))])
+        return {}
+
+NODES = [LoadImage, SaveImage, PreviewImage, SaveAnimatedWEBP, SaveAnimatedPNG]

@@ -26,6 +26,13 @@ class VAEDecode(Node):
     outputs = (Output("image", T.IMAGE),)
 
     def execute(self, ctx, vae: VaeRef, latent: Latent, tiled):
+        if vae.arch == "svd":  # the temporal decoder: every frame of the clip at once
+            from .models import svd
+
+            manager = ctx.service(SERVICE)
+            loaded = manager.activate(svd.load(manager, vae.checkpoint, vae.identity, ctx), "vae")
+            with checked_inside([loaded.vae.decoder], ctx.check_interrupt):
+                return {"image": svd.decode(loaded, latent.samples)}
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
         with checked_inside([loaded.vae.decoder], ctx.check_interrupt):  # stops between decoder blocks / tiles
             return {"image": decode(loaded.vae, latent.samples, tiled, loaded.arch)}
@@ -35,6 +42,8 @@ class VAEDecode(Node):
         import torch
 
         first = inputs_list[0]
+        if first["vae"].arch == "svd":
+            return None
         shape = tuple(first["latent"].samples.shape[1:])
         for inputs in inputs_list[1:]:
             if (inputs["vae"], inputs["tiled"], tuple(inputs["latent"].samples.shape[1:])) != (
@@ -69,6 +78,13 @@ class VAEEncode(Node):
     outputs = (Output("latent", T.LATENT),)
 
     def execute(self, ctx, vae: VaeRef, image, tiled):
+        if vae.arch == "svd":
+            from .models import svd
+
+            manager = ctx.service(SERVICE)
+            loaded = manager.activate(svd.load(manager, vae.checkpoint, vae.identity, ctx), "vae")
+            latent = svd.encode_latent(loaded.vae, crop_to_multiple(image, 8)[..., :3])
+            return {"latent": Latent(latent * svd.SCALING_FACTOR)}
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
         image = crop_to_multiple(image, loaded.scale_factor)
         with checked_inside([loaded.vae.encoder], ctx.check_interrupt):

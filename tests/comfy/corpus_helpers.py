@@ -33,6 +33,8 @@ VAE = "builtin:tiny-shapes-vae"
 UPSCALER = "builtin:tiny-upscale-2x"
 CLIP_VISION = "builtin:tiny-clip-vision"
 IP_ADAPTERS = {"sd15": "builtin:tiny-ip-adapter", "sdxl": "builtin:tiny-ip-adapter-xl"}
+SVD = "builtin:tiny-svd"
+FRAMES = 2
 #: Architecture -> the tiny embedding standing in for every ``embedding:NAME`` (``save_embeddings`` writes them).
 EMBEDDINGS = {"sd15": "tiny", "sdxl": "tiny-xl"}
 _EMBEDDING = re.compile(r"embedding:[^\s,()\[\]]+", re.IGNORECASE)
@@ -121,6 +123,12 @@ def runnable(document: dict) -> dict:
             inputs["ipadapter_file"] = IP_ADAPTERS[arch]
         elif kind == "CLIPVisionLoader":
             inputs["clip_name"] = CLIP_VISION
+        elif kind == "ImageOnlyCheckpointLoader":
+            inputs["ckpt_name"] = SVD
+        elif kind == "SVDImg2VidConditioning":
+            inputs.update({k: SIZE for k in ("width", "height") if k in literal})
+            if "video_frames" in literal:
+                inputs["video_frames"] = min(inputs["video_frames"], FRAMES)
         elif kind == "TextEncode" and isinstance(inputs.get("text"), str):
             inputs["text"] = _EMBEDDING.sub(f"embedding:{EMBEDDINGS[arch]}", inputs["text"])
         elif kind in ("LoadImage", "LoadImageMask"):

@@ -25,8 +25,8 @@ from .corpus_helpers import (
 from .helpers import PACKS
 
 #: Measured: files that import, and of those the ones that run. Raise, never lower.
-IMPORT_FLOOR = 40
-RUN_FLOOR = 40
+IMPORT_FLOOR = 41
+RUN_FLOOR = 41
 
 
 @pytest.fixture(scope="module")

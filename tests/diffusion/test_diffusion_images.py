@@ -21,7 +21,8 @@ def test_the_generation_nodes_are_the_recorded_ones():
     registry = _registry()
     recorded = {name for name in registry.names() if registry.get(name).record_parameters}
     assert recorded == {"LCMSampler", "Sampler", "FewStepSampler", "TextEncode", "LoadCheckpoint", "LoadVAE",
-                        "CLIPSetLastLayer", "ApplyLoRA", "LoadUNet", "EmptyLatent"}
+                        "CLIPSetLastLayer", "ApplyLoRA", "LoadUNet", "EmptyLatent", "ImageOnlyCheckpointLoader",
+                        "SVDImg2VidConditioning"}
 
 
 def test_parameters_keep_literals_and_follow_one_hop_to_a_primitive():

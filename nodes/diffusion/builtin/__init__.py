@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import tiny, tiny_addons, tiny_ipadapter
+from . import tiny, tiny_addons, tiny_ipadapter, tiny_svd
 
 #: Weights committed in the repository (trained by the pack's train/ package; docs/embedded-model.md).
 _SHIPPED = Path(__file__).parent
@@ -39,6 +39,8 @@ BUILTIN_FILES = {
     # The embedded model's VAE as one file in the original layout (what ComfyUI's VAELoader reads).
     ("vae", "tiny-shapes-vae"): lambda e: tiny_addons.save_vae(_root(e) / "tiny-shapes-vae.safetensors",
                                                                source=_SHIPPED / "tiny-shapes"),
+    # Stable Video Diffusion's single-file layout at toy sizes (ImageOnlyCheckpointLoader).
+    ("checkpoints", "tiny-svd"): lambda e: tiny_svd.save_svd(_root(e) / "tiny-svd.safetensors"),
     ("input", "tiny-image.png"): lambda e: tiny_addons.save_image(_root(e) / "tiny-image.png"),
     ("input", "tiny-mask.png"): lambda e: tiny_addons.save_mask(_root(e) / "tiny-mask.png"),
     # A 2x ESRGAN with random weights (spandrel detects it): for ImageUpscaleWithModel.

@@ -21,6 +21,7 @@ from . import custom, models, samplers, third_party
 from .ipadapter import IPADAPTER
 from .latents import LATENTS
 from .merging import MERGING, UNSUPPORTED
+from .video import VIDEO
 
 _SAMPLER_WIDGETS = ("seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler", "denoise")
 _ADVANCED_WIDGETS = ("add_noise", "noise_seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler",
@@ -51,6 +52,7 @@ COMFY_MAPPINGS: dict[str, ComfyMapping] = {
         ignore=("control_after_generate",), convert=samplers.ksampler_advanced, export=samplers.export_sampler,
         export_types=("FewStepSampler",)),
     **LATENTS,
+    **VIDEO,
     "ModelSamplingDiscrete": ComfyMapping(
         outputs=(Through("model"),), widgets=("sampling", "zsnr"), title="ModelSamplingDiscrete",
         convert=models.model_sampling),

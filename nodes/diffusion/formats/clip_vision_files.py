@@ -46,18 +46,54 @@ def read_tensors(path: Path, label: str) -> tuple[dict, dict]:
     return data, metadata
 
 
-def vision_state(tensors: dict, label: str) -> dict:
-    """The tensors under transformers' names (a ``clip_vision.`` prefix removed)."""
+#: Where open_clip's image tower sits: its own files (``visual.``), Stable Video Diffusion's checkpoints.
+OPEN_CLIP_PREFIXES = ("conditioner.embedders.0.open_clip.model.visual.", "visual.")
+
+
+def vision_state(tensors: dict, label: str) -> tuple[dict, str | None]:
+    """(the tensors under transformers' names, the activation the layout implies or None):
+    a ``clip_vision.`` prefix removed; open_clip's layout converted, with GELU (the LAION towers')."""
     if any(k.startswith("clip_vision.") for k in tensors):
         tensors = {k[len("clip_vision."):]: v for k, v in tensors.items() if k.startswith("clip_vision.")}
     if "vision_model.embeddings.patch_embedding.weight" not in tensors:
-        if any(k.startswith("visual.transformer.") for k in tensors):
-            raise ClipVisionFileError(f"{label!r} is in open_clip's layout; lcmgraph reads CLIP vision models in "
-                                      "transformers' layout (CLIPVisionModelWithProjection, e.g. h94/IP-Adapter's "
-                                      "models/image_encoder/model.safetensors)")
+        for prefix in OPEN_CLIP_PREFIXES:
+            if prefix + "conv1.weight" in tensors:
+                return from_open_clip({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}), "gelu"
         raise ClipVisionFileError(f"{label!r} is not a CLIP vision model (no "
-                                  "vision_model.embeddings.patch_embedding.weight)")
-    return tensors
+                                  "vision_model.embeddings.patch_embedding.weight, nor open_clip's visual.conv1)")
+    return tensors, None
+
+
+_OPEN_CLIP = (("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("attn.out_proj.", "self_attn.out_proj."),
+              ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2."))
+
+
+def from_open_clip(visual: dict) -> dict:
+    """open_clip's image tower (``conv1``, ``transformer.resblocks.N``, ``proj``...) under
+    transformers' CLIPVisionModelWithProjection names, as ComfyUI converts it: the fused
+    q/k/v split in thirds, the projection transposed."""
+    out = {"vision_model.embeddings.class_embedding": visual["class_embedding"],
+           "vision_model.embeddings.patch_embedding.weight": visual["conv1.weight"],
+           "vision_model.embeddings.position_embedding.weight": visual["positional_embedding"]}
+    for key, value in visual.items():
+        if key.startswith(("ln_pre.", "ln_post.")):
+            side = "pre_layrnorm" if key.startswith("ln_pre.") else "post_layernorm"
+            out[f"vision_model.{side}.{key.split('.', 1)[1]}"] = value
+        elif m := re.match(r"transformer\.resblocks\.(\d+)\.(.*)", key):
+            layer, rest = f"vision_model.encoder.layers.{m[1]}.", m[2]
+            if rest.startswith("attn.in_proj_"):
+                kind = rest.rsplit("_", 1)[1]
+                for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0), strict=True):
+                    out[f"{layer}self_attn.{name}.{kind}"] = part
+                continue
+            for old, new in _OPEN_CLIP:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+                    break
+            out[layer + rest] = value
+    if "proj" in visual:
+        out["visual_projection.weight"] = visual["proj"].t().contiguous()
+    return out
 
 
 def vision_config(state: dict, metadata: dict | None = None) -> Any:
@@ -88,7 +124,9 @@ def load_clip_vision(path: str | Path) -> Any:
     path = Path(path)
     label = path.name
     tensors, metadata = read_tensors(path, label)
-    state = vision_state(tensors, label)
+    state, activation = vision_state(tensors, label)
+    if activation:
+        metadata = {**metadata, "hidden_act": activation}
     config = vision_config(state, metadata)
     with torch.device("meta"):
         model = CLIPVisionModelWithProjection(config)

@@ -90,13 +90,51 @@ def write_pngs(ctx, image, folder: Path, prefix: str, kind: str) -> list[dict]:
     return results
 
 
-def _write_part(folder: Path, pil, info) -> Path:
+def write_animation(ctx, image, folder: Path, prefix: str, kind: str, fmt: str, fps: float, **options) -> dict:
+    """All frames of ``image`` as one animated file (``fmt`` "webp" or "png": APNG), never
+    overwriting; the workflow embedded (APNG: as in our PNGs; WEBP: EXIF text, as ComfyUI)."""
+    sub, stem = _safe_prefix(prefix)
+    target = folder / sub if sub else folder
+    target.mkdir(parents=True, exist_ok=True)
+    frames = image_to_pils(image)
+    save = dict(save_all=True, append_images=frames[1:], duration=int(1000.0 / fps), loop=0, **options)
+    if fmt == "png":
+        save["pnginfo"] = pnginfo(ctx.workflow_json, parameters(ctx.workflow_json, ctx.runtime.registry))
+    elif ctx.workflow_json is not None:
+        import json
+
+        from PIL import Image
+
+        exif = Image.Exif()
+        exif[0x010F] = "workflow:" + json.dumps(ctx.workflow_json, separators=(",", ":"))
+        save["exif"] = exif
+    part = _write_part(target, frames[0], None, fmt=fmt, **save)
+    counter = _next_counter(target, stem, fmt)
+    try:
+        while True:
+            name = f"{stem}_{counter:05d}.{fmt}"
+            path = target / name
+            try:
+                os.link(part, path)
+            except FileExistsError:
+                counter += 1
+                continue
+            break
+    finally:
+        part.unlink(missing_ok=True)
+    return {"filename": f"{sub}/{name}" if sub else name, "path": str(path), "type": kind, "frames": len(frames)}
+
+
+def _write_part(folder: Path, pil, info, fmt: str = "png", **save) -> Path:
     """The PNG, complete and flushed to disk, under a hidden temporary name in ``folder``."""
-    handle, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".png.part")
+    handle, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=f".{fmt}.part")
     part = Path(name)
     try:
         with os.fdopen(handle, "wb") as out:
-            pil.save(out, format="PNG", pnginfo=info, compress_level=4)
+            if fmt == "png" and not save:
+                pil.save(out, format="PNG", pnginfo=info, compress_level=4)
+            else:
+                pil.save(out, format=fmt.upper(), **save)
             out.flush()
             os.fsync(out.fileno())
     except BaseException:
@@ -105,7 +143,7 @@ def _write_part(folder: Path, pil, info) -> Path:
     return part
 
 
-def _next_counter(folder: Path, stem: str) -> int:
-    pattern = re.compile(re.escape(stem) + r"_(\d+)\.png$")
+def _next_counter(folder: Path, stem: str, suffix: str = "png") -> int:
+    pattern = re.compile(re.escape(stem) + r"_(\d+)\." + suffix + "$")
     numbers = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
     return max(numbers, default=0) + 1

@@ -54,6 +54,9 @@ def detect_arch(keys) -> str:
         raise LayoutError(_not_a_checkpoint(keys))
     if has(UNET + "joint_blocks.") or has(UNET + "double_blocks.") or has(UNET + "layers."):
         raise LayoutError("this is a transformer (SD3/Flux-style) checkpoint; only SD1.5 and SDXL UNet checkpoints are supported")
+    if has(UNET) and any(".time_stack." in k for k in keys if k.startswith(UNET)):
+        raise LayoutError("this is a Stable Video Diffusion checkpoint: load it with ImageOnlyCheckpointLoader "
+                          "(it has a video UNet, an image encoder and a temporal VAE, no text encoder)")
     if has("cond_stage_model.model."):
         raise LayoutError("this is a Stable Diffusion 2.x checkpoint (OpenCLIP text encoder); only SD1.5 and SDXL are supported")
     if has("conditioner.embedders.0.model.") and not has(SDXL_OPENCLIP):

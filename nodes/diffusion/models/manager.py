@@ -228,6 +228,10 @@ class ModelManager:
 
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint(self, ref: ModelRef | ClipRef | VaeRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
+        if ref.arch == "svd":
+            raise ModelLoadError(f"{Path(ref.checkpoint).name!r} is a Stable Video Diffusion model: it works with "
+                                 "SVD_img2vid_Conditioning, VideoLinearCFGGuidance, the samplers and VAEDecode, "
+                                 "not with image-model nodes")
         key = "ckpt:" + ref.identity
         with self._lock:
             entry = self._touch(key)

@@ -148,6 +148,10 @@ def _check_arch(name: str, cond: Conditioning | None, arch: str) -> None:
 
 def sample(ctx: Any, req: SampleRequest):
     """Run the loop; returns the resulting latents ``[B, 4, h, w]`` (float32, CPU)."""
+    if req.model.arch == "svd":  # a video model: its own loop (models/svd.py)
+        from . import svd
+
+        return svd.sample(ctx, req)
 
     def report(step: int, total: int, previews: list) -> None:
         ctx.progress(step, total, preview=previews[0])
@@ -161,7 +165,7 @@ def sample_batch(ctx: Any, reqs: list[SampleRequest]) -> list | None:
     scheduler state and CFG stay per request, so each result is what ``sample``
     gives for it alone, up to the UNet's batched arithmetic. None when the
     requests cannot share a loop (different model, schedule or size)."""
-    why = batch_mismatch(reqs)
+    why = "video models sample one job at a time" if reqs[0].model.arch == "svd" else batch_mismatch(reqs)
     if why is None:
         latents = _denoise(ctx, reqs, lambda step, total, previews: ctx.progress(step, total, previews=previews))
         if latents is not None:

@@ -156,6 +156,20 @@ class ClipVisionRef:
 
 
 @dataclass(frozen=True)
+class VideoConditioning:
+    """CONDITIONING of a video model (SVD_img2vid_Conditioning): the init image's CLIP
+    embeddings ``[1, B, D]``, its VAE latent ``[B, 4, h, w]`` (unscaled: the UNet reads it as
+    the encoder gave it) concatenated to every frame, and the micro-conditioning."""
+
+    image_embeds: Any
+    concat_latent: Any
+    fps: int
+    motion_bucket_id: int
+    augmentation_level: float
+    arch: str = "svd"
+
+
+@dataclass(frozen=True)
 class IPAdapterRef:
     """IPADAPTER: an IP-Adapter file, with the CLIP vision tower it reads (the unified loader's pair)."""
 
