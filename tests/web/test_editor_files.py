@@ -205,6 +205,21 @@ def test_comfyui_png_drop_is_converted_by_the_server(editor, server):
     assert doc["ui"]["nodes"]["3"]["pos"] == [863, 186]  # ComfyUI's layout comes along
     assert doc["meta"]["comfy_import"]["from"] == "ComfyUI UI format"
 
+    # A PNG carrying a public workflow with the newer node families (video model, animated save).
+    video = PngInfo()
+    video.add_text("prompt", (REPO / "tests" / "comfy" / "corpus" / "api_samge0_svd_sd15.json").read_text())
+    png = BytesIO()
+    Image.new("RGB", (16, 16), "green").save(png, "PNG", pnginfo=video)
+    drop_file(editor, png.getvalue(), "svd_00001_.png", "image/png")
+    editor.page.wait_for_function("document.querySelector('#status').textContent.includes('svd_00001_.png')")
+    assert editor.status().startswith("converted svd_00001_.png from ComfyUI"), editor.status()
+    video_doc = editor.workflow()
+    assert video_doc["nodes"]["12"]["type"] == "SVDImg2VidConditioning"
+    assert video_doc["nodes"]["12"]["inputs"]["motion_bucket_id"] == 127
+    assert {"ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance", "SaveAnimatedWEBP"} <= {
+        n["type"] for n in video_doc["nodes"].values()}
+    doc = video_doc
+
     # What cannot be converted is said on the status line, each problem named; the graph stays.
     broken = PngInfo()
     broken.add_text("prompt", json.dumps({"9": {"class_type": "SaveImage", "inputs": {"images": ["4", 0]}}}))
@@ -320,19 +335,26 @@ def test_comfyui_workflow_drop_is_converted_by_the_server(editor, server):
     reference = server.tmp / "models" / "input" / "meow_borg_02.png"  # the reference image it names
     reference.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (32, 32), "orange").save(reference)
+    corpus = REPO / "tests" / "comfy" / "corpus"
+    types = {}
     for name, path in (("ui_txt2img", COMFY / "ui_txt2img.json"), ("api_txt2img", COMFY / "api_txt2img.json"),
-                       ("ipadapter", ipadapter)):
+                       ("segment", corpus / "api_darkamunday_sdxl_inpaint_sam.json"),
+                       ("video", corpus / "api_samge0_svd_sd15.json"), ("ipadapter", ipadapter)):
         comfy = path.read_bytes()
         editor.page.click("#clear")
         drop_file(editor, comfy, f"{name}.json", "application/json")
+        editor.page.wait_for_function(f"document.querySelector('#status').textContent.includes('{name}.json')")
         editor.page.wait_for_function("document.querySelector('#status').textContent.includes('ComfyUI')")
         assert "converted" in editor.status(), editor.status()
         doc = editor.workflow()
         assert doc["nodes"], name
         assert all(node["type"] in schema["nodes"] for node in doc["nodes"].values()), doc["nodes"]
-        assert any(node["type"] == "SaveImage" for node in doc["nodes"].values())
-    assert {"IPAdapterAdvanced", "IPAdapterModelLoader", "CLIPVisionLoader"} <= {
-        node["type"] for node in doc["nodes"].values()}
+        assert any(node["type"].startswith(("Save", "Preview")) for node in doc["nodes"].values())
+        types[name] = {node["type"] for node in doc["nodes"].values()}
+    assert {"IPAdapterAdvanced", "IPAdapterModelLoader", "CLIPVisionLoader"} <= types["ipadapter"]
+    assert {"GroundingDinoSAMSegment", "SAMModelLoader", "GroundingDinoModelLoader", "InvertMask"} <= types["segment"]
+    assert {"ImageOnlyCheckpointLoader", "SVDImg2VidConditioning", "VideoLinearCFGGuidance",
+            "SaveAnimatedWEBP"} <= types["video"]
     assert editor.js("lcmgraph.nodes().find(n => n.id === '6').type") == "IPAdapterAdvanced"
     # Something that is neither lcmgraph's nor ComfyUI's format is refused with a reason.
     before = editor.workflow()["nodes"]
