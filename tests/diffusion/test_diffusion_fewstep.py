@@ -136,7 +136,7 @@ def sd_pipe(models):
     ("dpmpp_2m", "karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
     ("euler", "karras", "EulerDiscreteScheduler", {"use_karras_sigmas": True, "timestep_spacing": "linspace"}),
     ("uni_pc", "normal", "UniPCMultistepScheduler",
-     {"solver_type": "bh1", "final_sigmas_type": "sigma_min", "timestep_spacing": "linspace"}),
+     {"solver_type": "bh1", "final_sigmas_type": "sigma_min", "solver_order": 3, "timestep_spacing": "linspace"}),
     ("dpmpp_sde", "karras", "DPMSolverSDEScheduler",
      {"use_karras_sigmas": True, "timestep_spacing": "linspace", "noise_sampler_seed": 6}),
     ("heun", "simple", "HeunDiscreteScheduler", {"timestep_spacing": "trailing"}),

@@ -166,12 +166,14 @@ SAMPLERS: dict[str, SamplerSpec] = {
         comfy="DDIM; at eta 0 it equals ComfyUI's ddim (which is Euler on the same sigmas); eta > 0 has no "
               "ComfyUI equivalent"),
     "uni_pc": SamplerSpec(
-        "UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"},
-        comfy="UniPC with the B(h)=h variant (bh1), as ComfyUI's uni_pc; its last step ends at the model's "
-              "smallest sigma, not 0 (diffusers' bh1 step to sigma 0 divides by infinity)"),
+        "UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min", "solver_order": 3},
+        comfy="UniPC with the B(h)=h variant (bh1) of order 3 (lower on the first and last steps), as ComfyUI's "
+              "uni_pc; its last step ends at the model's smallest sigma, not 0 (diffusers' bh1 step to sigma 0 "
+              "divides by infinity)"),
     "uni_pc_bh2": SamplerSpec(
-        "UniPCMultistepScheduler", {"solver_type": "bh2"},
-        comfy="UniPC with B(h)=expm1(h) (bh2), as ComfyUI's uni_pc_bh2"),
+        "UniPCMultistepScheduler", {"solver_type": "bh2", "solver_order": 3},
+        comfy="UniPC with B(h)=expm1(h) (bh2) of order 3 (lower on the first and last steps), as ComfyUI's "
+              "uni_pc_bh2 (min(3, steps - 1)); ComfyUI ends at sigma 0.001, diffusers at 0"),
     "deis": SamplerSpec(
         "DEISMultistepScheduler", {"solver_order": 3},
         comfy="DEIS of order 3 (ComfyUI's default max_order); diffusers' log-rho coefficients, ComfyUI's tabulated "
