@@ -133,6 +133,7 @@ class TextEncode(Node):
             cond = encode_comfy(loaded, text, clip.layer, lambda name: embedding_files.find(check, name),
                                 lambda name, key, width: embedding_files.load_vectors(
                                     ctx.resolve_file(embedding_files.FOLDER, name), key, width))
+        ctx.service(SERVICE).release_text(loaded)
         if cond.arch == "sdxl":
             cond = replace(
                 cond,

@@ -99,6 +99,8 @@ def _config(state: dict, version: int):
     """transformers' config for the network whose original weights are ``state``."""
     from transformers import DepthAnythingConfig, Dinov2Config
 
+    if "pretrained.blocks.0.mlp.w12.weight" in state:
+        raise DepthAnythingFileError("is a ViT-g file (SwiGLU blocks), which was never released and is not supported")
     try:
         width = state["pretrained.cls_token"].shape[-1]
         grid = math.isqrt(state["pretrained.pos_embed"].shape[1] - 1)
@@ -108,8 +110,6 @@ def _config(state: dict, version: int):
         hidden = state["pretrained.blocks.0.mlp.fc1.weight"].shape[0]
     except (KeyError, ValueError, IndexError) as exc:
         raise DepthAnythingFileError(f"misses {exc} of a Depth Anything checkpoint") from exc
-    if "pretrained.blocks.0.mlp.w12.weight" in state:
-        raise DepthAnythingFileError("is a ViT-g file (SwiGLU blocks), which was never released and is not supported")
     if version == 1 or depth < 4:
         taps = range(depth - 4, depth)
     else:

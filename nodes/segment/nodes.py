@@ -109,13 +109,13 @@ class GroundingDinoSAMSegment(Node):
         dino, tokenizer = _dino(ctx, grounding_dino_model)
         masks, found = [], 0
         for index, one in enumerate(image):
-            pixels = np.asarray(one[..., :3].detach().cpu().numpy() * 255.0, dtype=np.uint8)  # truncated, as the pack
+            pixels = np.clip(one[..., :3].detach().cpu().numpy() * 255.0, 0, 255).astype(np.uint8)  # as the pack
             boxes = G.detect(dino, tokenizer, pixels, prompt, float(threshold))
             found += len(boxes)
             masks.append(S.segment(sam, pixels, boxes))
             ctx.progress(index + 1, len(image), stage="segmenting", boxes=len(boxes))
         mask = torch.stack(masks).to(torch.float32)
-        quantised = torch.from_numpy(np.asarray(image[..., :3].detach().cpu().numpy() * 255.0, dtype=np.uint8))
+        quantised = torch.from_numpy(np.clip(image[..., :3].detach().cpu().numpy() * 255.0, 0, 255).astype(np.uint8))
         return {"image": quantised.to(torch.float32) / 255.0 * mask[..., None], "mask": mask}
 
 

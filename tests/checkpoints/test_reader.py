@@ -109,3 +109,28 @@ def test_load_rss_helper_measures_a_load_in_a_fresh_process(tiny_sd15):
     weights = sum(t.numel() * t.element_size() for t in load_file(str(tiny_sd15.file)).values())
     assert result["params_bytes"] == weights
     assert result["peak_used"] >= result["peak"] >= result["before"] > 0
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the resident set from /proc (Linux)")
+def test_release_hands_a_views_pages_back_and_the_values_come_back_from_the_file(tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    tensors = {"big": torch.randn(16, 1024, 1024, generator=gen), "small": torch.randn(10, generator=gen)}
+    path = tmp_path / "big.safetensors"
+    save_file(tensors, str(path))
+    sd = LazyStateDict(path)
+    big, small = sd["big"], sd["small"]
+    assert float(big.sum()) == pytest.approx(float(tensors["big"].sum()), rel=1e-4)  # 64 MB faulted in
+    before = _resident_mb()
+    anonymous = torch.ones(1000)
+    assert sd.release([anonymous]) == 0  # not the file's: never touched
+    assert sd.release([big, small]) == (16 * 1024 * 1024 + 10) * 4
+    assert before - _resident_mb() > 48  # the view's pages left the resident set
+    assert torch.equal(big, tensors["big"]) and torch.equal(small, tensors["small"])  # read back from the file
+    assert torch.equal(anonymous, torch.ones(1000))
+    converted = LazyStateDict(path, dtype=torch.bfloat16)["small"]
+    assert sd.release([converted]) == 0  # a converted copy is not a view of this map

@@ -234,3 +234,41 @@ def test_loaded_single_file_runs_a_pipeline(tiny_sd15, loaded):
     image = pipe(PROMPT, num_inference_steps=1, guidance_scale=1.0, height=32, width=32, output_type="pt",
                  generator=torch.Generator().manual_seed(0)).images
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+
+
+def test_text_encoders_hand_their_pages_back_and_encode_the_same_after(tiny, tmp_path):
+    """TextEncode on the CPU returns the text encoders' mapped pages after each prompt; the
+    next prompt reads them again from the file: the same conditioning as a fresh engine's."""
+    from lcmgraph_nodes.diffusion.models.manager import SERVICE
+
+    from lcmgraph import Engine, EngineConfig
+    from tests.comfy.helpers import PACKS
+
+    shutil.copy(tiny.file, tmp_path / "model.safetensors")
+
+    def engine(name):
+        return Engine(EngineConfig(home=tmp_path / name, models_dir=tmp_path / "m", output_dir=tmp_path / "o",
+                                   plugins_from_env=False, plugin_dirs=PACKS, device="cpu",
+                                   folders={"checkpoints": [tmp_path]}))
+
+    def encode(eng, text):
+        doc = {"format": "lcmgraph.workflow", "version": 1, "outputs": ["out"], "nodes": {
+            "ckpt": {"type": "LoadCheckpoint", "inputs": {"checkpoint": "model.safetensors"}},
+            "enc": {"type": "TextEncode", "inputs": {"clip": {"link": ["ckpt", "clip"]}, "text": text}},
+            "out": {"type": "Capture", "inputs": {"value": {"link": ["enc", "conditioning"]}}}}}
+        return eng.run(doc).values["enc"]["conditioning"]
+
+    first = engine("a")
+    encode(first, "a cat")
+    manager = first.runtime.service(SERVICE)
+    loaded = next(iter(manager._entries.values()))
+    assert loaded.mapped is not None and manager.release_text(loaded) > 0  # views of the map, handed back
+    from lcmgraph_nodes.diffusion.models.merging import MergeState
+
+    loaded.merges["text_encoder"] = MergeState(dirty={0})  # a merge written into the weights: they must stay
+    assert manager.release_text(loaded) == 0
+    loaded.merges["text_encoder"] = MergeState()
+    after = encode(first, PROMPT)
+    fresh = encode(engine("b"), PROMPT)
+    assert torch.equal(after.embeds, fresh.embeds)
+    assert (after.pooled is None and fresh.pooled is None) or torch.equal(after.pooled, fresh.pooled)

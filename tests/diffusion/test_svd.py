@@ -111,7 +111,9 @@ def test_karras_sigmas_are_diffusers_svd_schedules():
     torch.testing.assert_close(ours, scheduler.sigmas.float(), rtol=1e-5, atol=1e-7)
     exponential = svd.sigmas_for("exponential", 4)
     assert torch.allclose(exponential[:4].log().diff(), exponential[:4].log().diff()[0].expand(3))  # log-even
-    assert svd.sigmas_for("karras", 4, denoise=0.5).tolist() == svd.sigmas_for("karras", 8)[-5:].tolist()
+    # denoise keeps the last int(steps * denoise) steps, as every lcmgraph sampler: ComfyUI's KSampler(4, 0.5)
+    # imports as steps 8, denoise 0.5, and both run the last 4 of the 8-step karras schedule.
+    assert svd.sigmas_for("karras", 8, denoise=0.5).tolist() == svd.sigmas_for("karras", 8)[-5:].tolist()
     with pytest.raises(ValueError, match="schedule 'sgm_uniform' is not one SVD sampling supports"):
         svd.sigmas_for("sgm_uniform", 4)
 
@@ -168,7 +170,7 @@ def test_linear_guidance_runs_frame_by_frame(tiny):
     assert math.isclose(float(sigmas[0]), 700.0, rel_tol=1e-6)
 
 
-def video_workflow(sampler="euler", frames=3, model_node="guidance"):
+def video_workflow(sampler="euler", frames=3, model_node="guidance", **sampling):
     nodes = {
         "svd": {"type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": "builtin:tiny-svd"}},
         "img": {"type": "LoadImage", "inputs": {"image": "hint.png"}},
@@ -180,7 +182,7 @@ def video_workflow(sampler="euler", frames=3, model_node="guidance"):
         "sample": {"type": "Sampler", "inputs": {
             "model": {"link": [model_node, "model"]}, "positive": {"link": ["cond", "positive"]},
             "negative": {"link": ["cond", "negative"]}, "latent": {"link": ["cond", "latent"]}, "seed": 5,
-            "scheduler": sampler, "schedule": "karras", "steps": 2, "cfg": 2.5}},
+            "scheduler": sampler, "schedule": "karras", "steps": 2, "cfg": 2.5, **sampling}},
         "decode": {"type": "VAEDecode", "inputs": {"vae": {"link": ["svd", "vae"]}, "latent": {"link": ["sample", "latent"]}}},
         "save": {"type": "SaveAnimatedWEBP", "inputs": {"image": {"link": ["decode", "image"]}, "filename_prefix": "clip",
                                                         "fps": 10.0, "lossless": False, "quality": 85, "method": "default"}},
@@ -203,6 +205,21 @@ def test_a_video_workflow_writes_an_animated_webp(engine):
         assert webp.info["duration"] == 100  # fps 10
 
 
+def test_a_split_run_continues_without_new_noise(engine):
+    """KSamplerAdvanced's two halves (steps 0-2 with leftover noise, then 2-4 adding none)
+    give the one-piece run; denoise 0 changes nothing."""
+    whole = engine.run(video_workflow(steps=4)).values["sample"]["latent"].samples
+    flow = video_workflow(steps=4, end_step=2)
+    nodes = flow["nodes"]
+    nodes["second"] = {"type": "Sampler", "inputs": {**nodes["sample"]["inputs"], "latent": {"link": ["sample", "latent"]},
+                                                     "start_step": 2, "end_step": 10000, "seed": 99}}
+    nodes["decode"]["inputs"]["latent"] = {"link": ["second", "latent"]}
+    split = engine.run(flow).values["second"]["latent"].samples
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
+    untouched = engine.run(video_workflow(denoise=0.0)).values
+    assert torch.equal(untouched["sample"]["latent"].samples, untouched["cond"]["latent"].samples)
+
+
 def test_video_models_name_what_they_cannot_do(engine, models):
     import shutil
 
@@ -216,6 +233,11 @@ def test_video_models_name_what_they_cannot_do(engine, models):
         "out": {"type": "Capture", "inputs": {"value": {"link": ["g", "model"]}}}}, "outputs": ["out"]}
     with pytest.raises(NodeFailed, match="must be a Stable Video Diffusion model"):
         engine.run(wrong)
+    freeu = video_workflow()
+    freeu["nodes"]["freeu"] = {"type": "FreeU", "inputs": {"model": {"link": ["svd", "model"]}}}
+    freeu["nodes"]["guidance"]["inputs"]["model"] = {"link": ["freeu", "model"]}
+    with pytest.raises(NodeFailed, match="freeu on a Stable Video Diffusion model is not supported"):
+        engine.run(freeu)
     shutil.copy(models / "loras" / "a.safetensors", models / "checkpoints" / "not-svd.safetensors")
     with pytest.raises(NodeFailed, match="'not-svd.safetensors' is not a Stable Video Diffusion checkpoint"):
         engine.run({**video_workflow(), "nodes": {**video_workflow()["nodes"], "svd": {

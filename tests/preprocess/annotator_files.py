@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-WIDTH, DEPTH, GRID, FEATURES, CHANNELS = 64, 4, 4, 16, (8, 16, 32, 64)
+WIDTH, DEPTH, GRID, FEATURES, CHANNELS = 128, 4, 4, 16, (8, 16, 32, 64)  # two 64-wide heads, as DINOv2's
 
 
 def original_state(seed=0, depth=DEPTH) -> dict:

@@ -20,7 +20,7 @@ from .annotator_files import CHANNELS, FEATURES, GRID, WIDTH, original_state
 
 
 def reference_depth(s: dict, x: torch.Tensor, taps) -> torch.Tensor:
-    """The original DPT_DINOv2 forward (one head of width 64, as DINOv2's head size)."""
+    """The original DPT_DINOv2 forward (64-wide heads, as DINOv2's)."""
     b, _, height, width = x.shape
     rows, cols = height // 14, width // 14
     tokens = F.conv2d(x, s["pretrained.patch_embed.proj.weight"], s["pretrained.patch_embed.proj.bias"], stride=14)
@@ -33,8 +33,10 @@ def reference_depth(s: dict, x: torch.Tensor, taps) -> torch.Tensor:
     for i in range(max(taps) + 1):
         p = f"pretrained.blocks.{i}."
         y = F.layer_norm(tokens, (WIDTH,), s[p + "norm1.weight"], s[p + "norm1.bias"], eps=1e-6)
-        q, k, v = F.linear(y, s[p + "attn.qkv.weight"], s[p + "attn.qkv.bias"]).chunk(3, -1)
-        att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(WIDTH), -1) @ v
+        heads = WIDTH // 64
+        q, k, v = (t.reshape(b, -1, heads, 64).transpose(1, 2)
+                   for t in F.linear(y, s[p + "attn.qkv.weight"], s[p + "attn.qkv.bias"]).chunk(3, -1))
+        att = (torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(64), -1) @ v).transpose(1, 2).reshape(b, -1, WIDTH)
         tokens = tokens + s[p + "ls1.gamma"] * F.linear(att, s[p + "attn.proj.weight"], s[p + "attn.proj.bias"])
         y = F.layer_norm(tokens, (WIDTH,), s[p + "norm2.weight"], s[p + "norm2.bias"], eps=1e-6)
         y = F.linear(F.gelu(F.linear(y, s[p + "mlp.fc1.weight"], s[p + "mlp.fc1.bias"])), s[p + "mlp.fc2.weight"],
@@ -182,3 +184,11 @@ def test_the_nodes_find_their_files_and_name_what_is_wrong(files, tmp_path):
     torch.save(broken, tmp_path / "broken.pth")
     with pytest.raises(DA.DepthAnythingFileError, match="not a Depth Anything checkpoint: Missing key.*fusion_stage"):
         DA.load_model(tmp_path / "broken.pth", 1)
+
+
+def test_a_giant_file_is_named_as_such(tmp_path):
+    state = original_state()
+    state["pretrained.blocks.0.mlp.w12.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "depth_anything_v2_vitg.pth")
+    with pytest.raises(DA.DepthAnythingFileError, match="'depth_anything_v2_vitg.pth' is a ViT-g file"):
+        DA.load_model(tmp_path / "depth_anything_v2_vitg.pth", 2)

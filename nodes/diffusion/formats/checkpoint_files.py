@@ -116,6 +116,7 @@ def _load_file(path: Path, torch_dtype, text_dtype) -> Checkpoint:
             "path": str(path),
             "configs": parts["configs"],
             "tokenizer_source": parts["tokenizer_source"],
+            "mapped": parts["mapped"],
             **({"tokenizer_2_source": parts["tokenizer_2_source"]} if "tokenizer_2_source" in parts else {}),
         },
     )

@@ -33,9 +33,39 @@ class ClipVisionFileError(ValueError):
     """A CLIP vision file that cannot be used; the message names it."""
 
 
+#: Where a CLIP vision tower's tensors may sit in a file (its own, an unCLIP or SVD checkpoint's).
+_TOWER_PREFIXES = ("vision_model.", "visual_projection.", "clip_vision.", "conditioner.embedders.0.open_clip.model.visual.",
+                   "visual.")
+
+
+def tower_bytes(path: str | Path) -> int | None:
+    """Bytes of the tower's tensors in a ``.safetensors`` file, from its header (a 9 GB SVD
+    checkpoint holds a 1.3 GB tower); None for other files (their size is the estimate)."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        return None
+    from .single_file_reader import LazyStateDict
+
+    try:
+        sd = LazyStateDict(path, map_file=False)
+    except Exception:  # noqa: BLE001 - unreadable: the load names the problem
+        return None
+    return sum(e[2][1] - e[2][0] for k, e in sd._entries.items() if k.startswith(_TOWER_PREFIXES))
+
+
 def read_tensors(path: Path, label: str) -> tuple[dict, dict]:
-    """(tensors, safetensors metadata) of a ``.safetensors`` or plain-tensor ``.bin``/``.pt`` file."""
+    """(tensors, safetensors metadata) of a ``.safetensors`` or plain-tensor ``.bin``/``.pt`` file;
+    of a ``.safetensors`` only the tower's tensors are read."""
     from lcmgraph.weight_files import WeightFileError, read_weights
+
+    if Path(path).suffix.lower() == ".safetensors":
+        from .single_file_reader import LazyStateDict, SafetensorsFormatError
+
+        try:
+            sd = LazyStateDict(path)
+        except SafetensorsFormatError as exc:
+            raise ClipVisionFileError(f"{label!r} {exc}") from exc
+        return {k: sd[k] for k in sd if k.startswith(_TOWER_PREFIXES)}, dict(sd.metadata or {})
 
     try:
         data, metadata = read_weights(path)

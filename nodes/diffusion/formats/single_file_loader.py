@@ -57,6 +57,7 @@ def load_single_file(path: Path, torch_dtype: torch.dtype, text_dtype: torch.dty
     else:
         out["text_encoder"] = _build_clip(text_sd, SD15_CLIP, configs["text_encoder"], text_dtype)
     out["tokenizer"], out["tokenizer_source"] = _tokenizer(path, "tokenizer", configs, sd.metadata)
+    out["mapped"] = sd  # the file's map, whose pages views of it can hand back (LazyStateDict.release)
     return out
 
 

@@ -113,6 +113,27 @@ class LazyStateDict(Mapping):
         other.dtype, other._scratch = dtype, None
         return other
 
+    def release(self, tensors) -> int:
+        """Hand back the resident pages of those ``tensors`` that are views of this file's
+        map (``MADV_DONTNEED``): their next use faults them in again from the page cache.
+        Only for weights never written in place (a written page of a private map would
+        revert to the file's bytes); the caller knows. Bytes released."""
+        if self._map is None or not _CAN_DROP:
+            return 0
+        import ctypes
+
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
+        released = 0
+        for tensor in tensors:
+            if tensor.device.type != "cpu":
+                continue
+            start = tensor.data_ptr() - base
+            size = tensor.numel() * tensor.element_size()
+            if 0 <= start and start + size <= len(self._map):
+                self._drop(start, size)
+                released += size
+        return released
+
     def _drop(self, start: int, size: int) -> None:
         """Give back the map's pages lying wholly inside ``[start, start + size)``. Only
         pages of a tensor that was converted (never handed out as a view, never written):

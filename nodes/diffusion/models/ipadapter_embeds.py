@@ -72,7 +72,10 @@ def load_clip_vision(manager, path: str, identity: str, ctx: Any = None) -> Load
         model.to(device="cpu" if manager.offload else manager.device, dtype=dtype)
         return LoadedClipVision("clipvision:" + identity, model, sum(p.numel() * p.element_size() for p in model.parameters()))
 
-    return manager.standalone("clipvision:" + identity, path, "loading CLIP vision model", ctx, build)
+    from ..formats.clip_vision_files import tower_bytes
+
+    return manager.standalone("clipvision:" + identity, path, "loading CLIP vision model", ctx, build,
+                              incoming=tower_bytes(path))
 
 
 def load_adapter(manager, path: str, identity: str, ctx: Any = None) -> LoadedAdapter:

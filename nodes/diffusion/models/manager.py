@@ -59,6 +59,9 @@ class LoadedCheckpoint:
     #: the compiled UNet's call, set aside while patches are hooked in (a compiled graph
     #: does not see hooks added or removed after compilation)
     parked_compiled: Any = None
+    #: a single file's memory map (LazyStateDict) whose pages weights that are views of it can
+    #: hand back between uses (release_text); None for folders and converted weights
+    mapped: Any = None
 
     @property
     def copies_bytes(self) -> int:
@@ -261,7 +264,8 @@ class ModelManager:
         fastpath.prepare_pipeline(pipe, ckpt.arch, self.fast)
         self.loads += 1
         size = _module_bytes(pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
-        return LoadedCheckpoint(key, path, ckpt.arch, pipe, dict(ckpt.scheduler_config), size)
+        return LoadedCheckpoint(key, path, ckpt.arch, pipe, dict(ckpt.scheduler_config), size,
+                                mapped=ckpt.extra.get("mapped"))
 
     # -- UNet-only files (LoadUNet) --------------------------------------------------------
     def denoiser(self, ref: ModelRef, ctx: Any = None, keep: set[str] = frozenset()) -> LoadedCheckpoint:
@@ -438,6 +442,22 @@ class ModelManager:
                 realise_adapters(encoder, name, ref.loras, loaded.adapters)
             return self.activate(loaded, "text")
 
+    def release_text(self, loaded: LoadedCheckpoint) -> int:
+        """After a prompt is encoded on the CPU: hand the text encoders' weights that are
+        views of the checkpoint's memory map back to the page cache (they fault in again,
+        from memory, at the next prompt; a repeated prompt's encoding is cached and never
+        touches them). They are a fifth of an SD1.5 file's pages in fp32, held otherwise
+        through the 512² VAE decode where the peak is. Not while a merge is written into
+        them (written pages of a private map would revert to the file's bytes; restored
+        ones hold the file's bytes again, so those may go). Bytes released."""
+        if loaded.mapped is None or any(state.dirty for name, state in loaded.merges.items()
+                                        if name.startswith("text_encoder")):
+            return 0
+        with self._lock:
+            tensors = [t for encoder in loaded.text_encoders().values()
+                       for t in (*encoder.parameters(), *encoder.buffers())]
+            return loaded.mapped.release(tensors)
+
     def _realise_patches(self, loaded: LoadedCheckpoint, patches: tuple) -> None:
         """Hook the value's UNet patches (FreeU, IP-Adapter) in, the previous value's out."""
         if loaded.patches == patches:
@@ -540,14 +560,15 @@ class ModelManager:
         return self.activate(self.checkpoint(ref, ctx), "vae")
 
     # -- standalone files (VAE, upscale models) ---------------------------------------------
-    def _standalone(self, key: str, path: str, stage: str, ctx: Any, build):
-        """The entry under ``key``, or ``build()`` it once (under the memory budget,
-        reporting ``stage``); a load that fails is a ModelLoadError naming the file."""
+    def _standalone(self, key: str, path: str, stage: str, ctx: Any, build, incoming: int | None = None):
+        """The entry under ``key``, or ``build()`` it once (under the memory budget, room made
+        for ``incoming`` bytes or the file's size, reporting ``stage``); a load that fails is a
+        ModelLoadError naming the file."""
         with self._lock:
             entry = self._touch(key)
             if entry is not None:
                 return entry
-            self._trim(set(), incoming=_files_bytes(Path(path)))
+            self._trim(set(), incoming=_files_bytes(Path(path)) if incoming is None else incoming)
             if ctx is not None:
                 ctx.progress(0, 1, stage=stage)
             entry = build()
@@ -556,10 +577,11 @@ class ModelManager:
             self._trim({key})
             return entry
 
-    def standalone(self, key: str, path: str, stage: str, ctx: Any, build):
+    def standalone(self, key: str, path: str, stage: str, ctx: Any, build, incoming: int | None = None):
         """A model of another pack module (CLIP vision, IP-Adapter) held under ``key``
-        like the manager's own: built once, counted in the budget, evicted when idle."""
-        return self._standalone(key, path, stage, ctx, build)
+        like the manager's own: built once, counted in the budget, evicted when idle;
+        ``incoming``: its size when it is a part of the file (SVD's image encoder)."""
+        return self._standalone(key, path, stage, ctx, build, incoming)
 
     def vae_file(self, path: str, identity: str, latent_format: str = "auto", ctx: Any = None) -> LoadedVae:
         """A standalone VAE (file or folder), loaded once per engine and format."""
@@ -618,6 +640,11 @@ class ModelManager:
                     continue
                 if isinstance(entry, LoadedUpscaler):
                     entry.descriptor.model.to(self.device if key == loaded.key else "cpu")
+                    continue
+                if getattr(entry, "stages", None) is not None and not isinstance(entry, LoadedCheckpoint):
+                    for name, module in entry.model.items():  # a video model: its UNet or its VAE
+                        wanted = key == loaded.key and name in entry.stages.get(stage, ())
+                        module.to(self.device if wanted else "cpu")
                     continue
                 if not isinstance(entry, LoadedCheckpoint):  # another module's model (CLIP vision, IP-Adapter)
                     module = getattr(entry, "model", None)

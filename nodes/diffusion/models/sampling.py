@@ -142,6 +142,9 @@ def plan_timesteps(scheduler: Any, req: SampleRequest, device: str):
 
 
 def _check_arch(name: str, cond: Conditioning | None, arch: str) -> None:
+    if cond is not None and cond.arch == "svd":
+        raise ValueError(f"the {name} conditioning is a video model's (SVD_img2vid_Conditioning) but the model is "
+                         f"an {arch} image model")
     if cond is not None and cond.arch != arch:
         raise ValueError(f"the {name} conditioning was encoded by a {cond.arch} text encoder but the model is {arch}")
 

@@ -168,6 +168,11 @@ class VideoConditioning:
     augmentation_level: float
     arch: str = "svd"
 
+    def map(self, fn):
+        """What the text-conditioning nodes (zero-out, combine, areas, ControlNet) call: refused."""
+        raise ValueError("this is a video model's conditioning (SVD_img2vid_Conditioning): the text-conditioning "
+                         "nodes do not apply to it; connect it to the sampler")
+
 
 @dataclass(frozen=True)
 class IPAdapterRef:

@@ -42,9 +42,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=500, help="UNet steps between prompt-accuracy checks (0: none)")
     p.add_argument("--offset-noise", type=float, default=0.3,
                    help="UNet training: per-channel constant noise added to epsilon (default %(default)s)")
-    p.add_argument("--pyramid-noise", type=float, default=0.0,
+    p.add_argument("--pyramid-noise", type=float, default=None,
                    help="UNet training: multi-resolution noise with this per-level discount instead of white + "
-                        "offset noise (0: off, the shipped run; 0.8 is the usual value)")
+                        "offset noise (0: off, the shipped run; 0.8 is the usual value; default: a resumed run's own, "
+                        "else 0)")
     p.add_argument("--snr-floor", type=float, default=0.1,
                    help="UNet training: weigh high-t losses as if SNR were at least this (0: off; default %(default)s)")
     p.add_argument("--text-lr-scale", type=float, default=1.0,
@@ -129,7 +130,7 @@ def _unet(args, vae):
 
     tc = UnetTrain(**({"steps": args.unet_steps} if args.unet_steps else {}), eval_every=args.eval_every,
                    offset_noise=args.offset_noise, snr_floor=args.snr_floor, text_lr_scale=args.text_lr_scale,
-                   pyramid_noise=args.pyramid_noise)
+                   pyramid_noise=args.pyramid_noise)  # None: keep a resumed run's
     return train_unet(args.run, latents, scale, tc=tc, minutes=args.minutes, device=args.device, evaluate=evaluate,
                       threads=args.threads)
 

@@ -70,7 +70,7 @@ class UnetTrain:
     # with white noise SD's schedule leaves the layout readable in x_t at t ~ 999, the UNet
     # learns to take it from there, and at sampling the initial noise's low frequencies decide
     # where the shape goes (docs/embedded-model.md, "Position").
-    pyramid_noise: float = 0.0
+    pyramid_noise: float | None = 0.0  # None (the CLI's default): a resumed run's own setting, else 0
 
 
 def pyramid_noise(shape, generator, discount: float):
@@ -221,7 +221,10 @@ def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, 
         # The stored recipe wins, except what the caller may change on resume.
         tc = UnetTrain(**{**state["train"], "steps": tc.steps, "eval_every": tc.eval_every,
                           "offset_noise": tc.offset_noise, "snr_floor": tc.snr_floor,
-                          "pyramid_noise": tc.pyramid_noise})
+                          "pyramid_noise": state["train"].get("pyramid_noise", 0.0) if tc.pyramid_noise is None
+                          else tc.pyramid_noise})
+    if tc.pyramid_noise is None:
+        tc.pyramid_noise = 0.0
     models = Models(cfg, tc.seed).to(dev)
     opt = torch.optim.AdamW(models.param_groups(tc.text_lr_scale), lr=tc.lr, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(tc.seed)
