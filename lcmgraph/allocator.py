@@ -35,3 +35,15 @@ def tune_malloc(threshold: int = THRESHOLD) -> bool:
     if not ok:
         log.debug("mallopt refused the 16 MiB thresholds; keeping the C library's defaults")
     return ok
+
+
+def trim() -> bool:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim(0)); False elsewhere.
+    Called before the largest allocations of a run (the VAE decode at full size), so that
+    the sampler's freed small blocks do not sit in the resident set beside them."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, TypeError, AttributeError):
+        return False
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    return bool(malloc_trim(0))

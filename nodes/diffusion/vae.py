@@ -34,6 +34,13 @@ class VAEDecode(Node):
             with checked_inside([loaded.vae.decoder], ctx.check_interrupt):
                 return {"image": svd.decode(loaded, latent.samples)}
         loaded = ctx.service(SERVICE).realise_vae(vae, ctx)
+        samples = latent.samples
+        if next(loaded.vae.parameters()).device.type == "cpu" and samples.shape[0] * samples.shape[-2] * samples.shape[-1] >= 64 * 64:
+            from lcmgraph.allocator import trim
+
+            # From 512² up the decode's activations are the run's largest (GBs): no freed heap beside them.
+            # Smaller decodes skip it (the heap's pages would only fault in again in the next sampling).
+            trim()
         with checked_inside([loaded.vae.decoder], ctx.check_interrupt):  # stops between decoder blocks / tiles
             return {"image": decode(loaded.vae, latent.samples, tiled, loaded.arch)}
 
