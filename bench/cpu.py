@@ -26,15 +26,15 @@ from pathlib import Path
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-mode, path, config, work = sys.argv[1:5]
+mode, path, config, work, warm_count = sys.argv[1:6]
 import torch
 def images(run):
     run(1, 256); first = time.perf_counter() - t0
     warm = []
-    for seed in (2, 3, 4):  # one warm image varies by 20% on a 2-core machine: the median of three
+    for seed in range(2, 2 + int(warm_count)):  # one warm image varies by 20% on a 2-core machine: a median
         t = time.perf_counter(); run(seed, 256); warm.append(time.perf_counter() - t)
-    t = time.perf_counter(); run(5, 512); big = time.perf_counter() - t
-    return first, sorted(warm)[1], big
+    t = time.perf_counter(); run(1000, 512); big = time.perf_counter() - t
+    return first, sorted(warm)[len(warm) // 2], big
 if mode == "diffusers":
     from diffusers import LCMScheduler, StableDiffusionPipeline
     pipe = StableDiffusionPipeline.from_single_file(path, config=config, local_files_only=True,
@@ -72,6 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/lcmgraph-bench-cpu"))
     parser.add_argument("--modes", default="fp32,bf16,diffusers")
+    parser.add_argument("--warm", type=int, default=3, help="warm 256² images per mode, their median reported")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the modes, interleaved, and report each mode's median (the machine drifts)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     import torch
@@ -87,12 +90,15 @@ def main() -> None:
         link.hardlink_to(path)  # inside the checkpoints folder (a symlink out of it is refused)
     size = path.stat().st_size
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # in the page cache for everyone
-    results = {}
-    for mode in args.modes.split(","):
-        done = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(config), str(args.work)],
-                              capture_output=True, text=True, check=True)
-        results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(json.dumps(results[mode]))
+    runs: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):
+        for mode in args.modes.split(","):
+            done = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(config), str(args.work),
+                                   str(args.warm)], capture_output=True, text=True, check=True)
+            runs.setdefault(mode, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(runs[mode][-1]))
+    results = {mode: {key: sorted(r[key] for r in rs)[len(rs) // 2] for key in rs[0] if key != "mode"}
+               for mode, rs in runs.items()}
     base = results.get("diffusers")
     for mode, r in results.items():
         line = f"{mode:10s} first image {r['first_image_s']:6.2f} s  warm {r['warm_s']:6.2f} s  " \
