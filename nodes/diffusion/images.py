@@ -80,7 +80,7 @@ WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
 
 
 class SaveAnimatedWEBP(Node):
-    """Save the images as the frames of one animated WEBP (a video's frames from VAEDecode),
+    """Save the images as the frames of one animated WEBP (a decoded video's frames),
     never overwriting, with the workflow in its EXIF (as ComfyUI's node)."""
 
     category = "image/animation"

@@ -199,8 +199,8 @@ def test_schema_models_and_example_workflows(tmp_path):
         assert loras == {"folder": "loras", "files": ["alias.safetensors", "style.safetensors"]}
         _, err = await h.call("GET", "/api/models/secrets", 404)
         assert err["message"] == ("GET /api/models/secrets: no model folder 'secrets' (folders: annotators, "
-                                  "checkpoints, clip_vision, controlnet, embeddings, input, ipadapter, loras, unet, "
-                                  "upscale_models, vae)")
+                                  "bert-base-uncased, checkpoints, clip_vision, controlnet, embeddings, grounding-dino, "
+                                  "input, ipadapter, loras, sams, unet, upscale_models, vae)")
         _, listing = await h.call("GET", "/api/workflows", 200)
         assert listing["workflows"][1] == {"name": "grey", "file": "grey.json", "title": "Grey",
                                            "description": "a tile"}
