@@ -8,9 +8,10 @@ from dataclasses import replace
 
 from lcmgraph import Input, Node, Output
 from lcmgraph import types as T
+from lcmgraph.budget import Estimate
 
 from .ipadapter import CLIP_VISION
-from .models import svd
+from .models import costs, svd
 from .models.ipadapter_embeds import load_clip_vision
 from .models.manager import SERVICE
 from .models.values import ClipVisionRef, ModelRef, VaeRef
@@ -75,6 +76,13 @@ class SVDImg2VidConditioning(Node):
         positive, negative, latent = svd.conditioning(encoder.model, encode_vae, init_image, width, height,
                                                       video_frames, motion_bucket_id, fps, augmentation_level)
         return {"positive": positive, "negative": negative, "latent": latent}
+
+    @classmethod
+    def estimate(cls, ctx, literals, upstream):
+        """The video's frames are the latent's batch: a server's pixel and batch limits see them."""
+        size = costs.Size(literals["video_frames"], literals["height"] // 8 * 8, literals["width"] // 8 * 8)
+        return Estimate({"latent": size}, (costs.pixels(size, "a frame", "width"),
+                                           costs.batch(size, "video_frames")))
 
 
 class VideoLinearCFGGuidance(Node):

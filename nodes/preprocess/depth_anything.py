@@ -188,8 +188,9 @@ def network_input(image):
 def _relative_depth(model, image):
     import torch
 
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return model(pixel_values=network_input(image)).predicted_depth[:, None]  # [1, 1, h, w]
+        return model(pixel_values=network_input(image).to(device)).predicted_depth[:, None].float().cpu()
 
 
 def _to_uint8(depth):

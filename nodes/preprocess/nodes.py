@@ -146,13 +146,23 @@ class LineArtPreprocessor(Node):
         return {"image": to_image([lineart.realistic(to_uint8(one), net, resolution) for one in image])}
 
 
+def _device(ctx) -> str:
+    """The engine's device ("auto": CUDA where there is one); the networks run in float32."""
+    requested = getattr(ctx, "device", "cpu") or "cpu"
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _depth_hints(node: str, version: int, ctx, image, ckpt_name: str, resolution: int):
     try:
         path = ctx.resolve_file(depth_anything.FOLDER, ckpt_name)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{node} needs {ckpt_name} ({depth_anything.WHERE[version]}) in the "
                                 f"{depth_anything.FOLDER} model folder: {exc}") from exc
-    model = depth_anything.load_model(path, version)
+    model = depth_anything.load_model(path, version).to(_device(ctx))
     run = depth_anything.depth_v1 if version == 1 else depth_anything.depth_v2
     return {"image": to_image([run(to_uint8(one), model, resolution) for one in image])}
 

@@ -247,3 +247,20 @@ def test_video_models_name_what_they_cannot_do(engine, models):
         "out": {"type": "Capture", "inputs": {"value": {"link": ["ckpt", "model"]}}}}}
     with pytest.raises(NodeFailed, match="Stable Video Diffusion checkpoint: load it with ImageOnlyCheckpointLoader"):
         engine.run(image_loader)
+
+
+def test_a_servers_batch_limit_counts_the_frames(models, tmp_path):
+    from lcmgraph import Engine, EngineConfig, WorkflowInvalid
+    from lcmgraph.budget import Budget, Limit
+
+    from tests.comfy.helpers import PACKS
+
+    budget = Budget({"batch": Limit(16, "--max-batch")})
+    engine = Engine(EngineConfig(home=tmp_path / "home", models_dir=models, output_dir=tmp_path / "out",
+                                 plugins_from_env=False, plugin_dirs=PACKS, device="cpu", budget=budget))
+    with pytest.raises(WorkflowInvalid) as info:
+        engine.run(video_workflow(frames=25))
+    problems = [str(p) for p in info.value.problems]  # refused before anything loads, the frames named
+    assert problems[0] == ("node 'cond' input 'video_frames': a batch of 25 images needs 25, above this server's "
+                           "limit of 16 (--max-batch)")
+    assert engine.validate(video_workflow(frames=16)) == []
