@@ -252,7 +252,6 @@ def test_video_models_name_what_they_cannot_do(engine, models):
 def test_a_servers_batch_limit_counts_the_frames(models, tmp_path):
     from lcmgraph import Engine, EngineConfig, WorkflowInvalid
     from lcmgraph.budget import Budget, Limit
-
     from tests.comfy.helpers import PACKS
 
     budget = Budget({"batch": Limit(16, "--max-batch")})
