@@ -48,8 +48,8 @@ def test_online_workflows_are_valid_except_for_the_uncached_hub_files(fresh_engi
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
     files = sorted((Path(__file__).resolve().parents[2] / "workflows" / "online").glob("*.json"))
-    assert len(files) == 3
-    hub_nodes = {"sd15_ipadapter_lcm.json": ["ckpt", "lcm_lora", "ip_file", "clip_vision"]}
+    assert len(files) == 4
+    hub_nodes = {"sd15_ipadapter_lcm.json": ["ckpt", "lcm_lora", "ip_file", "clip_vision"], "svd_xt_img2vid.json": ["svd"]}
     for path in files:
         problems = fresh_engine.validate(json.loads(path.read_text()))
         expected = hub_nodes.get(path.name, ["ckpt", "lcm_lora"])
