@@ -263,3 +263,23 @@ def test_a_servers_batch_limit_counts_the_frames(models, tmp_path):
     assert problems[0] == ("node 'cond' input 'video_frames': a batch of 25 images needs 25, above this server's "
                            "limit of 16 (--max-batch)")
     assert engine.validate(video_workflow(frames=16)) == []
+
+
+def test_the_video_workflow_exports_to_comfyuis_api_format_and_back():
+    from lcmgraph.comfy import load_any, to_api
+
+    from tests.comfy.helpers import new_registry
+
+    registry = new_registry()
+    flow = video_workflow()
+    flow["nodes"]["sample"]["inputs"]["schedule"] = "auto"  # an SVD model's auto is karras
+    api = to_api(flow, registry)
+    by_type = {node["class_type"]: node for node in api.values()}
+    assert {"ImageOnlyCheckpointLoader", "SVD_img2vid_Conditioning", "VideoLinearCFGGuidance", "KSampler",
+            "VAEDecode", "SaveAnimatedWEBP"} <= set(by_type)
+    assert (by_type["KSampler"]["inputs"]["sampler_name"], by_type["KSampler"]["inputs"]["scheduler"]) == ("euler",
+                                                                                                          "karras")
+    assert by_type["SVD_img2vid_Conditioning"]["inputs"]["video_frames"] == 3
+    back = load_any(api, registry)
+    assert {n["type"] for n in back["nodes"].values()} >= {"ImageOnlyCheckpointLoader", "SVDImg2VidConditioning",
+                                                          "VideoLinearCFGGuidance", "SaveAnimatedWEBP"}

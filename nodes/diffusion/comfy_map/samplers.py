@@ -256,10 +256,24 @@ def _sampler_inputs(ctx, spec, scheduler: str, latent: list | None = None) -> di
                          {"model": model, "sampling": SAMPLINGS[prediction], "zsnr": False}, added=True)
         model = [patch, 0]
     schedule = literal(ctx, spec, "schedule") if spec.type == "Sampler" else "auto"
+    if schedule == "auto" and _video_model(ctx, ctx.value(spec, "model")):
+        schedule = "karras"  # what an SVD model's auto runs (models/svd.py)
     sampler_name, comfy_scheduler = comfy_names(scheduler, schedule)
     latent = latent or ctx.ref(ctx.value(spec, "latent"))
     return {"model": model, "positive": pos, "negative": neg, "latent_image": latent,
             "sampler_name": sampler_name, "scheduler": comfy_scheduler}
+
+
+def _video_model(ctx, model) -> bool:
+    """Whether a MODEL link comes from ImageOnlyCheckpointLoader (through model patches)."""
+    for _ in range(32):
+        source = ctx.source(model)
+        if source is None:
+            return False
+        if source.type == "ImageOnlyCheckpointLoader":
+            return True
+        model = ctx.value(source, "model") if "model" in source.inputs else None
+    return False
 
 
 def _mark(ctx, spec, scheduler: str) -> None:
