@@ -267,7 +267,6 @@ def test_a_servers_batch_limit_counts_the_frames(models, tmp_path):
 
 def test_the_video_workflow_exports_to_comfyuis_api_format_and_back():
     from lcmgraph.comfy import load_any, to_api
-
     from tests.comfy.helpers import new_registry
 
     registry = new_registry()
