@@ -70,24 +70,26 @@ def write_pngs(ctx, image, folder: Path, prefix: str, kind: str) -> list[dict]:
     results = []
     counter = _next_counter(target, stem)
     for pil in image_to_pils(image):
-        part = _write_part(target, pil, info)
-        try:
-            while True:
-                name = f"{stem}_{counter:05d}.png"
-                path = target / name
-                try:
-                    # A hard link publishes the complete file under its name atomically and
-                    # fails if the name exists: never a half-written PNG, never an overwrite.
-                    os.link(part, path)
-                except FileExistsError:
-                    counter += 1
-                    continue
-                break
-        finally:
-            part.unlink(missing_ok=True)
+        name, counter = _publish(_write_part(target, pil, info), target, stem, "png", counter)
         counter += 1
-        results.append({"filename": f"{sub}/{name}" if sub else name, "path": str(path), "type": kind})
+        results.append({"filename": f"{sub}/{name}" if sub else name, "path": str(target / name), "type": kind})
     return results
+
+
+def _publish(part: Path, target: Path, stem: str, suffix: str, counter: int) -> tuple[str, int]:
+    """Give the finished ``part`` the first free name ``stem_NNNNN.suffix`` from ``counter`` on:
+    a hard link publishes the complete file atomically and fails if the name exists, so never
+    a half-written file, never an overwrite. (name, the counter it used)."""
+    try:
+        while True:
+            name = f"{stem}_{counter:05d}.{suffix}"
+            try:
+                os.link(part, target / name)
+                return name, counter
+            except FileExistsError:
+                counter += 1
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def write_animation(ctx, image, folder: Path, prefix: str, kind: str, fmt: str, fps: float, **options) -> dict:
@@ -109,20 +111,9 @@ def write_animation(ctx, image, folder: Path, prefix: str, kind: str, fmt: str, 
         exif[0x010F] = "workflow:" + json.dumps(ctx.workflow_json, separators=(",", ":"))
         save["exif"] = exif
     part = _write_part(target, frames[0], None, fmt=fmt, **save)
-    counter = _next_counter(target, stem, fmt)
-    try:
-        while True:
-            name = f"{stem}_{counter:05d}.{fmt}"
-            path = target / name
-            try:
-                os.link(part, path)
-            except FileExistsError:
-                counter += 1
-                continue
-            break
-    finally:
-        part.unlink(missing_ok=True)
-    return {"filename": f"{sub}/{name}" if sub else name, "path": str(path), "type": kind, "frames": len(frames)}
+    name, _ = _publish(part, target, stem, fmt, _next_counter(target, stem, fmt))
+    return {"filename": f"{sub}/{name}" if sub else name, "path": str(target / name), "type": kind,
+            "frames": len(frames)}
 
 
 def _write_part(folder: Path, pil, info, fmt: str = "png", **save) -> Path:
