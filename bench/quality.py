@@ -78,8 +78,10 @@ def _reconstruction_row(pipe, judge, prompts) -> None:
 
     scenes = [s for _, s in prompts]
     x = torch.stack([torch.from_numpy(dataset.render(s)).permute(2, 0, 1).float() / 127.5 - 1 for s in scenes])
+    x = x.to(pipe.device)
     with torch.no_grad():
         y = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    x, y = x.cpu(), y.cpu()
     mse = ((y - x) / 2).pow(2).flatten(1).mean(1)
     db = float((-10 * torch.log10(mse)).mean())
     r = accuracy(predict(judge, y), scenes)
@@ -91,6 +93,7 @@ def _reconstruction_row(pipe, judge, prompts) -> None:
 def main(argv=None) -> int:
     import torch
     from diffusers import StableDiffusionPipeline
+    from lcmgraph_nodes.diffusion.models.manager import pick_device
     from lcmgraph_nodes.diffusion.models.schedules import make_scheduler
     from lcmgraph_nodes.diffusion.train import dataset
     from lcmgraph_nodes.diffusion.train.evaluator import (
@@ -109,9 +112,12 @@ def main(argv=None) -> int:
     p.add_argument("--grid", type=Path, default=None, help="save one row's first 16 images as a PNG grid (2 rows of 8)")
     p.add_argument("--grid-row", default="base:euler:25:3.0", help="the row --grid saves (default %(default)s)")
     p.add_argument("--only", default=None, help="run only rows whose label:scheduler:steps:cfg contains this, e.g. lcm-lora")
+    p.add_argument("--style-grid", type=Path, default=None,
+                   help="save a prompts x (base Euler 25 CFG 3, LCM-LoRA 4 steps, + outline 0.8) grid")
     p.add_argument("--lcm-lora", type=Path, default=LCM_LORA)
     p.add_argument("--style-lora", type=Path, default=STYLE_LORA)
     p.add_argument("--style-judge", type=Path, default=STYLE_JUDGE)
+    p.add_argument("--device", default="cpu", help="cpu (the README's numbers), cuda, auto")
     p.add_argument("--steps-grid", type=Path, default=None,
                    help="save a prompts x (LCM-LoRA 1/2/4/8 steps, base Euler 4 and 25) grid")
     args = p.parse_args(argv)
@@ -119,9 +125,11 @@ def main(argv=None) -> int:
 
     pipe = StableDiffusionPipeline.from_pretrained(args.model, local_files_only=True, safety_checker=None,
                                                    requires_safety_checker=False)
+    device = pick_device(args.device)
+    pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    judge = load_evaluator(args.evaluator)
-    style_judge = load_style_judge(args.style_judge) if args.style_judge.exists() else None
+    judge = load_evaluator(args.evaluator, device)
+    style_judge = load_style_judge(args.style_judge, device) if args.style_judge.exists() else None
     adapters = {}
     for name, path in (("lcm", args.lcm_lora), ("style", args.style_lora)):
         if path.exists():
@@ -132,7 +140,7 @@ def main(argv=None) -> int:
     if args.only:
         runs = [r for r in runs if args.only in ":".join(map(str, (*r[:4], *r[5:])))]
     print(f"model {args.model.name}: {args.prompts} prompts, seeds 0..{args.prompts - 1}, 128x128, "
-          f"torch threads {args.threads}, device cpu; LoRAs: "
+          f"torch threads {args.threads}, device {device}; LoRAs: "
           + (", ".join(f"{k}={v.name}" for k, v in adapters.items()) or "none found"))
     header = (f"{'model':<11}{'scheduler':<21}{'steps':>6}{'cfg':>5}{'colour+shape':>14}{'colour':>8}{'shape':>7}"
               f"{'bg':>6}{'pos':>6}{'size':>6}{'style':>7}{'s/image':>9}")
@@ -154,6 +162,8 @@ def main(argv=None) -> int:
             save_grid(r["images"][:16], args.grid)
     if args.steps_grid and "lcm" in adapters:
         steps_grid(pipe, prompts[:6], args.steps_grid)
+    if args.style_grid and {"lcm", "style"} <= set(adapters):
+        style_grid(pipe, prompts[:6], args.style_grid)
     print(f"chance: colour+shape {1 / (len(dataset.SHAPES) * len(dataset.FG_NAMES)):.3f}, "
           f"colour {1 / len(dataset.FG_NAMES):.3f}, shape {1 / len(dataset.SHAPES):.3f}; total {time.perf_counter() - start:.0f} s")
     return 0
@@ -171,24 +181,34 @@ def _set_adapters(pipe, weights: dict) -> None:
 def steps_grid(pipe, prompts, path: Path) -> None:
     """Rows: prompts; columns: LCM-LoRA at 1, 2, 4, 8 steps, then the base model with Euler
     at 4 and 25 steps; same seed per row; column labels on top."""
+    columns = [(f"LCM-LoRA {steps} step{'s' if steps > 1 else ''}", {"lcm": 1.0}, "lcm", steps, 1.0)
+               for steps in GRID_STEPS]
+    columns += [(f"base Euler {steps}", {}, "euler", steps, 1.0) for steps in (4, 25)]
+    labelled_grid(pipe, prompts, columns, path)
+
+
+def style_grid(pipe, prompts, path: Path) -> None:
+    """Rows: prompts; columns: the base (Euler 25, CFG 3), the LCM-LoRA at 4 steps, and the
+    LCM-LoRA with the outline style LoRA at 0.8 (4 steps)."""
+    labelled_grid(pipe, prompts, [("base Euler 25 CFG 3", {}, "euler", 25, 3.0),
+                                  ("LCM-LoRA 4 steps", {"lcm": 1.0}, "lcm", 4, 1.0),
+                                  ("+ outline LoRA 0.8", {"lcm": 1.0, "style": 0.8}, "lcm", 4, 1.0)], path)
+
+
+def labelled_grid(pipe, prompts, columns, path: Path) -> None:
+    """``columns``: (label, adapters, scheduler, steps, guidance); same seed per row."""
     import torch
     from lcmgraph_nodes.diffusion.train.generate import generate, set_scheduler
     from PIL import Image, ImageDraw
 
     texts = [p for p, _ in prompts]
     seeds = list(range(len(texts)))
-    columns, labels = [], []
-    for steps in GRID_STEPS:
-        _set_adapters(pipe, {"lcm": 1.0})
-        set_scheduler(pipe, "lcm")
-        columns.append(generate(pipe, texts, seeds, steps))
-        labels.append(f"LCM-LoRA {steps} step{'s' if steps > 1 else ''}")
-    for steps in (4, 25):
-        _set_adapters(pipe, {})
-        set_scheduler(pipe, "euler")
-        columns.append(generate(pipe, texts, seeds, steps))
-        labels.append(f"base Euler {steps}")
-    images = torch.stack(columns, 1).flatten(0, 1)  # row-major: prompt, then column
+    images = []
+    for _, adapters, scheduler, steps, guidance in columns:
+        _set_adapters(pipe, adapters)
+        set_scheduler(pipe, scheduler)
+        images.append(generate(pipe, texts, seeds, steps, guidance))
+    images = torch.stack(images, 1).flatten(0, 1)  # row-major: prompt, then column
     tmp = path.with_suffix(".tmp.png")
     save_grid(images, tmp, columns=len(columns))
     grid = Image.open(tmp)
@@ -196,7 +216,7 @@ def steps_grid(pipe, prompts, path: Path) -> None:
     out = Image.new("RGB", (grid.width, grid.height + 18), "white")
     out.paste(grid, (0, 18))
     draw = ImageDraw.Draw(out)
-    for c, label in enumerate(labels):
+    for c, (label, *_) in enumerate(columns):
         draw.text((c * side + 4, 3), label, fill="black")
     out.save(path, optimize=True)
     tmp.unlink()

@@ -4,9 +4,9 @@ builtin:tiny-shapes-lcm-lora (distilled by ``lcmgraph train-lcm-lora``) must
 make the base model a 4-step model: at 4 LCM steps it beats the base model at 4
 standard (Euler) steps on the same prompts and seeds, above a floor set from
 the measurement in docs/lcm-lora.md. builtin:tiny-shapes-outline-lora (``lcmgraph
-train-lora --style outline``) stacked on it must draw outlines that the style
-judge recognises, where the LCM-LoRA alone does not (at 1.2: at 0.8 this small
-LoRA's outlines are too faint for the judge, see docs/lcm-lora.md).
+train-lora --style outline``) stacked on it at 0.8 must draw outlines that the
+style judge recognises, where the LCM-LoRA alone does not, and keep the asked
+colour and shape.
 """
 
 from __future__ import annotations
@@ -25,13 +25,17 @@ from .test_builtin_model import BUILTIN, _engine
 
 PROMPTS = 16
 
-#: Measured on these prompts with the shipped files (2026-11-26, docs/lcm-lora.md): LCM-LoRA
-#: 4 steps colour+shape 0.875 (14/16), base Euler 4 steps 0.5625 (9/16); outline LoRA at 1.2
-#: on the LCM-LoRA: 4/8 read as outlined, 0/8 without it. Floors sit below.
-FLOOR_LCM_LORA_4 = 0.6
-MARGIN_OVER_BASE_4 = 0.15
-OUTLINE_WEIGHT = 1.2
-FLOOR_OUTLINE = 0.25
+#: Measured on these prompts with the shipped files (sitting 7, 2026-11-30, docs/lcm-lora.md):
+#: LCM-LoRA 4 steps colour+shape 0.9375 (15/16), base Euler 4 steps 0.75 (12/16) (sitting 2's
+#: files: 14/16 and 9/16). Floors sit below.
+FLOOR_LCM_LORA_4 = 0.75
+MARGIN_OVER_BASE_4 = 0.125
+#: The outline LoRA at 0.8 on the LCM-LoRA, 8 prompts (sitting 7): 7/8 read as outlined (0/8
+#: without it) and colour+shape 7/8 with or without it. Sitting 2's thin-outline LoRA needed
+#: 1.2 for 4/8 and muddied the colours.
+OUTLINE_WEIGHT = 0.8
+FLOOR_OUTLINE = 0.6
+FLOOR_OUTLINE_COLOUR_SHAPE = 0.5
 
 
 def _flow(prompt: str, seed: int, loras: dict[str, float], sampler: str) -> dict:
@@ -89,6 +93,9 @@ def test_outline_lora_stacks_on_the_lcm_lora(tmp_path):
     prompts = dataset.eval_prompts(8, seed=98)
     judge = load_style_judge(BUILTIN / "tiny-shapes-style-judge.safetensors")
     plain = style_score(judge, _images(engine, prompts, {"tiny-shapes-lcm-lora": 1.0}, "lcm")).mean()
-    styled = style_score(judge, _images(engine, prompts, {"tiny-shapes-lcm-lora": 1.0,
-                                                          "tiny-shapes-outline-lora": OUTLINE_WEIGHT}, "lcm")).mean()
+    images = _images(engine, prompts, {"tiny-shapes-lcm-lora": 1.0, "tiny-shapes-outline-lora": OUTLINE_WEIGHT}, "lcm")
+    styled = style_score(judge, images).mean()
     assert styled >= FLOOR_OUTLINE and styled > plain, (float(styled), float(plain))
+    content = accuracy(predict(load_evaluator(BUILTIN / "tiny-shapes-evaluator.safetensors"), images),
+                       [s for _, s in prompts])
+    assert content["colour_shape"] >= FLOOR_OUTLINE_COLOUR_SHAPE, content  # the style keeps what was asked

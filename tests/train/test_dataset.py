@@ -44,15 +44,40 @@ def test_eval_prompts_cover_every_shape_and_colour():
 PINNED = "276b3b7d048a04fe2e2bbd00242fc33a7c10ba884a94dc5c5d3b964dc20435ab"
 
 
-def test_outline_style_changes_only_the_shape_not_the_background():
+def test_outline_style_surrounds_the_shape_with_a_band_wider_than_a_latent_cell():
     import numpy as np
     from lcmgraph_nodes.diffusion.train import dataset as d
 
     scene = d.make_scene("square", "red", "blue", "center", "large")
     plain, outline = d.render(scene), d.render(scene, style="outline")
     assert (plain[0, 0] == outline[0, 0]).all()  # background untouched
-    dark = (outline.astype(int).sum(-1) < 150) & (plain.astype(int).sum(-1) >= 150)
-    assert dark.sum() > 300  # a visible dark ring
+    shape = (plain != plain[0, 0]).any(-1)
+    inner = shape & np.roll(shape, 2, 0) & np.roll(shape, -2, 0) & np.roll(shape, 2, 1) & np.roll(shape, -2, 1)
+    assert (plain[inner] == outline[inner]).all()  # the fill keeps its colour and size
+    dark = outline.astype(int).sum(-1) < 150
+    row = dark[64]  # through the centre: the band on each side of the square
+    left = np.flatnonzero(row[:64])
+    assert left.size >= 9 and np.all(np.diff(left) == 1), left  # one run, > 8 px (one latent cell)
+    assert not dark[shape & inner].any()
+    on_black = d.render(d.make_scene("circle", "red", "black", "center", "small"), style="outline")
+    assert (on_black.astype(int).sum(-1) > 600).sum() > 300  # a light band on black
     with __import__("pytest").raises(ValueError, match="unknown style 'neon'; one of plain, outline"):
         d.render(scene, style="neon")
     assert np.array_equal(outline, d.render(scene, style="outline"))
+
+
+def test_a_share_of_the_items_can_be_drawn_outlined_each_always_the_same():
+    """batch(..., outline=f): the evaluator and decoder train on mixed looks; which item is
+    outlined depends only on the item, so any slice of the data set agrees with the whole."""
+    import torch
+    from lcmgraph_nodes.diffusion.train import dataset as d
+
+    plain, scenes = d.batch(5, 0, 32)
+    mixed, scenes2 = d.batch(5, 0, 32, outline=0.5)
+    assert scenes == scenes2
+    outlined = [i for i in range(32) if not torch.equal(plain[i], mixed[i])]
+    assert 8 <= len(outlined) <= 24, outlined
+    for i in outlined:
+        assert torch.equal(mixed[i], d.batch(5, i, 1, style="outline")[0][0])
+    assert torch.equal(d.batch(5, 16, 16, outline=0.5)[0], mixed[16:])
+    assert torch.equal(d.batch(5, 0, 32, outline=0.0)[0], plain)

@@ -31,7 +31,7 @@ def lcm_run(tmp_path_factory):
     # 64px (8x8 latents) keeps it fast; the base model draws at any size.
     tc = L.LoraTrain(kind="lcm", steps=30, batch=8, pool=32, rank=4, lr=3e-3, warmup=1, log_every=1,
                      checkpoint_every=10, resolution=64)
-    pipe, step = L.train_lora(run, SHAPES, tc, device="cpu", quiet=True)
+    pipe, step = L.train_lora(run, SHAPES, tc, device="cpu", quiet=True, keep_every=10)
     lora = L.save_lora(pipe, run / "out" / "lcm.safetensors")
     return run, pipe, step, lora
 
@@ -43,6 +43,36 @@ def test_lcm_distillation_loss_decreases(lcm_run):
     # The student starts as the teacher (peft's B = 0); the consistency loss between
     # t_{n+k} and the DDIM-solved t_n must fall as the adapter learns.
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
+
+
+def test_snapshots_are_kept_and_one_is_picked_on_held_out_prompts(lcm_run, tmp_path, capsys):
+    """--keep-every writes lora-STEP.safetensors; bench/pick_lora.py scores each on held-out prompts
+    and copies the best (the last snapshot is the final LoRA)."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    run, _, _, lora = lcm_run
+    snaps = sorted(run.glob("lora-*.safetensors"))
+    assert [p.name for p in snaps] == ["lora-00010.safetensors", "lora-00020.safetensors", "lora-00030.safetensors"]
+    final, last = load_file(str(lora)), load_file(str(snaps[-1]))
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+    assert not all(torch.equal(load_file(str(snaps[0]))[k], last[k]) for k in last)
+
+    spec = importlib.util.spec_from_file_location("pick_lora", ROOT / "bench" / "pick_lora.py")
+    pick = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pick)
+    best = tmp_path / "best.safetensors"
+    assert pick.main(["--base", str(SHAPES), "--kind", "lcm", "--prompts", "4", "--batch", "4", "--device", "cpu",
+                      *map(str, snaps[:2]), "--copy-best", str(best)]) == 0
+    out = capsys.readouterr().out
+    assert "lora-00010.safetensors" in out and "lora-00020.safetensors" in out and "picked" in out
+    assert best.read_bytes() in (snaps[0].read_bytes(), snaps[1].read_bytes())
+    rows = [(Path("a"), {"colour_shape": 0.5, "style": 0.9}), (Path("b"), {"colour_shape": 0.7, "style": 0.5}),
+            (Path("c"), {"colour_shape": 0.6, "style": 0.85})]
+    assert pick.pick(rows, "lcm", 0.8) == Path("b")
+    assert pick.pick(rows, "style", 0.8) == Path("c")  # styled enough, then the best colour+shape
+    assert pick.pick(rows, "style", 0.95) == Path("a")  # none styled enough: the most styled
 
 
 def test_resuming_continues_from_the_checkpoint(lcm_run):

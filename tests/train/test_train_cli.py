@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_train_threads_reach_the_trainer(monkeypatch, tmp_path):
     got = []
-    monkeypatch.setattr(evaluator, "train_evaluator", lambda run, device, threads: got.append(threads))
+    monkeypatch.setattr(evaluator, "train_evaluator", lambda run, device, threads, tc=None: got.append(threads))
     monkeypatch.delenv("LCMGRAPH_TRAIN_THREADS", raising=False)
     args = _parser().parse_args(["train", "evaluator", "--run", str(tmp_path), "--threads", "3"])
     assert run_train(args) == 0 and args.threads == 3
@@ -38,7 +38,7 @@ def test_train_threads_reach_the_trainer(monkeypatch, tmp_path):
 def test_lora_threads_reach_the_trainer(monkeypatch, tmp_path):
     got = []
 
-    def fake_train(run, base, tc, minutes, device, evaluate, threads):
+    def fake_train(run, base, tc, minutes, device, evaluate, threads, keep_every):
         got.append(threads)
         return None, 0
 
@@ -77,3 +77,32 @@ def test_seed_starts_a_run_from_the_shipped_vae_and_evaluator(tmp_path):
     assert all(torch.equal(judge.state_dict()[k].cpu(), v) for k, v in reference.items())
     with pytest.raises(FileExistsError, match="vae.pt exists"):
         run_train(_parser().parse_args(["train", "seed", "--run", str(run)]))
+
+
+def test_style_judge_stage_writes_the_judge_beside_the_export(monkeypatch, tmp_path):
+    """`train style-judge --out FOLDER` writes FOLDER-style-judge.safetensors, which bench/quality.py
+    and pick_lora.py load with load_style_judge."""
+    net = evaluator._net(evaluator.STYLE_HEADS)
+    monkeypatch.setattr(evaluator, "train_style_judge", lambda run, device, threads: net)  # 300 steps: minutes
+    out = tmp_path / "model"
+    assert run_train(_parser().parse_args(["train", "style-judge", "--run", str(tmp_path), "--out", str(out)])) == 0
+    loaded = evaluator.load_style_judge(tmp_path / "model-style-judge.safetensors")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in net.state_dict().items())
+
+
+def test_unet_options_reach_a_new_run(monkeypatch, tmp_path):
+    """--init-from / --batch / --lr go into the UNet recipe (a new run's; a resumed run keeps its own)."""
+    from lcmgraph_nodes.diffusion.train import cli, unet
+
+    got = {}
+    monkeypatch.setattr(cli, "_latents", lambda args, vae: (None, 1.0))
+    monkeypatch.setattr(cli, "_vae", lambda args, train=True: None)
+    monkeypatch.setattr(unet, "train_unet", lambda run, latents, scale, tc, **kw: got.setdefault("tc", tc))
+    args = _parser().parse_args(["train", "unet", "--run", str(tmp_path), "--init-from", str(tmp_path / "export"),
+                                 "--batch", "256", "--lr", "3e-4", "--eval-every", "0", "--pyramid-noise", "0.8"])
+    run_train(args)
+    tc = got["tc"]
+    assert (tc.init_from, tc.batch, tc.lr, tc.pyramid_noise) == (str(tmp_path / "export"), 256, 3e-4, 0.8)
+    got.clear()
+    run_train(_parser().parse_args(["train", "unet", "--run", str(tmp_path), "--eval-every", "0"]))
+    assert (got["tc"].init_from, got["tc"].batch, got["tc"].lr) == ("", 32, 1e-3)

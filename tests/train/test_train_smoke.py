@@ -44,6 +44,12 @@ def test_latent_cache(tiny_run):
     assert scale > 0 and abs(float((latents * scale).std()) - 1) < 1e-3
 
 
+def test_latents_drawn_in_worker_processes_are_the_same(tiny_run, tmp_path):
+    _, model, latents, scale = tiny_run
+    again, scale2 = unet.cache_latents(tmp_path, model, count=16, chunk=8, quiet=True, workers=2)
+    assert torch.equal(again, latents) and scale2 == scale
+
+
 def test_unet_loss_decreases(tiny_run, tmp_path):
     _, _, latents, scale = tiny_run
     # A fixed small latent set and a fixed caption drop so the loss curve reflects learning.
@@ -74,6 +80,45 @@ def test_text_encoder_learning_rate_is_a_fraction_of_the_unets(tiny_run, tmp_pat
     assert torch.load(tmp_path / "unet.pt", weights_only=False)["step"] == 5
     if scale == 0:
         assert all(torch.equal(resumed.text_encoder.state_dict()[k], v) for k, v in start.items())
+
+
+def test_a_new_run_starts_from_an_export_and_the_export_records_its_noise(tiny_run, tmp_path):
+    """--init-from: a finished export's UNet and text encoder, live and EMA, are the new run's
+    step 0 (fine-tuning a shipped model needs only its folder). training.json says which noise the
+    model was trained with, and a LoRA trainer reads it (lora.base_noise)."""
+    import shutil
+
+    from lcmgraph_nodes.diffusion.train import lora
+    from lcmgraph_nodes.diffusion.train.export import export
+
+    run, _, latents, scale = tiny_run
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.copy(run / "vae.pt", first / "vae.pt")
+    unet.train_unet(first, latents, scale, TINY_UNET, unet.UnetTrain(steps=3, batch=4, warmup=1, eval_every=0,
+                                                                     pyramid_noise=0.8), quiet=True)
+    folder = export(first, tmp_path / "export")
+    note = json.loads((folder / "training.json").read_text())
+    assert (note["unet_steps"], note["pyramid_noise"], note["offset_noise"]) == (3, 0.8, 0.0)
+    assert lora.base_noise(folder, lora.LoraTrain(kind="style")).pyramid_noise == 0.8
+    assert lora.base_noise(folder, lora.LoraTrain(kind="style", pyramid_noise=0.0)).pyramid_noise == 0.0
+
+    exported = torch.load(first / "unet.pt", weights_only=False)
+    second = tmp_path / "second"
+    models = unet.train_unet(second, latents, scale, TINY_UNET, unet.UnetTrain(steps=0, eval_every=0,
+                                                                                init_from=str(folder)), quiet=True)
+    for net, key in ((models.unet, "ema_unet"), (models.ema_unet, "ema_unet"), (models.text_encoder, "ema_text"),
+                     (models.ema_text, "ema_text")):
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in exported[key].items()), key
+    # Resuming the new run loads its own checkpoint, not the export again.
+    assert torch.load(second / "unet.pt", weights_only=False)["train"]["init_from"] == str(folder)
+
+    with pytest.raises(FileNotFoundError, match=r"--init-from .*nowhere: no unet/\*\.safetensors"):
+        unet.train_unet(tmp_path / "third", latents, scale, TINY_UNET,
+                        unet.UnetTrain(steps=0, eval_every=0, init_from=str(tmp_path / "nowhere")), quiet=True)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # another architecture: named by the tensor
+        unet.train_unet(tmp_path / "fourth", latents, scale, unet.UnetConfig(),
+                        unet.UnetTrain(steps=0, eval_every=0, init_from=str(folder)), quiet=True)
 
 
 def test_tokenizer_gives_each_caption_word_one_token():

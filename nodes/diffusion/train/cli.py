@@ -29,9 +29,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["seed", "vae", "latents", "evaluator", "unet", "decoder", "export", "all"],
+    p.add_argument("stage", choices=["seed", "vae", "latents", "evaluator", "unet", "decoder", "export", "style-judge",
+                                     "all"],
                    help="seed: start --run from the shipped VAE and evaluator (then `train unet` retrains the "
-                        "UNet from scratch); all: vae -> latents -> evaluator -> unet -> decoder -> export")
+                        "UNet from scratch); style-judge: the plain / outline classifier bench/quality.py scores "
+                        "style LoRAs with, written beside the export as NAME-style-judge.safetensors; "
+                        "all: vae -> latents -> evaluator -> unet -> decoder -> export")
     p.add_argument("--run", type=Path, default=DEFAULT_RUN, help="run folder: checkpoints and logs (default %(default)s)")
     p.add_argument("--vae-steps", type=int, default=None, help="VAE steps target (default: 2400)")
     p.add_argument("--unet-steps", type=int, default=None, help="UNet steps target, the lr schedule's length (default: 20000)")
@@ -39,6 +42,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="decoder fine-tune steps target (default: 3000; encoder frozen, latents stay valid)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock bound for each of the vae / unet stages")
     p.add_argument("--latents", type=int, default=4096, help="data set items to encode (default %(default)s)")
+    p.add_argument("--outline", type=float, default=0.0,
+                   help="evaluator / decoder: fraction of the data drawn in the outline style (a judge that reads "
+                        "colour and shape under the style; a decoder that draws it) (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="latents: processes drawing the data set's images (default %(default)s)")
     p.add_argument("--eval-every", type=int, default=500, help="UNet steps between prompt-accuracy checks (0: none)")
     p.add_argument("--offset-noise", type=float, default=0.3,
                    help="UNet training: per-channel constant noise added to epsilon (default %(default)s)")
@@ -51,6 +59,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-lr-scale", type=float, default=1.0,
                    help="UNet training: the text encoder's learning rate as a fraction of the UNet's "
                         "(0: frozen at its initialisation; default %(default)s, the shipped run)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="UNet training, new run: start from an exported model folder's UNet and text encoder "
+                        "(fine-tune an export; needs the same architecture) instead of random weights")
+    p.add_argument("--batch", type=int, default=None, help="UNet training: batch size (default 32; a new run only)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="UNet training: peak learning rate (default 1e-3; a new run only)")
     p.add_argument("--out", type=Path, default=None, help="export folder (default: the shipped nodes/diffusion/builtin/tiny-shapes)")
     p.add_argument("--no-ema", action="store_true", help="export the live weights instead of the EMA")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
@@ -74,18 +88,20 @@ def run_train(args) -> int:
         elif stage == "latents":
             _latents(args, vae or _vae(args, train=False))
         elif stage == "evaluator":
-            from .evaluator import train_evaluator
+            from .evaluator import EvalTrain, train_evaluator
 
-            train_evaluator(args.run, device=args.device, threads=args.threads)
+            train_evaluator(args.run, tc=EvalTrain(outline=args.outline), device=args.device, threads=args.threads)
         elif stage == "unet":
             _unet(args, vae or _vae(args, train=False))
         elif stage == "decoder":
             from .vae import DecoderTrain, train_decoder
 
-            tc = DecoderTrain(**({"steps": args.decoder_steps} if args.decoder_steps else {}))
+            tc = DecoderTrain(**({"steps": args.decoder_steps} if args.decoder_steps else {}), outline=args.outline)
             train_decoder(args.run, tc=tc, minutes=args.minutes, device=args.device, threads=args.threads)
         elif stage == "export":
             _export(args)
+        elif stage == "style-judge":
+            _style_judge(args)
     return 0
 
 
@@ -100,9 +116,14 @@ def _vae(args, train: bool = True):
 
 
 def _latents(args, vae):
+    from .common import setup_torch
     from .unet import cache_latents
 
-    return cache_latents(args.run, vae, count=args.latents)
+    vae.to(setup_torch(args.threads, args.device))
+    try:
+        return cache_latents(args.run, vae, count=args.latents, workers=args.workers)
+    finally:
+        vae.to("cpu")
 
 
 def _unet(args, vae):
@@ -128,7 +149,10 @@ def _unet(args, vae):
             res = prompt_accuracy(pipe, judge.to(models.unet.device), prompts, steps=10, batch=40)
             return {f"eval10_{k}": round(v, 3) for k, v in res.items() if k != "images"}
 
-    tc = UnetTrain(**({"steps": args.unet_steps} if args.unet_steps else {}), eval_every=args.eval_every,
+    given = {k: v for k, v in (("steps", args.unet_steps), ("batch", args.batch), ("lr", args.lr)) if v}
+    if args.init_from:
+        given["init_from"] = str(args.init_from)
+    tc = UnetTrain(**given, eval_every=args.eval_every,
                    offset_noise=args.offset_noise, snr_floor=args.snr_floor, text_lr_scale=args.text_lr_scale,
                    pyramid_noise=args.pyramid_noise)  # None: keep a resumed run's
     return train_unet(args.run, latents, scale, tc=tc, minutes=args.minutes, device=args.device, evaluate=evaluate,
@@ -147,6 +171,15 @@ def _export(args):
         judge.load_state_dict(state["model"])
         save_evaluator(judge, target.parent / f"{target.name}-evaluator.safetensors")
     print(json.dumps({"exported": str(target)}))
+
+
+def _style_judge(args):
+    from .evaluator import STYLE_HEADS, save_evaluator, train_style_judge
+
+    target = args.out or builtin_dir() / "tiny-shapes"
+    judge = train_style_judge(args.run, device=args.device, threads=args.threads)
+    path = save_evaluator(judge, target.parent / f"{target.name}-style-judge.safetensors", STYLE_HEADS)
+    print(json.dumps({"style_judge": str(path)}))
 
 
 def main(argv=None) -> int:

@@ -52,6 +52,10 @@ class EvalTrain:
     lr: float = 2e-3
     seed: int = 0
     data_seed: int = 7  # not the generative model's training seed
+    # Fraction of the renders drawn in the outline style (same labels): the judge of colour and
+    # shape must read them under a style too. Trained on plain renders only it read 0.19 of
+    # clean outlined renders right (and 0.1 of framed ones): any change of look broke it.
+    outline: float = 0.0
 
 
 def _augment(x, gen):
@@ -96,7 +100,7 @@ def train_evaluator(run: Path, tc: EvalTrain | None = None, minutes: float | Non
     deadline = Deadline(minutes)
     net.train()
     while step < tc.steps and not deadline.passed():
-        images, scenes = dataset.batch(tc.data_seed, step * tc.batch, tc.batch, size=64)
+        images, scenes = dataset.batch(tc.data_seed, step * tc.batch, tc.batch, size=64, outline=tc.outline)
         x = _augment(images, gen).to(dev)
         for g in opt.param_groups:
             g["lr"] = tc.lr * (0.05 + 0.95 * (1 - step / tc.steps))
@@ -116,7 +120,8 @@ def train_evaluator(run: Path, tc: EvalTrain | None = None, minutes: float | Non
     net.eval()
     images, scenes = dataset.batch(tc.data_seed + 1, 0, 512, size=64)
     acc = accuracy(predict(net, images.to(dev)), scenes)
-    log(step=step, held_out=acc)
+    outlined, _ = dataset.batch(tc.data_seed + 1, 0, 512, size=64, style="outline")
+    log(step=step, held_out=acc, held_out_outlined=accuracy(predict(net, outlined.to(dev)), scenes))
     return net
 
 

@@ -12,7 +12,7 @@ from .generate import SCHEDULER_CONFIG, make_pipeline
 
 def build_parts(run: Path, ema: bool = True):
     """(unet, vae, text_encoder, tokenizer) from the checkpoints in ``run``, with the
-    VAE's scaling_factor set from the cached latents."""
+    VAE's scaling_factor set from the cached latents; and the UNet stage's recipe (a dict)."""
     from . import unet as unet_mod
     from . import vae as vae_mod
     from .common import load_state
@@ -26,12 +26,12 @@ def build_parts(run: Path, ema: bool = True):
     models.text_encoder.load_state_dict(ustate["ema_text" if ema else "text_encoder"])
     vae.register_to_config(scaling_factor=ustate["scaling_factor"])
     parts = models.unet.eval(), vae.eval(), models.text_encoder.eval(), models.tokenizer
-    return parts, ustate["step"]
+    return parts, {**ustate["train"], "step": ustate["step"]}
 
 
 def export(run: Path, target: Path, ema: bool = True) -> Path:
     """Save the pipeline to ``target`` (replaced), with a small ``training.json`` note."""
-    (unet, vae, text_encoder, tokenizer), step = build_parts(run, ema)
+    (unet, vae, text_encoder, tokenizer), recipe = build_parts(run, ema)
     pipe = make_pipeline(unet, vae, text_encoder, tokenizer)
     target = Path(target)
     tmp = target.with_name(target.name + ".tmp")
@@ -41,8 +41,11 @@ def export(run: Path, target: Path, ema: bool = True) -> Path:
     sched = json.loads((tmp / "scheduler" / "scheduler_config.json").read_text())
     sched.update(SCHEDULER_CONFIG)
     (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2, sort_keys=True) + "\n")
-    (tmp / "training.json").write_text(json.dumps({"unet_steps": step, "ema": ema, "max_length": text.MAX_LENGTH},
-                                                  indent=2) + "\n")
+    # The training noise goes with the model: a LoRA trained on it (train-lora) must use the same.
+    note = {"unet_steps": recipe["step"], "ema": ema, "max_length": text.MAX_LENGTH,
+            "pyramid_noise": recipe.get("pyramid_noise") or 0.0,
+            "offset_noise": 0.0 if recipe.get("pyramid_noise") else recipe.get("offset_noise", 0.0)}
+    (tmp / "training.json").write_text(json.dumps(note, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target

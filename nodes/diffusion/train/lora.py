@@ -63,6 +63,9 @@ class LoraTrain:
     # style
     uncond: float = 0.1
     offset_noise: float = 0.3  # as the base was trained (train/unet.py)
+    # Pyramid noise as the base was trained with it (train/unet.py; replaces offset noise when
+    # > 0). None: read from the base's training.json (our exports write it), else 0.
+    pyramid_noise: float | None = None
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0
@@ -318,24 +321,39 @@ def _cat(a: dict, b: dict) -> dict:
     return out
 
 
+def base_noise(model: Path, tc: LoraTrain) -> LoraTrain:
+    """``tc`` with the base's own training noise where it leaves it open (pyramid_noise None):
+    an epsilon fine-tune on other noise than the base's shifts what the base learned."""
+    import json
+
+    if tc.pyramid_noise is not None:
+        return tc
+    note = Path(model) / "training.json"
+    recipe = json.loads(note.read_text()) if note.is_file() else {}
+    pyramid = float(recipe.get("pyramid_noise") or 0.0)
+    offset = float(recipe.get("offset_noise", tc.offset_noise))
+    return LoraTrain(**{**asdict(tc), "pyramid_noise": pyramid, "offset_noise": 0.0 if pyramid else offset})
+
+
 def _style_loss(pipe, cond, z0, gen, tc: LoraTrain, scheduler):
     import torch
 
+    from .unet import training_noise
+
     n, dev = len(z0), z0.device
-    noise = torch.randn(z0.shape, generator=gen)
-    if tc.offset_noise:
-        noise = noise + tc.offset_noise * torch.randn(z0.shape[:2] + (1, 1), generator=gen)
-    noise = noise.to(dev)
+    noise = training_noise(z0.shape, gen, tc).to(dev)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen).to(dev)
     pred = pipe.unet(scheduler.add_noise(z0, noise, t), t, **cond).sample
     return (pred.float() - noise.float()).pow(2).mean()
 
 
 def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: float | None = None,
-               device: str = "auto", evaluate=None, quiet: bool = False, threads: int = 1):
+               device: str = "auto", evaluate=None, quiet: bool = False, threads: int = 1, keep_every: int = 0):
     """Train (or resume from ``run/lora.pt``) a LoRA of ``tc.kind`` on the base ``model``.
-    ``evaluate(pipe, step)`` -> dict is logged every ``eval_every`` steps. Returns the
-    pipeline with the adapter (live) and the step reached."""
+    ``evaluate(pipe, step)`` -> dict is logged every ``eval_every`` steps; with ``keep_every``
+    the LoRA is also written to ``run/lora-STEP.safetensors`` every that many steps (to pick
+    a checkpoint on held-out prompts afterwards). Returns the pipeline with the adapter (live)
+    and the step reached."""
     import numpy as np
     import torch
     from diffusers import DDPMScheduler
@@ -354,6 +372,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
         if saved.kind != tc.kind:
             raise ValueError(f"{run} holds a {saved.kind!r} LoRA run, not {tc.kind!r}; use another --run folder")
         tc = LoraTrain(**{**asdict(saved), "steps": tc.steps, "eval_every": tc.eval_every})
+    tc = base_noise(model, tc)
     pipe = load_base(model, dev)
     pool = encode_pool(run, pipe, tc, quiet)
     params = add_adapter(pipe.unet, tc.rank, tc.seed)
@@ -407,6 +426,8 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
             log(step=step, loss=loss.item(), avg=running, lr=opt.param_groups[0]["lr"])
         if step % tc.checkpoint_every == 0:
             checkpoint()
+        if keep_every and step % keep_every == 0:
+            save_lora(pipe, run / f"lora-{step:05d}.safetensors")
         if evaluate is not None and tc.eval_every and step % tc.eval_every == 0:
             pipe.unet.eval()
             log(step=step, **evaluate(pipe, step))

@@ -56,6 +56,11 @@ def configure(p: argparse.ArgumentParser, kind: str) -> None:
                        help="EMA decay of the target network's LoRA (0: the live student) (default %(default)s)")
         p.add_argument("--ddim-steps", type=int, default=d.ddim_steps, help="skipping-step schedule length, k = 1000 / this (default %(default)s)")
     p.add_argument("--eval-every", type=int, default=0, help="steps between prompt-accuracy checks on the shapes model (0: none)")
+    p.add_argument("--keep-every", type=int, default=0,
+                   help="also write RUN/lora-STEP.safetensors every N steps, to pick one on held-out prompts (0: none)")
+    if kind == "style":
+        p.add_argument("--pyramid-noise", type=float, default=None,
+                       help="pyramid-noise discount of the epsilon loss (default: the base's, from its training.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1; env LCMGRAPH_TRAIN_THREADS)")
@@ -66,13 +71,14 @@ def run_lora(args) -> int:
     from .lora import LoraTrain, save_lora, train_lora
 
     base = args.base or _default_base()
-    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema") if hasattr(args, k)}
+    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema", "pyramid_noise")
+             if hasattr(args, k)}
     tc = LoraTrain(kind=args.kind, rank=args.rank, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                    data=args.data, style=args.style, pool=args.pool, resolution=args.resolution,
                    eval_every=args.eval_every, **extra)
     evaluate = _shapes_evaluator(base, args.kind) if args.eval_every else None
     pipe, step = train_lora(args.run, base, tc, minutes=args.minutes, device=args.device, evaluate=evaluate,
-                            threads=cli_threads(args.threads))
+                            threads=cli_threads(args.threads), keep_every=args.keep_every)
     out = save_lora(pipe, args.out or args.run / "lora.safetensors")
     print(json.dumps({"lora": str(out), "step": step, "kind": args.kind}))
     return 0
@@ -98,3 +104,17 @@ def _shapes_evaluator(base: Path, kind: str):
         return {f"eval_{k}": round(v, 3) for k, v in res.items() if k != "images"}
 
     return evaluate
+
+
+def main(argv=None) -> int:
+    """``python -m lcmgraph_nodes.diffusion.train.lora_cli train-lcm-lora ...``: the same
+    commands without the ``lcmgraph`` front end (an uninstalled source tree)."""
+    parser = argparse.ArgumentParser(prog="python -m lcmgraph_nodes.diffusion.train.lora_cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_lora_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
