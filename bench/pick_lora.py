@@ -51,7 +51,7 @@ def pick(rows: list[tuple[Path, dict]], kind: str, style_goal: float) -> Path:
         return max(rows, key=lambda r: r[1]["colour_shape"])[0]
     styled = [r for r in rows if r[1]["style"] >= style_goal]
     if styled:
-        return max(styled, key=lambda r: r[1]["colour_shape"])[0]
+        return max(styled, key=lambda r: (r[1]["colour_shape"], r[1]["style"]))[0]  # a tie: the more styled
     return max(rows, key=lambda r: r[1]["style"])[0]
 
 

@@ -31,7 +31,7 @@ PROMPTS = 16
 FLOOR_LCM_LORA_4 = 0.75
 MARGIN_OVER_BASE_4 = 0.125
 #: The outline LoRA at 0.8 on the LCM-LoRA, 8 prompts (sitting 7): 7/8 read as outlined (0/8
-#: without it) and colour+shape 7/8 with or without it. Sitting 2's thin-outline LoRA needed
+#: without it); colour+shape 6/8 (7/8 without it). Sitting 2's thin-outline LoRA needed
 #: 1.2 for 4/8 and muddied the colours.
 OUTLINE_WEIGHT = 0.8
 FLOOR_OUTLINE = 0.6
