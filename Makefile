@@ -59,9 +59,9 @@ train: $(STAMP)
 # The embedded model's LoRAs (docs/lcm-lora.md), written next to the shipped weights.
 BUILTIN := nodes/diffusion/builtin
 train-loras: $(STAMP)
-	$(BIN)/lcmgraph train-lcm-lora --run train-runs/lcm-lora --steps 1400 --lr 5e-4 --batch 32 --keep-every 200 --out $(BUILTIN)/tiny-shapes-lcm-lora.safetensors $(ARGS)
-	$(BIN)/lcmgraph train-lora --style outline --run train-runs/outline-lora --steps 2400 --rank 8 --batch 16 --keep-every 300 --out $(BUILTIN)/tiny-shapes-outline-lora.safetensors $(ARGS)
-	@echo "snapshots: pick one on held-out prompts with bench/pick_lora.py (docs/lcm-lora.md)"
+	$(BIN)/lcmgraph train-lcm-lora --run train-runs/lcm-lora --steps 1400 --lr 5e-4 --batch 32 --keep-every 200 $(ARGS)
+	$(BIN)/lcmgraph train-lora --style outline --run train-runs/outline-lora --steps 2400 --rank 8 --batch 16 --keep-every 300 $(ARGS)
+	@echo "pick a snapshot of each on held-out prompts and copy it into $(BUILTIN): bench/pick_lora.py --copy-best (docs/lcm-lora.md)"
 
 quality: $(STAMP)
 	$(BIN)/python bench/quality.py

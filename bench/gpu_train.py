@@ -80,6 +80,22 @@ def pack(out: Path, name: str, folder: Path, part: int = 15 << 20) -> None:
 
 
 def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    work = args.work
+    try:
+        return _phases(args)
+    finally:  # a failed phase or a device timeout still returns what was logged
+        logs = work / "logs"
+        if logs.is_dir():
+            for f in work.glob("*.txt"):
+                shutil.copy(f, logs / f.name)
+            for f in work.glob("*/*.log.jsonl"):
+                shutil.copy(f, logs / f"{f.parent.name}-{f.name}")
+            with tarfile.open(args.out / "logs.tar.gz", "w:gz") as tar:
+                tar.add(logs, arcname="logs")
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--init", type=Path, required=True, help="exported base to fine-tune (its unet/ and text_encoder/)")
     p.add_argument("--work", type=Path, default=Path("/tmp/gpu-train"))
@@ -93,7 +109,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1), help="processes drawing the data")
     p.add_argument("--variants", default="frozen:0,text01:0.1", help="name:text-lr-scale,...")
-    args = p.parse_args(argv)
+    return p
+
+
+def _phases(args) -> int:
     work, out = args.work, args.out
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -183,13 +202,6 @@ def main(argv=None) -> int:
                "--style-lora", style_best, "--style-judge", judge, "--batch", 64, *dev]
     if left(args.budget) > 20:
         wait(start(quality, logs / "quality.txt"))
-    for f in work.glob("*.txt"):
-        shutil.copy(f, logs / f.name)
-    for run in (*[r for _, r in runs], lcm_run, style_run):
-        for f in run.glob("*.log.jsonl"):
-            shutil.copy(f, logs / f"{run.name}-{f.name}")
-    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
-        tar.add(logs, arcname="logs")
     say(done=True, left_s=round(left(args.budget)))
     return 0
 

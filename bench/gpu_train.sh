@@ -3,7 +3,8 @@
 #
 #   run(command="bash bench/gpu_train.sh", carry=[".whl", ".gpu"], timeout_s=560)
 #
-# .whl/ (ignored): diffusers and peft wheels the device image lacks (see bench/gpu_run.sh);
+# .whl/ (ignored): diffusers and peft wheels the device image lacks (see bench/gpu_run.sh; add torchsde and
+# trampoline for bench/quality.py's dpmpp_sde rows, which failed there without them);
 # .gpu/init/ (ignored): the exported base to fine-tune, its unet/ and text_encoder/ folders.
 # BUDGET (seconds, default 480) sizes every phase; results land in $OUT as they are made.
 set -uo pipefail

@@ -4,7 +4,9 @@
 snapshots; the last one is not the best (the shipped LCM-LoRA's run peaked at
 step 900 of 2,400). This scores each snapshot on prompts the bench does not use
 (``dataset.eval_prompts(N, seed=777)``; bench/quality.py uses seed 1234) and
-prints one row per file:
+prints one row per file. A weak hold-out: both lists cycle through shapes and
+colours by index and both use noise seeds 0..N-1; only background, position
+and size differ (62 of 64 captions).
 
 - ``--kind lcm``: the LoRA alone at weight 1.0, LCMScheduler, 4 steps, guidance 1;
   picked by colour+shape.
@@ -85,12 +87,15 @@ def main(argv=None) -> int:
                                                    requires_safety_checker=False).to(device)
     pipe.set_progress_bar_config(disable=True)
     beside = args.base.parent / f"{args.base.name}-evaluator.safetensors"
-    judge = load_evaluator(args.evaluator or (beside if beside.exists() else EVALUATOR), device)
+    evaluator = args.evaluator or (beside if beside.exists() else EVALUATOR)
+    judge = load_evaluator(evaluator, device)
+    if args.kind == "style" and not args.style_judge.exists():
+        p.error(f"--kind style needs the style judge; {args.style_judge} does not exist")
     style_judge = load_style_judge(args.style_judge, device) if args.style_judge.exists() else None
     prompts = dataset.eval_prompts(args.prompts, seed=HELD_OUT_SEED)
     print(f"base {args.base}, {args.kind} LoRAs on {args.prompts} held-out prompts (seed {HELD_OUT_SEED}), "
-          f"LCM 4 steps, device {device}" + (f", stacked at {args.weight} on {args.lcm_lora.name}"
-                                             if args.kind == "style" else ""))
+          f"LCM 4 steps, device {device}, evaluator {evaluator}"
+          + (f", stacked at {args.weight} on {args.lcm_lora.name}" if args.kind == "style" else ""))
     print(f"{'file':<28}{'colour+shape':>14}{'colour':>8}{'shape':>7}{'bg':>6}{'pos':>6}{'size':>6}{'style':>7}")
     rows = []
     start = time.perf_counter()

@@ -106,3 +106,21 @@ def test_unet_options_reach_a_new_run(monkeypatch, tmp_path):
     got.clear()
     run_train(_parser().parse_args(["train", "unet", "--run", str(tmp_path), "--eval-every", "0"]))
     assert (got["tc"].init_from, got["tc"].batch, got["tc"].lr) == ("", 32, 1e-3)
+
+
+def test_new_run_options_on_an_existing_run_are_refused_not_ignored(tmp_path):
+    """A run folder with unet.pt resumes with its stored recipe: --init-from / --batch / --lr that
+    differ from it would be silently dropped, so the command says so and stops."""
+    from dataclasses import asdict
+
+    import pytest
+    from lcmgraph_nodes.diffusion.train.common import save_state
+    from lcmgraph_nodes.diffusion.train.unet import UnetTrain
+
+    save_state(tmp_path / "unet.pt", {"train": asdict(UnetTrain(batch=32, lr=1e-3))})
+    args = _parser().parse_args(["train", "unet", "--run", str(tmp_path), "--init-from", "/x/export",
+                                 "--batch", "256", "--eval-every", "0"])
+    with pytest.raises(SystemExit, match=r"unet.pt exists and resumes with its own recipe; --batch 256 \(the run "
+                                         r"has 32\), --init-from /x/export \(the run has ''\) would be ignored: "
+                                         r"use a new --run folder"):
+        run_train(args)

@@ -110,8 +110,12 @@ def test_a_new_run_starts_from_an_export_and_the_export_records_its_noise(tiny_r
     for net, key in ((models.unet, "ema_unet"), (models.ema_unet, "ema_unet"), (models.text_encoder, "ema_text"),
                      (models.ema_text, "ema_text")):
         assert all(torch.equal(net.state_dict()[k], v) for k, v in exported[key].items()), key
-    # Resuming the new run loads its own checkpoint, not the export again.
     assert torch.load(second / "unet.pt", weights_only=False)["train"]["init_from"] == str(folder)
+    # Left open (the CLI's default), the noise is the export's own: fine-tune as it was trained.
+    third = unet.train_unet(tmp_path / "noise", latents, scale, TINY_UNET, unet.UnetTrain(
+        steps=0, eval_every=0, init_from=str(folder), pyramid_noise=None), quiet=True)
+    assert third is not None
+    assert torch.load(tmp_path / "noise" / "unet.pt", weights_only=False)["train"]["pyramid_noise"] == 0.8
 
     with pytest.raises(FileNotFoundError, match=r"--init-from .*nowhere: no unet/\*\.safetensors"):
         unet.train_unet(tmp_path / "third", latents, scale, TINY_UNET,

@@ -42,9 +42,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="decoder fine-tune steps target (default: 3000; encoder frozen, latents stay valid)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock bound for each of the vae / unet stages")
     p.add_argument("--latents", type=int, default=4096, help="data set items to encode (default %(default)s)")
-    p.add_argument("--outline", type=float, default=0.0,
+    p.add_argument("--outline", type=float, default=0.5,
                    help="evaluator / decoder: fraction of the data drawn in the outline style (a judge that reads "
-                        "colour and shape under the style; a decoder that draws it) (default %(default)s)")
+                        "colour and shape under the style; a decoder that draws it; a resumed run keeps its own) "
+                        "(default %(default)s, as shipped)")
     p.add_argument("--workers", type=int, default=1,
                    help="latents: processes drawing the data set's images (default %(default)s)")
     p.add_argument("--eval-every", type=int, default=500, help="UNet steps between prompt-accuracy checks (0: none)")
@@ -52,13 +53,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="UNet training: per-channel constant noise added to epsilon (default %(default)s)")
     p.add_argument("--pyramid-noise", type=float, default=None,
                    help="UNet training: multi-resolution noise with this per-level discount instead of white + "
-                        "offset noise (0: off, the shipped run; 0.8 is the usual value; default: a resumed run's own, "
-                        "else 0)")
+                        "offset noise (0: off; 0.8: the shipped model's; default: a resumed run's own, else the "
+                        "--init-from export's, else 0)")
     p.add_argument("--snr-floor", type=float, default=0.1,
                    help="UNet training: weigh high-t losses as if SNR were at least this (0: off; default %(default)s)")
     p.add_argument("--text-lr-scale", type=float, default=1.0,
                    help="UNet training: the text encoder's learning rate as a fraction of the UNet's "
-                        "(0: frozen at its initialisation; default %(default)s, the shipped run)")
+                        "(0: frozen; the shipped model: 0 from scratch, then 0.1 in its fine-tune; default %(default)s)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="UNet training, new run: start from an exported model folder's UNet and text encoder "
                         "(fine-tune an export; needs the same architecture) instead of random weights")
@@ -152,11 +153,28 @@ def _unet(args, vae):
     given = {k: v for k, v in (("steps", args.unet_steps), ("batch", args.batch), ("lr", args.lr)) if v}
     if args.init_from:
         given["init_from"] = str(args.init_from)
+    _refuse_new_run_options(args.run, given)
     tc = UnetTrain(**given, eval_every=args.eval_every,
                    offset_noise=args.offset_noise, snr_floor=args.snr_floor, text_lr_scale=args.text_lr_scale,
                    pyramid_noise=args.pyramid_noise)  # None: keep a resumed run's
     return train_unet(args.run, latents, scale, tc=tc, minutes=args.minutes, device=args.device, evaluate=evaluate,
                       threads=args.threads)
+
+
+def _refuse_new_run_options(run: Path, given: dict) -> None:
+    """--init-from / --batch / --lr shape a new run; on a run folder with a checkpoint its stored
+    recipe wins, so a different value would be silently ignored: say so instead."""
+    from .common import load_state
+
+    new_only = {k: v for k, v in given.items() if k in ("init_from", "batch", "lr")}
+    if not new_only or not (Path(run) / "unet.pt").is_file():
+        return
+    stored = load_state(Path(run) / "unet.pt")["train"]
+    differ = [f"--{k.replace('_', '-')} {v} (the run has {stored.get(k)!r})" for k, v in new_only.items()
+              if stored.get(k) != v]
+    if differ:
+        raise SystemExit(f"{run}/unet.pt exists and resumes with its own recipe; " + ", ".join(differ)
+                         + " would be ignored: use a new --run folder")
 
 
 def _export(args):

@@ -97,6 +97,8 @@ def train_evaluator(run: Path, tc: EvalTrain | None = None, minutes: float | Non
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         step = state["step"]
+        if "train" in state:  # a resumed run keeps its data (the decoder stage does the same)
+            tc = EvalTrain(**{**state["train"], "steps": tc.steps})
     deadline = Deadline(minutes)
     net.train()
     while step < tc.steps and not deadline.passed():

@@ -122,6 +122,14 @@ def load_exported(models: Models, folder: Path) -> None:
         ema.load_state_dict(weights)
 
 
+def _exported_noise(folder: Path) -> float:
+    """The pyramid-noise discount an export was trained with (its training.json; 0 if it says none)."""
+    import json
+
+    note = Path(folder) / "training.json"
+    return float(json.loads(note.read_text()).get("pyramid_noise") or 0.0) if note.is_file() else 0.0
+
+
 def make_unet(cfg: UnetConfig, seed: int = 3):
     from diffusers import UNet2DConditionModel
 
@@ -269,6 +277,8 @@ def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, 
                           "offset_noise": tc.offset_noise, "snr_floor": tc.snr_floor,
                           "pyramid_noise": state["train"].get("pyramid_noise", 0.0) if tc.pyramid_noise is None
                           else tc.pyramid_noise})
+    if tc.pyramid_noise is None and state is None and tc.init_from:
+        tc.pyramid_noise = _exported_noise(Path(tc.init_from))  # fine-tune on the noise it was trained with
     if tc.pyramid_noise is None:
         tc.pyramid_noise = 0.0
     models = Models(cfg, tc.seed).to(dev)
