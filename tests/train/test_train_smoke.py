@@ -120,7 +120,9 @@ def test_a_new_run_starts_from_an_export_and_the_export_records_its_noise(tiny_r
     with pytest.raises(FileNotFoundError, match=r"--init-from .*nowhere: no unet/\*\.safetensors"):
         unet.train_unet(tmp_path / "third", latents, scale, TINY_UNET,
                         unet.UnetTrain(steps=0, eval_every=0, init_from=str(tmp_path / "nowhere")), quiet=True)
-    with pytest.raises(RuntimeError, match="size mismatch"):  # another architecture: named by the tensor
+    with pytest.raises(ValueError, match=r"export: its unet is not this run's architecture \(4 tensors missing, "
+                                         r"0 unexpected, \d+ of another shape; e\.g\. conv_in\.weight is \[16, 4, 3, 3\] "
+                                         r"there, \[32, 4, 3, 3\] here\)"):  # another architecture: one line
         unet.train_unet(tmp_path / "fourth", latents, scale, unet.UnetConfig(),
                         unet.UnetTrain(steps=0, eval_every=0, init_from=str(folder)), quiet=True)
 

@@ -49,3 +49,14 @@ def export(run: Path, target: Path, ema: bool = True) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
+
+
+def trained_noise(folder: Path) -> dict:
+    """``{"pyramid_noise": float, "offset_noise": float | None}`` an exported model was trained
+    with, from the ``training.json`` ``export`` writes: no pyramid noise and an unknown offset
+    (None) where a folder does not say (not ours, or exported before the noise was recorded)."""
+    note = Path(folder) / "training.json"
+    recipe = json.loads(note.read_text()) if note.is_file() else {}
+    offset = recipe.get("offset_noise")
+    return {"pyramid_noise": float(recipe.get("pyramid_noise") or 0.0),
+            "offset_noise": None if offset is None else float(offset)}

@@ -324,14 +324,13 @@ def _cat(a: dict, b: dict) -> dict:
 def base_noise(model: Path, tc: LoraTrain) -> LoraTrain:
     """``tc`` with the base's own training noise where it leaves it open (pyramid_noise None):
     an epsilon fine-tune on other noise than the base's shifts what the base learned."""
-    import json
+    from .export import trained_noise
 
     if tc.pyramid_noise is not None:
         return tc
-    note = Path(model) / "training.json"
-    recipe = json.loads(note.read_text()) if note.is_file() else {}
-    pyramid = float(recipe.get("pyramid_noise") or 0.0)
-    offset = float(recipe.get("offset_noise", tc.offset_noise))
+    noise = trained_noise(Path(model))
+    pyramid = noise["pyramid_noise"]
+    offset = tc.offset_noise if noise["offset_noise"] is None else noise["offset_noise"]
     return LoraTrain(**{**asdict(tc), "pyramid_noise": pyramid, "offset_noise": 0.0 if pyramid else offset})
 
 

@@ -118,16 +118,23 @@ def load_exported(models: Models, folder: Path) -> None:
         weights = {}
         for f in files:
             weights.update(load_file(str(f)))
+        _check_same_architecture(folder, sub, live.state_dict(), weights)
         live.load_state_dict(weights)
         ema.load_state_dict(weights)
 
 
-def _exported_noise(folder: Path) -> float:
-    """The pyramid-noise discount an export was trained with (its training.json; 0 if it says none)."""
-    import json
-
-    note = Path(folder) / "training.json"
-    return float(json.loads(note.read_text()).get("pyramid_noise") or 0.0) if note.is_file() else 0.0
+def _check_same_architecture(folder: Path, sub: str, ours: dict, theirs: dict) -> None:
+    """A one-line error naming how the folder's ``sub`` differs (torch lists every key)."""
+    missing = [k for k in ours if k not in theirs]
+    extra = [k for k in theirs if k not in ours]
+    shaped = [k for k in ours if k in theirs and tuple(ours[k].shape) != tuple(theirs[k].shape)]
+    if not (missing or extra or shaped):
+        return
+    example = (f"e.g. {shaped[0]} is {list(theirs[shaped[0]].shape)} there, {list(ours[shaped[0]].shape)} here"
+               if shaped else f"e.g. {(missing or extra)[0]!r}")
+    raise ValueError(f"--init-from {folder}: its {sub} is not this run's architecture ({len(missing)} tensors "
+                     f"missing, {len(extra)} unexpected, {len(shaped)} of another shape; {example}); "
+                     "fine-tune an export of the embedded model's configuration")
 
 
 def make_unet(cfg: UnetConfig, seed: int = 3):
@@ -182,11 +189,8 @@ def cache_latents(run: Path, vae, count: int = 4096, data_seed: int = 0, chunk: 
 
 
 def _draw(job):
-    """``uint8 [n, H, W, 3]``: items ``start .. start + n`` of data seed ``seed`` (as dataset.batch draws them)."""
-    import numpy as np
-
-    seed, start, n = job
-    return np.stack([dataset.render(dataset.sample_scene(seed, i)) for i in range(start, start + n)])
+    """A worker's chunk: ``dataset.pixels(seed, start, n)``'s images (scenes stay behind)."""
+    return dataset.pixels(*job)[0]
 
 
 def _drawing_pool(workers: int):
@@ -278,7 +282,9 @@ def train_unet(run: Path, latents, scale: float, cfg: UnetConfig | None = None, 
                           "pyramid_noise": state["train"].get("pyramid_noise", 0.0) if tc.pyramid_noise is None
                           else tc.pyramid_noise})
     if tc.pyramid_noise is None and state is None and tc.init_from:
-        tc.pyramid_noise = _exported_noise(Path(tc.init_from))  # fine-tune on the noise it was trained with
+        from .export import trained_noise
+
+        tc.pyramid_noise = trained_noise(Path(tc.init_from))["pyramid_noise"]  # fine-tune on its own noise
     if tc.pyramid_noise is None:
         tc.pyramid_noise = 0.0
     models = Models(cfg, tc.seed).to(dev)
