@@ -167,11 +167,29 @@ def render(scene: Scene, size: int = DEFAULT_SIZE, supersample: int = 4, style: 
             draw.line([*points, points[0]], fill=edge, width=round(2 * w))
             for x, y in points:
                 draw.ellipse([x - w, y - w, x + w, y + w], fill=edge)
+    _draw_fill(draw, scene.shape, cx, cy, r, points, fill)
+    return np.asarray(image.resize((size, size), Image.BOX))
+
+
+def _draw_fill(draw, shape: str, cx: float, cy: float, r: float, points, fill) -> None:
     if points is None:
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     else:
         draw.polygon(points, fill=fill)
-    return np.asarray(image.resize((size, size), Image.BOX))
+
+
+def fill_mask(scene: Scene, size: int, supersample: int = 8) -> np.ndarray:
+    """``float32 [size, size]``: the fraction of each pixel the shape's fill covers (the outline
+    style draws its band outside this, so the fill is the same in every style). At the latent
+    side (image side / 8) it says which latent cells carry the shape's colour."""
+    from PIL import Image, ImageDraw
+
+    big = size * supersample
+    image = Image.new("L", (big, big), 0)
+    cx, cy, r = scene.cx * big, scene.cy * big, scene.radius * big
+    points = None if scene.shape == "circle" else _polygon(scene.shape, cx, cy, r)
+    _draw_fill(ImageDraw.Draw(image), scene.shape, cx, cy, r, points, 255)
+    return np.asarray(image.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
 
 
 def item(seed: int, index: int, size: int = DEFAULT_SIZE, drop: float = 0.3) -> tuple[np.ndarray, str, Scene]:

@@ -34,6 +34,10 @@ from .common import Deadline, Log, load_state, lr_at, save_state, set_lr, setup_
 LCM_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
 KINDS = ("lcm", "style")
+#: ``targets``: every LCM_TARGETS layer, or all but the cross-attention's key and value
+#: projections (``attn2.to_k`` / ``attn2.to_v``), the only layers that read the text: a style
+#: LoRA without them cannot remap what the prompt's words mean (a colour word to its colour).
+TARGET_SETS = ("all", "no-text")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -66,6 +70,11 @@ class LoraTrain:
     # Pyramid noise as the base was trained with it (train/unet.py; replaces offset noise when
     # > 0). None: read from the base's training.json (our exports write it), else 0.
     pyramid_noise: float | None = None
+    # The epsilon loss's weight on the latent cells the shape's fill covers (shapes data; 1 =
+    # uniform). The style changes only the band around the fill; a weight > 1 makes the LoRA pay
+    # more for a fill that drifts from its caption's colour.
+    fill_weight: float = 1.0
+    targets: str = "all"  # one of TARGET_SETS
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0
@@ -202,12 +211,25 @@ def _captions(pool: dict, idx, rng, tc: LoraTrain, uncond: float) -> list[str]:
 
 
 # -- the adapter ------------------------------------------------------------------------
-def add_adapter(unet, rank: int, seed: int):
+def adapted_layers(unet, targets: str = "all") -> list[str]:
+    """The full names of the UNet layers a LoRA of ``targets`` (TARGET_SETS) adapts."""
+    if targets not in TARGET_SETS:
+        raise ValueError(f"unknown LoRA targets {targets!r}; one of {', '.join(TARGET_SETS)}")
+    out = []
+    for name, _ in unet.named_modules():
+        if not any(name == t or name.endswith("." + t) for t in LCM_TARGETS):
+            continue
+        if targets == "no-text" and name.endswith(("attn2.to_k", "attn2.to_v")):
+            continue
+        out.append(name)
+    return out
+
+
+def add_adapter(unet, rank: int, seed: int, targets: str = "all"):
     import torch
     from peft import LoraConfig
 
-    names = [name for name, _ in unet.named_modules()]
-    targets = [t for t in LCM_TARGETS if any(n == t or n.endswith("." + t) for n in names)]
+    targets = adapted_layers(unet, targets)
     # lora_alpha = rank: scale 1, so the saved file (which carries no alpha) loads the same.
     config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights="gaussian")
     with torch.random.fork_rng():
@@ -334,7 +356,17 @@ def base_noise(model: Path, tc: LoraTrain) -> LoraTrain:
     return LoraTrain(**{**asdict(tc), "pyramid_noise": pyramid, "offset_noise": 0.0 if pyramid else offset})
 
 
-def _style_loss(pipe, cond, z0, gen, tc: LoraTrain, scheduler):
+def fill_weights(scenes, latent_side: int, fill_weight: float):
+    """``[n, 1, side, side]`` loss weights: ``fill_weight`` on the latent cells a scene's fill
+    covers (pro rata on its edge cells), 1 elsewhere."""
+    import numpy as np
+    import torch
+
+    masks = np.stack([dataset.fill_mask(sc, latent_side) for sc in scenes])
+    return torch.from_numpy(1.0 + (fill_weight - 1.0) * masks).unsqueeze(1)
+
+
+def _style_loss(pipe, cond, z0, gen, tc: LoraTrain, scheduler, weights=None):
     import torch
 
     from .unet import training_noise
@@ -343,7 +375,11 @@ def _style_loss(pipe, cond, z0, gen, tc: LoraTrain, scheduler):
     noise = training_noise(z0.shape, gen, tc).to(dev)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen).to(dev)
     pred = pipe.unet(scheduler.add_noise(z0, noise, t), t, **cond).sample
-    return (pred.float() - noise.float()).pow(2).mean()
+    err = (pred.float() - noise.float()).pow(2)
+    if weights is None:
+        return err.mean()
+    weights = weights.to(dev)  # normalised: the same lr means the same step size at any fill_weight
+    return (err * weights).mean() / weights.mean()
 
 
 def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: float | None = None,
@@ -374,7 +410,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
     tc = base_noise(model, tc)
     pipe = load_base(model, dev)
     pool = encode_pool(run, pipe, tc, quiet)
-    params = add_adapter(pipe.unet, tc.rank, tc.seed)
+    params = add_adapter(pipe.unet, tc.rank, tc.seed, tc.targets)
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(tc.seed)
     step = 0
@@ -391,6 +427,12 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
     steps = _Steps(scheduler, dev)
     conditioner = Conditioner(pipe, tc.resolution)
     latents = pool["latents"]
+    weights = None
+    if tc.kind == "style" and tc.fill_weight != 1.0:
+        if not pool["scenes"]:
+            raise ValueError("fill_weight needs the shapes data (it knows where each fill is); "
+                             f"{tc.data} has no scenes")
+        weights = fill_weights(pool["scenes"], latents.shape[-1], tc.fill_weight)
 
     def checkpoint():
         save_state(run / "lora.pt", dict(train=asdict(tc), step=step, generator=gen.get_state(),
@@ -412,7 +454,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
             loss = _lcm_loss(pipe, cond, uncond, z0, gen, tc, steps, scheduler, target_ema)
         else:
             cond = conditioner(_captions(pool, idx, rng, tc, tc.uncond))
-            loss = _style_loss(pipe, cond, z0, gen, tc, scheduler)
+            loss = _style_loss(pipe, cond, z0, gen, tc, scheduler, None if weights is None else weights[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

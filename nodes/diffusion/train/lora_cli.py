@@ -32,7 +32,7 @@ def add_lora_parsers(subparsers) -> None:
 
 
 def configure(p: argparse.ArgumentParser, kind: str) -> None:
-    from .lora import LoraTrain
+    from .lora import TARGET_SETS, LoraTrain
 
     d = LoraTrain(kind=kind)
     p.set_defaults(kind=kind)
@@ -61,6 +61,11 @@ def configure(p: argparse.ArgumentParser, kind: str) -> None:
     if kind == "style":
         p.add_argument("--pyramid-noise", type=float, default=None,
                        help="pyramid-noise discount of the epsilon loss (default: the base's, from its training.json)")
+        p.add_argument("--fill-weight", type=float, default=d.fill_weight,
+                       help="loss weight on the latent cells of the shape's fill, shapes data only (default %(default)s: uniform)")
+        p.add_argument("--targets", choices=TARGET_SETS, default=d.targets,
+                       help="layers to adapt: all, or no-text (not the cross-attention's key/value, "
+                            "which read the prompt) (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1; env LCMGRAPH_TRAIN_THREADS)")
@@ -71,7 +76,7 @@ def run_lora(args) -> int:
     from .lora import LoraTrain, save_lora, train_lora
 
     base = args.base or _default_base()
-    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema", "pyramid_noise")
+    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema", "pyramid_noise", "fill_weight", "targets")
              if hasattr(args, k)}
     tc = LoraTrain(kind=args.kind, rank=args.rank, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                    data=args.data, style=args.style, pool=args.pool, resolution=args.resolution,

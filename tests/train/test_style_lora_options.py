@@ -1,0 +1,90 @@
+"""The style LoRA's options for keeping the prompt's colour (#21): ``--targets no-text`` leaves
+the layers that read the text alone, ``--fill-weight`` weighs the loss on the latent cells
+of the shape's fill; both survive a resume, and misuse is a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lcmgraph_nodes.diffusion.train import dataset
+from lcmgraph_nodes.diffusion.train import lora as L
+from safetensors.torch import load_file
+
+SHAPES = Path(__file__).resolve().parents[2] / "nodes" / "diffusion" / "builtin" / "tiny-shapes"
+
+
+def test_the_fill_mask_covers_the_pixels_drawn_in_the_fill_colour():
+    for index in range(12):
+        scene = dataset.sample_scene(0, index)
+        image = dataset.render(scene, 128, style="outline").astype(int)
+        # The fill's own colour, read from the render (not from the mask's drawing code).
+        drawn = (np.abs(image - np.array(dataset.COLOURS[scene.colour])).sum(-1) < 12).mean()
+        mask = dataset.fill_mask(scene, 128)
+        assert mask.min() >= 0 and mask.max() == 1.0
+        assert abs(mask.mean() - drawn) < 0.01, (scene, mask.mean(), drawn)
+        # At the latent side (128 / 8) it keeps the same area, spread over fewer cells.
+        assert abs(dataset.fill_mask(scene, 16).mean() - mask.mean()) < 0.01
+
+
+def test_fill_weights_put_the_weight_on_the_fill_and_one_elsewhere():
+    scenes = [dataset.sample_scene(0, i) for i in range(4)]
+    w = L.fill_weights(scenes, 16, 4.0)
+    assert w.shape == (4, 1, 16, 16)
+    mask = torch.from_numpy(np.stack([dataset.fill_mask(s, 16) for s in scenes])).unsqueeze(1)
+    assert torch.equal(w[mask == 0], torch.ones(int((mask == 0).sum())))
+    assert torch.equal(w[mask == 1], torch.full((int((mask == 1).sum()),), 4.0))
+    centre = scenes[0]
+    row, col = int(centre.cy * 16), int(centre.cx * 16)
+    assert w[0, 0, row, col] == 4.0  # the shape's centre cell is inside the fill
+
+
+def test_no_text_targets_skip_only_the_cross_attention_key_and_value():
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(SHAPES / "unet"))
+    every, no_text = L.adapted_layers(unet, "all"), L.adapted_layers(unet, "no-text")
+    dropped = sorted(set(every) - set(no_text))
+    assert dropped and all(n.endswith(("attn2.to_k", "attn2.to_v")) for n in dropped)
+    assert any(n.endswith("attn2.to_q") for n in no_text) and any(n.endswith("attn1.to_k") for n in no_text)
+    with pytest.raises(ValueError, match="unknown LoRA targets 'text'; one of all, no-text"):
+        L.adapted_layers(unet, "text")
+
+
+@pytest.fixture(scope="module")
+def style_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("style")
+    tc = L.LoraTrain(kind="style", style="outline", steps=3, batch=4, pool=8, rank=2, warmup=1, log_every=1,
+                     resolution=64, fill_weight=4.0, targets="no-text")
+    pipe, step = L.train_lora(run, SHAPES, tc, device="cpu", quiet=True)
+    return run, pipe, step
+
+
+def test_a_no_text_fill_weighted_style_lora_trains_and_saves_without_the_text_layers(style_run, tmp_path):
+    run, pipe, step = style_run
+    assert step == 3
+    keys = load_file(str(L.save_lora(pipe, tmp_path / "style.safetensors")))
+    assert keys and not any("attn2.to_k" in k or "attn2.to_v" in k for k in keys)
+    assert any("attn2.to_q" in k for k in keys) and any("attn1.to_v" in k for k in keys)
+
+
+def test_a_resumed_run_keeps_its_fill_weight_and_targets(style_run):
+    run, _, _ = style_run
+    # Resumed with the defaults: the run folder's own settings win, as for every other setting.
+    _, step = L.train_lora(run, SHAPES, L.LoraTrain(kind="style", steps=4), device="cpu", quiet=True)
+    saved = torch.load(run / "lora.pt", weights_only=False)["train"]
+    assert step == 4 and saved["fill_weight"] == 4.0 and saved["targets"] == "no-text"
+
+
+def test_fill_weight_needs_data_that_knows_where_the_fill_is(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (64, 64), "red").save(data / "a.png")
+    tc = L.LoraTrain(kind="style", steps=1, batch=1, rank=2, data=str(data), resolution=64, fill_weight=3.0)
+    with pytest.raises(ValueError, match="fill_weight needs the shapes data .* has no scenes"):
+        L.train_lora(tmp_path / "run", SHAPES, tc, device="cpu", quiet=True)
