@@ -47,8 +47,11 @@ if mode == "diffusers":
 else:
     from lcmgraph import Engine, EngineConfig
     from lcmgraph.allocator import tune_malloc
-    tune_malloc()  # as `lcmgraph run` / `serve` do at start
-    engine = Engine(EngineConfig(models_dir=work + "/models", device="cpu", options={"dtype": mode},
+    dtype, *switches = mode.split(":")  # "bf16:channels_last=off": a dtype, then engine options
+    options = {"dtype": dtype, **dict(s.split("=", 1) for s in switches)}
+    mib = options.pop("malloc_mib", None)  # an experiment: another glibc threshold than the CLIs'
+    tune_malloc() if mib is None else tune_malloc(int(mib) << 20) if int(mib) else None  # as the CLIs do
+    engine = Engine(EngineConfig(models_dir=work + "/models", device="cpu", options=options,
                                  home=work + "/home", output_dir=work + "/out"))
     def doc(seed, size):
         link = lambda n, o: {"link": [n, o]}
@@ -71,7 +74,9 @@ print(json.dumps({"mode": mode, "first_image_s": round(first, 2), "warm_s": roun
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/lcmgraph-bench-cpu"))
-    parser.add_argument("--modes", default="fp32,bf16,diffusers")
+    parser.add_argument("--modes", default="fp32,bf16,diffusers",
+                        help="comma-separated: diffusers, or an lcmgraph dtype with engine options after colons "
+                             "(bf16:channels_last=off)")
     parser.add_argument("--warm", type=int, default=3, help="warm 256² images per mode, their median reported")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat the modes, interleaved, and report each mode's median (the machine drifts)")

@@ -13,7 +13,9 @@ dtype mode is a fresh Engine with that mode's options:
   native bf16: UNet and VAE in bf16, the text encoders in fp32 (their
   ``text_dtype`` auto);
 - ``bf16-all``: text encoders in bf16 too (``text_dtype=model``);
-- ``bf16+vae32``: bf16 with the VAE kept in fp32 (``vae_dtype=float32``).
+- ``bf16+vae32``: bf16 with the VAE kept in fp32 (``vae_dtype=float32``);
+- ``bf16-nchw``: bf16 with the UNet and VAE in the default (NCHW) memory format
+  (``channels_last=off``; auto turns it on for bf16 on the CPU).
 
 Prints per-attribute accuracy and s/image per row and mode, then each bf16
 mode's largest |difference| from fp32 over the accuracy columns and its
@@ -50,6 +52,7 @@ MODES = {
     "bf16": {"dtype": "bfloat16"},
     "bf16-all": {"dtype": "bfloat16", "text_dtype": "model"},
     "bf16+vae32": {"dtype": "bfloat16", "vae_dtype": "float32"},
+    "bf16-nchw": {"dtype": "bfloat16", "channels_last": "off"},
 }
 COLUMNS = ("colour_shape", "colour", "shape", "background", "position", "size")
 

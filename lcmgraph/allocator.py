@@ -2,30 +2,53 @@
 
 glibc serves a large allocation from its heap once a block that size has been
 freed (its mmap threshold grows up to 32 MiB), and keeps freed heap memory
-for reuse. A sampler's and a VAE's activations are tens to hundreds of MiB and
-change size with the image, so a 512² image after a few 256² ones found
-little to reuse and the process peaked higher than it needed: on a 4 GiB
-SD1.5 file in fp32, peak RSS 1.36x the file through a 512² image. Pinning the
-mmap and trim thresholds at 16 MiB sends the large tensors back to the OS when
-freed: 1.31x, the same speed (bench/cpu.py; README). A lower threshold (1-4
-MiB) saved no more and cost 10-20% of the time in page faults.
+for reuse. Loading a checkpoint converts it tensor by tensor (fp32 -> bf16,
+renamed, copied): with the heap serving those temporaries the process peaked
+higher than it needed. Pinning the mmap and trim thresholds at 16 MiB sends
+large temporaries back to the OS when freed (on a 4 GiB SD1.5 file in fp32,
+peak RSS 1.36x -> 1.31x the file; bench/cpu.py, README).
+
+That threshold is right while weights load and wrong while they compute: on a
+CPU, oneDNN reorders each convolution's weight into a new buffer on every call
+(up to 59 MB for SD1.5's 2560 -> 1280 3x3 convolutions in bf16), and at 16 MiB
+each of those came from a fresh mmap, page-faulted and zeroed, about a hundred
+times per UNet step. So the 16 MiB thresholds hold only while a model loads
+(``loading()``, which the model manager wraps each load in; the peak RSS is
+set there) and ``COMPUTE_THRESHOLD`` holds otherwise, so those buffers are
+reused from the heap (numbers in docs/decisions.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import threading
 
 log = logging.getLogger(__name__)
 
 #: glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-THRESHOLD = 16 * 1024 * 1024
+THRESHOLD = 16 * 1024 * 1024  # while weights load
+COMPUTE_THRESHOLD = 128 * 1024 * 1024  # otherwise
 
 
-def tune_malloc(threshold: int = THRESHOLD) -> bool:
-    """Pin glibc's mmap and trim thresholds; False where the C library is not glibc."""
+class _Tuning:
+    """What this process asked of malloc: the thresholds outside loads (None: never tuned,
+    glibc's own) and how many loads are running. malloc's settings belong to the process,
+    so this does too: one per process, mirroring the C library's state."""
+
+    def __init__(self):
+        self.compute: int | None = None
+        self.loads = 0
+        self.lock = threading.Lock()
+
+
+_tuning = _Tuning()
+
+
+def _mallopt(threshold: int) -> bool:
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
     except (OSError, TypeError, AttributeError):  # no mallopt there (musl, macOS) or no CDLL(None) (Windows)
@@ -33,8 +56,42 @@ def tune_malloc(threshold: int = THRESHOLD) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, threshold))
     if not ok:
-        log.debug("mallopt refused the 16 MiB thresholds; keeping the C library's defaults")
+        log.debug("mallopt refused the %d MiB thresholds; keeping the C library's", threshold >> 20)
     return ok
+
+
+def tune_malloc(threshold: int = COMPUTE_THRESHOLD) -> bool:
+    """Pin glibc's mmap and trim thresholds at ``threshold`` outside loads and at THRESHOLD
+    inside ``loading()``; False where the C library is not glibc."""
+    with _tuning.lock:
+        ok = _mallopt(THRESHOLD if _tuning.loads else threshold)
+        _tuning.compute = threshold if ok else None
+        return ok
+
+
+def tuned_threshold() -> int | None:
+    """The threshold tune_malloc set for outside loads (None: not tuned)."""
+    return _tuning.compute
+
+
+@contextlib.contextmanager
+def loading():
+    """Model weights load inside this: the 16 MiB thresholds, so each large temporary of a
+    conversion goes back to the OS when freed; after the last load, the freed heap is
+    trimmed and the compute threshold is back. Does nothing in a process that never
+    called tune_malloc (an application embedding the engine keeps its own malloc)."""
+    with _tuning.lock:
+        _tuning.loads += 1
+        if _tuning.loads == 1 and _tuning.compute is not None:
+            _mallopt(THRESHOLD)
+    try:
+        yield
+    finally:
+        with _tuning.lock:
+            _tuning.loads -= 1
+            if _tuning.loads == 0 and _tuning.compute is not None:
+                trim()
+                _mallopt(_tuning.compute)
 
 
 def trim() -> bool:

@@ -34,7 +34,7 @@ FLAGS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
                         "persistent compile cache folder, or 'off' (default ~/.cache/lcmgraph/compile)"),
     "--attention": ("attention", ("sdpa", "flash", "efficient", "cudnn", "math"),
                     "attention kernel (sdpa: let torch choose)"),
-    "--channels-last": ("channels_last", _SWITCH, "channels_last memory format (auto: when compiled)"),
+    "--channels-last": ("channels_last", _SWITCH, "channels_last memory format (auto: when compiled, and bf16 on a CPU)"),
     "--fused-qkv": ("fused_qkv", _SWITCH, "fused q/k/v projections (auto: when compiled)"),
     "--fuse-lora": ("fuse_lora", _SWITCH,
                     "fold LoRAs into the UNet weights, restored exactly when the list changes "

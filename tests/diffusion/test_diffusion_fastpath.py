@@ -64,6 +64,10 @@ def test_defaults_keep_the_cpu_path_plain_and_turn_the_gpu_tricks_on():
     eager = fastpath.resolve({"compile": "off"}, "cuda:1")
     assert not (eager.compiling or eager.channels_last or eager.fused_qkv) and eager.fuse_lora
     assert fastpath.resolve({"dtype": "bf16"}, "cpu").dtype is torch.bfloat16
+    # channels_last for bf16 on a CPU (oneDNN's faster layout there); fp32 stays diffusers' own layout
+    assert fastpath.resolve({"dtype": "bf16"}, "cpu").channels_last
+    assert not fastpath.resolve({"dtype": "bf16", "channels_last": "off"}, "cpu").channels_last
+    assert not fastpath.resolve({"dtype": "fp32"}, "cpu").channels_last
     # bf16 on a CPU keeps the text encoders in fp32 (README: the quality table); elsewhere they follow
     assert fastpath.resolve({"dtype": "bf16"}, "cpu").text_torch_dtype is torch.float32
     assert fastpath.resolve({"dtype": "bf16", "text_dtype": "model"}, "cpu").text_torch_dtype is torch.bfloat16

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lcmgraph.allocator import loading
+
 from . import fastpath
 from .lora import LoraMismatch, drop_adapter, load_adapter, realise_adapters
 from .lora_fuse import FusedLora, realise_fused, wanted_weights
@@ -243,7 +245,8 @@ class ModelManager:
             self._trim(set(keep), incoming=_files_bytes(Path(ref.checkpoint)))
             if ctx is not None:
                 ctx.progress(0, 2, stage="loading checkpoint")
-            entry = self._load_checkpoint(key, ref.checkpoint)
+            with loading():
+                entry = self._load_checkpoint(key, ref.checkpoint)
             self._entries[key] = entry
             self._trim(set(keep) | {key})
             if ctx is not None:
@@ -282,7 +285,8 @@ class ModelManager:
             self._trim(set(keep) | {base.key}, incoming=_files_bytes(Path(ref.unet.path)))
             if ctx is not None:
                 ctx.progress(0, 1, stage="loading UNet")
-            entry = self._load_unet(key, base, ref.unet)
+            with loading():
+                entry = self._load_unet(key, base, ref.unet)
             self._entries[key] = entry
             self._trim(set(keep) | {key, base.key})
             return entry
@@ -315,12 +319,14 @@ class ModelManager:
             from ..formats.controlnet_files import ControlNetFileError, load_controlnet_file
 
             try:
-                if Path(ref.path).is_file():
-                    model = load_controlnet_file(ref.path, self.dtype)
-                else:
-                    from diffusers import ControlNetModel
+                with loading():
+                    if Path(ref.path).is_file():
+                        model = load_controlnet_file(ref.path, self.dtype)
+                    else:
+                        from diffusers import ControlNetModel
 
-                    model = ControlNetModel.from_pretrained(ref.path, torch_dtype=self.dtype, local_files_only=True)
+                        model = ControlNetModel.from_pretrained(ref.path, torch_dtype=self.dtype,
+                                                                local_files_only=True)
             except ControlNetFileError as exc:  # already a sentence naming the file
                 raise ModelLoadError(str(exc)) from exc
             except Exception as exc:
@@ -571,7 +577,8 @@ class ModelManager:
             self._trim(set(), incoming=_files_bytes(Path(path)) if incoming is None else incoming)
             if ctx is not None:
                 ctx.progress(0, 1, stage=stage)
-            entry = build()
+            with loading():
+                entry = build()
             self.loads += 1
             self._entries[key] = entry
             self._trim({key})
