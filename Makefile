@@ -60,7 +60,7 @@ train: $(STAMP)
 BUILTIN := nodes/diffusion/builtin
 train-loras: $(STAMP)
 	$(BIN)/lcmgraph train-lcm-lora --run train-runs/lcm-lora --steps 1400 --lr 5e-4 --batch 32 --keep-every 200 $(ARGS)
-	$(BIN)/lcmgraph train-lora --style outline --run train-runs/outline-lora --steps 2400 --rank 8 --batch 16 --keep-every 300 $(ARGS)
+	$(BIN)/lcmgraph train-lora --style outline --run train-runs/outline-lora --steps 4800 --rank 8 --batch 16 --keep-every 300 --targets no-text --fill-weight 4 $(ARGS)
 	@echo "pick a snapshot of each on held-out prompts and copy it into $(BUILTIN): bench/pick_lora.py --copy-best (docs/lcm-lora.md)"
 
 quality: $(STAMP)

@@ -30,8 +30,13 @@ log = logging.getLogger(__name__)
 #: glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-THRESHOLD = 16 * 1024 * 1024  # while weights load
-COMPUTE_THRESHOLD = 128 * 1024 * 1024  # otherwise
+THRESHOLD = 16 * 1024 * 1024  # mmap and trim thresholds while weights load
+#: Otherwise: blocks up to 64 MiB come from the heap (bf16 reorder buffers, up to 59 MB; a
+#: 512² VAE decode's 64 MiB activations still get their own mappings, so its peak stays
+#: put); up to 128 MiB of free heap top is kept, so a freed 59 MB buffer beside other free
+#: blocks is not handed back just before the next convolution asks for it again.
+COMPUTE_THRESHOLD = 64 * 1024 * 1024
+COMPUTE_TRIM = 128 * 1024 * 1024
 
 
 class _Tuning:
@@ -48,23 +53,24 @@ class _Tuning:
 _tuning = _Tuning()
 
 
-def _mallopt(threshold: int) -> bool:
+def _mallopt(threshold: int, trim_at: int | None = None) -> bool:
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
     except (OSError, TypeError, AttributeError):  # no mallopt there (musl, macOS) or no CDLL(None) (Windows)
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, threshold))
+    ok = bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, trim_at or threshold))
     if not ok:
         log.debug("mallopt refused the %d MiB thresholds; keeping the C library's", threshold >> 20)
     return ok
 
 
 def tune_malloc(threshold: int = COMPUTE_THRESHOLD) -> bool:
-    """Pin glibc's mmap and trim thresholds at ``threshold`` outside loads and at THRESHOLD
-    inside ``loading()``; False where the C library is not glibc."""
+    """Pin glibc's mmap threshold at ``threshold`` (its trim threshold at COMPUTE_TRIM or
+    ``threshold``, the larger) outside loads, both at THRESHOLD inside ``loading()``; False
+    where the C library is not glibc."""
     with _tuning.lock:
-        ok = _mallopt(THRESHOLD if _tuning.loads else threshold)
+        ok = _mallopt(THRESHOLD) if _tuning.loads else _mallopt(threshold, max(threshold, COMPUTE_TRIM))
         _tuning.compute = threshold if ok else None
         return ok
 
@@ -91,7 +97,7 @@ def loading():
             _tuning.loads -= 1
             if _tuning.loads == 0 and _tuning.compute is not None:
                 trim()
-                _mallopt(_tuning.compute)
+                _mallopt(_tuning.compute, max(_tuning.compute, COMPUTE_TRIM))
 
 
 def trim() -> bool:

@@ -78,18 +78,18 @@ assert A.tuned_threshold() is None
 ok = A.tune_malloc()
 assert A.tuned_threshold() == (A.COMPUTE_THRESHOLD if ok else None)
 calls = []
-A._mallopt = lambda t: calls.append(t >> 20) or True
+A._mallopt = lambda t, trim_at=None: calls.append((t >> 20, (trim_at or t) >> 20)) or True
 with A.loading():
     with A.loading():  # a checkpoint's load that loads a component: one switch each way
         pass
-    assert calls == [16], calls
-assert calls == [16, 128], calls
+    assert calls == [(16, 16)], calls
+assert calls == [(16, 16), (64, 128)], calls
 try:
     with A.loading():
         raise KeyError("a load that fails")
 except KeyError:
     pass
-assert calls == [16, 128, 16, 128], calls
+assert calls == [(16, 16), (64, 128)] * 2, calls
 print("ok")
 """
 
