@@ -109,7 +109,9 @@ def main(argv=None) -> int:
     print(f"picked {best} ({time.perf_counter() - start:.0f} s)")
     if args.copy_best:
         args.copy_best.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(best, args.copy_best)
+        tmp = args.copy_best.with_name(args.copy_best.name + ".tmp")
+        shutil.copyfile(best, tmp)  # then renamed: an interrupted copy never replaces a shipped LoRA
+        tmp.replace(args.copy_best)
     return 0
 
 

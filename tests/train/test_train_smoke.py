@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +192,30 @@ def test_training_noise_is_white_plus_offset_unless_pyramid_is_asked():
     assert torch.equal(plain, expected)
     pyramid = unet.training_noise(shape, torch.Generator().manual_seed(1), unet.UnetTrain(pyramid_noise=0.8))
     assert torch.equal(pyramid, unet.pyramid_noise(shape, torch.Generator().manual_seed(1), 0.8))
+
+
+def test_a_save_that_fails_midway_leaves_the_old_evaluator_whole(tmp_path, monkeypatch):
+    """`train evaluator` / `train style-judge` overwrite the shipped files in place: a save that
+    dies half-written (disk full, kill) must not leave a torn file where the old judge was."""
+    import safetensors.torch
+    import torch
+    from lcmgraph_nodes.diffusion.train import evaluator as E
+
+    path = tmp_path / "judge.safetensors"
+    first = E._net()
+    E.save_evaluator(first, path)
+    before = path.read_bytes()
+
+    def torn(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", torn)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        second = E._net()
+    with pytest.raises(OSError, match="No space left"):
+        E.save_evaluator(second, path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["judge.safetensors"]
+    loaded = E.load_evaluator(path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), first.state_dict().values(), strict=True))

@@ -8,6 +8,7 @@ the generative model's output, so it is an independent judge. Prompt accuracy
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -149,8 +150,15 @@ def save_evaluator(net, path: Path, heads: dict[str, int] | None = None) -> Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path),
-              metadata={"heads": ",".join(f"{k}:{n}" for k, n in (heads or HEADS).items())})
+    # Written beside, then renamed: a kill or a full disk mid-write leaves the old judge whole
+    # (the shipped files are overwritten in place by `train evaluator` / `train style-judge`).
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp),
+                  metadata={"heads": ",".join(f"{k}:{n}" for k, n in (heads or HEADS).items())})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
