@@ -219,3 +219,30 @@ def test_a_save_that_fails_midway_leaves_the_old_evaluator_whole(tmp_path, monke
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["judge.safetensors"]
     loaded = E.load_evaluator(path)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), first.state_dict().values(), strict=True))
+
+
+def test_worker_drawing_keeps_only_a_window_of_chunks_in_flight():
+    """cache_latents' workers run at most `ahead` chunks ahead of the encoder (the executor's
+    own map submitted all 192 chunks of a 12,288-item cache at once: ~600 MB of images waiting);
+    results still come back complete and in order."""
+    from concurrent.futures import Future
+
+    class CountingPool:
+        def __init__(self):
+            self.outstanding, self.most = 0, 0
+
+        def submit(self, fn, job):
+            self.outstanding += 1
+            self.most = max(self.most, self.outstanding)
+            done = Future()
+            done.set_result(fn(job))
+            return done
+
+    pool = CountingPool()
+    results = []
+    for r in unet.in_order(pool, lambda j: j * j, range(50), ahead=4):
+        pool.outstanding -= 1  # taken by the consumer
+        results.append(r)
+    assert results == [j * j for j in range(50)]
+    assert pool.most == 4 + 1  # `ahead` waiting, plus the one the encoder holds
+    assert list(unet.in_order(CountingPool(), str, [1, 2], ahead=8)) == ["1", "2"]

@@ -171,7 +171,8 @@ def cache_latents(run: Path, vae, count: int = 4096, data_seed: int = 0, chunk: 
     done = sum(len(x) for x in state["latents"])
     starts = range(done, count, chunk)
     with _drawing_pool(workers) as pool:
-        chunks = (pool.map if pool else map)(_draw, [(data_seed, s, min(chunk, count - s)) for s in starts])
+        jobs = [(data_seed, s, min(chunk, count - s)) for s in starts]
+        chunks = in_order(pool, _draw, jobs, ahead=2 * workers) if pool else map(_draw, jobs)
         for pixels in chunks:
             images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
             with torch.no_grad():
@@ -186,6 +187,23 @@ def cache_latents(run: Path, vae, count: int = 4096, data_seed: int = 0, chunk: 
         state["scaling_factor"] = scale
         save_state(path, state)
     return latents, scale
+
+
+def in_order(pool, fn, jobs, ahead: int):
+    """``pool.map(fn, jobs)``'s results in order, but with at most ``ahead`` jobs submitted and
+    not yet taken: the executor's own map submits every job at once, so drawn images piled
+    up in memory while the (slower) encoder caught up (12,288 items: ~600 MB)."""
+    from collections import deque
+    from itertools import islice
+
+    jobs = iter(jobs)
+    pending = deque(pool.submit(fn, job) for job in islice(jobs, max(1, ahead)))
+    while pending:
+        result = pending.popleft().result()
+        following = next(jobs, None)
+        if following is not None:
+            pending.append(pool.submit(fn, following))
+        yield result
 
 
 def _draw(job):
