@@ -49,8 +49,11 @@ else:
     from lcmgraph.allocator import tune_malloc
     dtype, *switches = mode.split(":")  # "bf16:channels_last=off": a dtype, then engine options
     options = {"dtype": dtype, **dict(s.split("=", 1) for s in switches)}
-    mib = options.pop("malloc_mib", None)  # an experiment: another glibc threshold than the CLIs'
-    tune_malloc() if mib is None else tune_malloc(int(mib) << 20) if int(mib) else None  # as the CLIs do
+    mib = options.pop("malloc_mib", None)  # an experiment: another compute threshold than the CLIs'
+    if mib is None:
+        tune_malloc()  # as `lcmgraph run` / `serve` do at start
+    elif int(mib):
+        tune_malloc(int(mib) << 20)  # malloc_mib=0: glibc's own settings
     engine = Engine(EngineConfig(models_dir=work + "/models", device="cpu", options=options,
                                  home=work + "/home", output_dir=work + "/out"))
     def doc(seed, size):

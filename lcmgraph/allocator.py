@@ -2,20 +2,22 @@
 
 glibc serves a large allocation from its heap once a block that size has been
 freed (its mmap threshold grows up to 32 MiB), and keeps freed heap memory
-for reuse. Loading a checkpoint converts it tensor by tensor (fp32 -> bf16,
-renamed, copied): with the heap serving those temporaries the process peaked
-higher than it needed. Pinning the mmap and trim thresholds at 16 MiB sends
-large temporaries back to the OS when freed (on a 4 GiB SD1.5 file in fp32,
-peak RSS 1.36x -> 1.31x the file; bench/cpu.py, README).
+for reuse, so a process that loads a checkpoint (tensor by tensor, converted
+and renamed) and then samples at changing sizes peaked higher than it needed.
+Pinning the mmap and trim thresholds at 16 MiB sends large blocks back to the
+OS when freed (on a 4 GiB SD1.5 file in fp32, peak RSS 1.36x -> 1.31x the
+file; bench/cpu.py, README).
 
 That threshold is right while weights load and wrong while they compute: on a
 CPU, oneDNN reorders each convolution's weight into a new buffer on every call
 (up to 59 MB for SD1.5's 2560 -> 1280 3x3 convolutions in bf16), and at 16 MiB
 each of those came from a fresh mmap, page-faulted and zeroed, about a hundred
 times per UNet step. So the 16 MiB thresholds hold only while a model loads
-(``loading()``, which the model manager wraps each load in; the peak RSS is
-set there) and ``COMPUTE_THRESHOLD`` holds otherwise, so those buffers are
-reused from the heap (numbers in docs/decisions.md).
+(``loading()``, which the model manager wraps each load in) and
+``COMPUTE_THRESHOLD`` holds otherwise, so those buffers are reused from the
+heap. Measured on that file in bf16: 64 MiB from process start raised the
+peak after the first image from 2.87 to 3.42 GiB; 16 MiB through the load,
+64 MiB after it, kept 2.86 GiB (numbers in docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -65,19 +67,18 @@ def _mallopt(threshold: int, trim_at: int | None = None) -> bool:
     return ok
 
 
+def _for_compute(threshold: int) -> bool:
+    return _mallopt(threshold, max(threshold, COMPUTE_TRIM))
+
+
 def tune_malloc(threshold: int = COMPUTE_THRESHOLD) -> bool:
     """Pin glibc's mmap threshold at ``threshold`` (its trim threshold at COMPUTE_TRIM or
     ``threshold``, the larger) outside loads, both at THRESHOLD inside ``loading()``; False
     where the C library is not glibc."""
     with _tuning.lock:
-        ok = _mallopt(THRESHOLD) if _tuning.loads else _mallopt(threshold, max(threshold, COMPUTE_TRIM))
+        ok = _mallopt(THRESHOLD) if _tuning.loads else _for_compute(threshold)
         _tuning.compute = threshold if ok else None
         return ok
-
-
-def tuned_threshold() -> int | None:
-    """The threshold tune_malloc set for outside loads (None: not tuned)."""
-    return _tuning.compute
 
 
 @contextlib.contextmanager
@@ -97,7 +98,7 @@ def loading():
             _tuning.loads -= 1
             if _tuning.loads == 0 and _tuning.compute is not None:
                 trim()
-                _mallopt(_tuning.compute, max(_tuning.compute, COMPUTE_TRIM))
+                _for_compute(_tuning.compute)
 
 
 def trim() -> bool:

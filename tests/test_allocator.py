@@ -71,12 +71,12 @@ def test_without_glibc_tuning_says_so():
 
 NESTING = r"""
 from lcmgraph import allocator as A
-assert A.tuned_threshold() is None
+assert A._tuning.compute is None
 with A.loading():  # never tuned: nothing to switch, nothing switched back
     pass
-assert A.tuned_threshold() is None
+assert A._tuning.compute is None
 ok = A.tune_malloc()
-assert A.tuned_threshold() == (A.COMPUTE_THRESHOLD if ok else None)
+assert A._tuning.compute == (A.COMPUTE_THRESHOLD if ok else None)
 calls = []
 A._mallopt = lambda t, trim_at=None: calls.append((t >> 20, (trim_at or t) >> 20)) or True
 with A.loading():

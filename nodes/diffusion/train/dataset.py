@@ -167,11 +167,12 @@ def render(scene: Scene, size: int = DEFAULT_SIZE, supersample: int = 4, style: 
             draw.line([*points, points[0]], fill=edge, width=round(2 * w))
             for x, y in points:
                 draw.ellipse([x - w, y - w, x + w, y + w], fill=edge)
-    _draw_fill(draw, scene.shape, cx, cy, r, points, fill)
+    _draw_fill(draw, cx, cy, r, points, fill)
     return np.asarray(image.resize((size, size), Image.BOX))
 
 
-def _draw_fill(draw, shape: str, cx: float, cy: float, r: float, points, fill) -> None:
+def _draw_fill(draw, cx: float, cy: float, r: float, points, fill) -> None:
+    """The shape's fill: a disc of radius ``r`` when ``points`` is None, else the polygon."""
     if points is None:
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     else:
@@ -188,7 +189,7 @@ def fill_mask(scene: Scene, size: int, supersample: int = 8) -> np.ndarray:
     image = Image.new("L", (big, big), 0)
     cx, cy, r = scene.cx * big, scene.cy * big, scene.radius * big
     points = None if scene.shape == "circle" else _polygon(scene.shape, cx, cy, r)
-    _draw_fill(ImageDraw.Draw(image), scene.shape, cx, cy, r, points, 255)
+    _draw_fill(ImageDraw.Draw(image), cx, cy, r, points, 255)
     return np.asarray(image.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
 
 
