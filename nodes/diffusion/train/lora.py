@@ -75,6 +75,9 @@ class LoraTrain:
     # more for a fill that drifts from its caption's colour.
     fill_weight: float = 1.0
     targets: str = "all"  # one of TARGET_SETS
+    # Draw some items more often (shapes data): "ATTRIBUTE=VALUE:K[,...]", e.g. "background=black:3"
+    # draws each black-background item 3x as often as the rest. "" = uniform.
+    oversample: str = ""
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0
@@ -366,6 +369,49 @@ def fill_weights(scenes, latent_side: int, fill_weight: float):
     return torch.from_numpy(1.0 + (fill_weight - 1.0) * masks).unsqueeze(1)
 
 
+def oversample_weights(scenes, spec: str):
+    """``[n]`` sampling weights of the pool's items under ``spec`` ("ATTRIBUTE=VALUE:K,...",
+    ``LoraTrain.oversample``): K for an item whose ATTRIBUTE is VALUE (factors of several
+    matching rules multiply), 1 otherwise."""
+    import torch
+
+    rules = []
+    for rule in filter(None, (r.strip() for r in spec.split(","))):
+        attribute, _, rest = rule.partition("=")
+        value, colon, factor = rest.rpartition(":")
+        if not colon:
+            raise ValueError(f"oversample {rule!r}: write it as ATTRIBUTE=VALUE:K, e.g. background=black:3")
+        if attribute not in dataset.ATTRIBUTES:
+            raise ValueError(f"oversample {rule!r}: unknown attribute {attribute!r}; "
+                             f"one of {', '.join(dataset.ATTRIBUTES)}")
+        if value not in dataset.ATTRIBUTES[attribute]:
+            raise ValueError(f"oversample {rule!r}: {attribute} has no value {value!r}; "
+                             f"one of {', '.join(dataset.ATTRIBUTES[attribute])}")
+        try:
+            k = float(factor)
+        except ValueError:
+            k = 0.0
+        if not k > 0:
+            raise ValueError(f"oversample {rule!r}: the factor after ':' must be a number > 0")
+        rules.append((attribute, value, k))
+    weights = torch.ones(len(scenes), dtype=torch.float64)
+    for i, scene in enumerate(scenes):
+        for attribute, value, k in rules:
+            if getattr(scene, attribute) == value:
+                weights[i] *= k
+    return weights
+
+
+def draw_items(count: int, batch: int, gen, weights=None):
+    """A batch of pool indices: uniform (as every run before ``oversample`` drew them, so their
+    seeds reproduce), or in proportion to ``weights``."""
+    import torch
+
+    if weights is None:
+        return torch.randint(0, count, (batch,), generator=gen)
+    return torch.multinomial(weights, batch, replacement=True, generator=gen)
+
+
 def _style_loss(pipe, cond, z0, gen, tc: LoraTrain, scheduler, weights=None):
     import torch
 
@@ -397,6 +443,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
     tc = tc or LoraTrain()
     if tc.kind not in KINDS:
         raise ValueError(f"unknown LoRA kind {tc.kind!r}; one of {', '.join(KINDS)}")
+    oversample_weights([], tc.oversample)  # a bad spec fails now, not after the data is encoded
     dev = setup_torch(threads, device)
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
@@ -433,6 +480,11 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
             raise ValueError("fill_weight needs the shapes data (it knows where each fill is); "
                              f"{tc.data} has no scenes")
         weights = fill_weights(pool["scenes"], latents.shape[-1], tc.fill_weight)
+    draw_weights = None
+    if tc.oversample:
+        if not pool["scenes"]:
+            raise ValueError(f"oversample needs the shapes data (it knows each item's attributes); {tc.data} has none")
+        draw_weights = oversample_weights(pool["scenes"], tc.oversample)
 
     def checkpoint():
         save_state(run / "lora.pt", dict(train=asdict(tc), step=step, generator=gen.get_state(),
@@ -444,7 +496,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
     pipe.unet.train()
     running = None
     while step < tc.steps and not deadline.passed():
-        idx = torch.randint(0, len(latents), (tc.batch,), generator=gen)
+        idx = draw_items(len(latents), tc.batch, gen, draw_weights)
         rng = np.random.default_rng([tc.seed, step])
         z0 = latents[idx].to(dev)
         set_lr(opt, lr_at(step, tc.lr, tc.warmup, tc.steps))

@@ -66,6 +66,9 @@ def configure(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument("--targets", choices=TARGET_SETS, default=d.targets,
                        help="layers to adapt: all, or no-text (not the cross-attention's key/value, "
                             "which read the prompt) (default %(default)s)")
+        p.add_argument("--oversample", default=d.oversample, metavar="ATTR=VALUE:K[,...]",
+                       help="draw shapes-data items with that attribute K times as often, "
+                            "e.g. background=black:3 (default: uniform)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1; env LCMGRAPH_TRAIN_THREADS)")
@@ -76,7 +79,7 @@ def run_lora(args) -> int:
     from .lora import LoraTrain, save_lora, train_lora
 
     base = args.base or _default_base()
-    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema", "pyramid_noise", "fill_weight", "targets")
+    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema", "pyramid_noise", "fill_weight", "targets", "oversample")
              if hasattr(args, k)}
     tc = LoraTrain(kind=args.kind, rank=args.rank, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                    data=args.data, style=args.style, pool=args.pool, resolution=args.resolution,
