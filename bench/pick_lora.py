@@ -4,9 +4,11 @@
 snapshots; the last one is not the best (the shipped LCM-LoRA's run peaked at
 step 900 of 2,400). This scores each snapshot on prompts the bench does not use
 (``dataset.eval_prompts(N, seed=777)``; bench/quality.py uses seed 1234) and
-prints one row per file. A weak hold-out: both lists cycle through shapes and
-colours by index and both use noise seeds 0..N-1; only background, position
-and size differ (62 of 64 captions).
+prints one row per file. A weak hold-out by default: both lists cycle through
+shapes and colours by index and both use noise seeds 0..N-1; only background,
+position and size differ (62 of 64 captions). ``--noise-seed S`` draws prompt
+i's noise from seed S + i instead, so that no image shares its noise with the
+bench's.
 
 - ``--kind lcm``: the LoRA alone at weight 1.0, LCMScheduler, 4 steps, guidance 1;
   picked by colour+shape.
@@ -34,7 +36,8 @@ from quality import EVALUATOR, LCM_LORA, MODEL, STYLE_JUDGE  # noqa: E402
 HELD_OUT_SEED = 777
 
 
-def score(pipe, judge, style_judge, prompts, loras: dict[str, tuple[Path, float]], batch: int) -> dict:
+def score(pipe, judge, style_judge, prompts, loras: dict[str, tuple[Path, float]], batch: int,
+          noise_seed: int = 0) -> dict:
     from lcmgraph_nodes.diffusion.train.evaluator import style_score
     from lcmgraph_nodes.diffusion.train.generate import prompt_accuracy, set_scheduler
 
@@ -43,7 +46,7 @@ def score(pipe, judge, style_judge, prompts, loras: dict[str, tuple[Path, float]
         pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
     pipe.set_adapters(list(loras), [w for _, w in loras.values()])
     set_scheduler(pipe, "lcm")
-    r = prompt_accuracy(pipe, judge, prompts, steps=4, batch=batch)
+    r = prompt_accuracy(pipe, judge, prompts, steps=4, batch=batch, seed=noise_seed)
     r["style"] = float(style_score(style_judge, r.pop("images")).mean()) if style_judge is not None else float("nan")
     return r
 
@@ -76,6 +79,9 @@ def main(argv=None) -> int:
     p.add_argument("--style-goal", type=float, default=0.8)
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--noise-seed", type=int, default=0,
+                   help="prompt i's noise comes from seed NOISE_SEED + i (default 0, as bench/quality.py; "
+                        "another start makes the hold-out share no noise with the bench)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--copy-best", type=Path, default=None, help="copy the picked file here")
@@ -93,7 +99,8 @@ def main(argv=None) -> int:
         p.error(f"--kind style needs the style judge; {args.style_judge} does not exist")
     style_judge = load_style_judge(args.style_judge, device) if args.style_judge.exists() else None
     prompts = dataset.eval_prompts(args.prompts, seed=HELD_OUT_SEED)
-    print(f"base {args.base}, {args.kind} LoRAs on {args.prompts} held-out prompts (seed {HELD_OUT_SEED}), "
+    print(f"base {args.base}, {args.kind} LoRAs on {args.prompts} held-out prompts (seed {HELD_OUT_SEED}, "
+          f"noise seeds {args.noise_seed}..{args.noise_seed + args.prompts - 1}), "
           f"LCM 4 steps, device {device}, evaluator {evaluator}"
           + (f", stacked at {args.weight} on {args.lcm_lora.name}" if args.kind == "style" else ""))
     print(f"{'file':<28}{'colour+shape':>14}{'colour':>8}{'shape':>7}{'bg':>6}{'pos':>6}{'size':>6}{'style':>7}")
@@ -101,7 +108,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     for path in sorted(args.loras):
         loras = {"it": (path, 1.0)} if args.kind == "lcm" else {"lcm": (args.lcm_lora, 1.0), "it": (path, args.weight)}
-        r = score(pipe, judge, style_judge, prompts, loras, args.batch)
+        r = score(pipe, judge, style_judge, prompts, loras, args.batch, args.noise_seed)
         rows.append((path, r))
         print(f"{path.name:<28}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}{r['shape']:>7.3f}{r['background']:>6.3f}"
               f"{r['position']:>6.3f}{r['size']:>6.3f}{r['style']:>7.3f}", flush=True)
