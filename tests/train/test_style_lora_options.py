@@ -135,3 +135,20 @@ def test_a_bad_oversample_spec_names_the_rule_and_what_is_wrong(spec, message):
     with pytest.raises(ValueError) as e:
         L.oversample_weights(scenes, spec)
     assert str(e.value) == message
+
+
+def test_a_run_saved_before_runs_recorded_their_noise_keeps_its_offset_noise(style_run, tmp_path):
+    import shutil
+
+    run, _, _ = style_run
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    state = torch.load(old / "lora.pt", weights_only=False)
+    assert state["train"]["pyramid_noise"] == 0.8  # a new run records the base's pyramid noise
+    del state["train"]["pyramid_noise"]  # as a run from before sitting 7 saved it
+    state["train"]["offset_noise"] = 0.3
+    torch.save(state, old / "lora.pt")
+    _, step = L.train_lora(old, SHAPES, L.LoraTrain(kind="style", steps=state["step"] + 1), device="cpu", quiet=True)
+    saved = torch.load(old / "lora.pt", weights_only=False)["train"]
+    assert step == state["step"] + 1
+    assert saved["pyramid_noise"] == 0.0 and saved["offset_noise"] == 0.3  # not the base's 0.8 pyramid

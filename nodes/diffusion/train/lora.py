@@ -454,6 +454,10 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
         if saved.kind != tc.kind:
             raise ValueError(f"{run} holds a {saved.kind!r} LoRA run, not {tc.kind!r}; use another --run folder")
         tc = LoraTrain(**{**asdict(saved), "steps": tc.steps, "eval_every": tc.eval_every})
+        if "pyramid_noise" not in state["train"]:
+            # Saved before runs recorded their noise (sitting 7): it trained on offset noise
+            # alone, and reading the base's pyramid noise now would switch it mid-run.
+            tc = LoraTrain(**{**asdict(tc), "pyramid_noise": 0.0})
     tc = base_noise(model, tc)
     pipe = load_base(model, dev)
     pool = encode_pool(run, pipe, tc, quiet)
