@@ -38,7 +38,7 @@ HELD_OUT_SEED = 777
 
 def score(pipe, judge, style_judge, prompts, loras: dict[str, tuple[Path, float]], batch: int,
           noise_seed: int = 0) -> dict:
-    from lcmgraph_nodes.diffusion.train.evaluator import style_score
+    from lcmgraph_nodes.diffusion.train.evaluator import predict, style_score
     from lcmgraph_nodes.diffusion.train.generate import prompt_accuracy, set_scheduler
 
     pipe.unload_lora_weights()
@@ -47,6 +47,7 @@ def score(pipe, judge, style_judge, prompts, loras: dict[str, tuple[Path, float]
     pipe.set_adapters(list(loras), [w for _, w in loras.values()])
     set_scheduler(pipe, "lcm")
     r = prompt_accuracy(pipe, judge, prompts, steps=4, batch=batch, seed=noise_seed)
+    r["pred"] = predict(judge, r["images"])
     r["style"] = float(style_score(style_judge, r.pop("images")).mean()) if style_judge is not None else float("nan")
     return r
 
@@ -65,7 +66,12 @@ def main(argv=None) -> int:
     from diffusers import StableDiffusionPipeline
     from lcmgraph_nodes.diffusion.models.manager import pick_device
     from lcmgraph_nodes.diffusion.train import dataset
-    from lcmgraph_nodes.diffusion.train.evaluator import load_evaluator, load_style_judge
+    from lcmgraph_nodes.diffusion.train.evaluator import (
+        colour_shape_by,
+        format_by,
+        load_evaluator,
+        load_style_judge,
+    )
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("loras", type=Path, nargs="+", help="the snapshots to score")
@@ -84,6 +90,8 @@ def main(argv=None) -> int:
                         "another start makes the hold-out share no noise with the bench)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
+    p.add_argument("--by", choices=list(dataset.ATTRIBUTES), default=None,
+                   help="under each row, colour+shape right per value of this prompt attribute")
     p.add_argument("--copy-best", type=Path, default=None, help="copy the picked file here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -112,6 +120,9 @@ def main(argv=None) -> int:
         rows.append((path, r))
         print(f"{path.name:<28}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}{r['shape']:>7.3f}{r['background']:>6.3f}"
               f"{r['position']:>6.3f}{r['size']:>6.3f}{r['style']:>7.3f}", flush=True)
+        if args.by:
+            by = colour_shape_by(r["pred"], [sc for _, sc in prompts], args.by)
+            print(f"  colour+shape by {args.by}: {format_by(by)}", flush=True)
     best = pick(rows, args.kind, args.style_goal)
     print(f"picked {best} ({time.perf_counter() - start:.0f} s)")
     if args.copy_best:

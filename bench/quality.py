@@ -97,8 +97,11 @@ def main(argv=None) -> int:
     from lcmgraph_nodes.diffusion.models.schedules import make_scheduler
     from lcmgraph_nodes.diffusion.train import dataset
     from lcmgraph_nodes.diffusion.train.evaluator import (
+        colour_shape_by,
+        format_by,
         load_evaluator,
         load_style_judge,
+        predict,
         style_score,
     )
     from lcmgraph_nodes.diffusion.train.generate import SCHEDULER_CONFIG, prompt_accuracy
@@ -118,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--style-lora", type=Path, default=STYLE_LORA)
     p.add_argument("--style-judge", type=Path, default=STYLE_JUDGE)
     p.add_argument("--device", default="cpu", help="cpu (the README's numbers), cuda, auto")
+    p.add_argument("--by", choices=list(dataset.ATTRIBUTES), default=None,
+                   help="under each row, colour+shape right per value of this prompt attribute")
     p.add_argument("--steps-grid", type=Path, default=None,
                    help="save a prompts x (LCM-LoRA 1/2/4/8 steps, base Euler 4 and 25) grid")
     args = p.parse_args(argv)
@@ -158,6 +163,9 @@ def main(argv=None) -> int:
         print(f"{label:<11}{shown:<21}{steps:>6}{guidance:>5.1f}{r['colour_shape']:>14.3f}{r['colour']:>8.3f}"
               f"{r['shape']:>7.3f}{r['background']:>6.3f}{r['position']:>6.3f}{r['size']:>6.3f}{style}"
               f"{r['seconds_per_image']:>9.4f}", flush=True)
+        if args.by:
+            by = colour_shape_by(predict(judge, r["images"]), [sc for _, sc in prompts], args.by)
+            print(f"{'':<11}colour+shape by {args.by}: {format_by(by)}", flush=True)
         if args.grid and f"{label}:{name}:{steps}:{guidance}" == args.grid_row:
             save_grid(r["images"][:16], args.grid)
     if args.steps_grid and "lcm" in adapters:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from lcmgraph_nodes.diffusion.train import dataset
 from lcmgraph_nodes.diffusion.train.evaluator import accuracy, load_evaluator
@@ -101,6 +102,26 @@ def test_evaluator_reads_clean_renders():
     outlined, _ = dataset.batch(123, 0, 32, style="outline")
     acc = accuracy(predict(judge, outlined), scenes)
     assert acc["colour_shape"] >= 0.9, acc
+
+
+def test_colour_shape_by_an_attribute_counts_each_value_of_the_prompts():
+    from lcmgraph_nodes.diffusion.train.evaluator import colour_shape_by, format_by, predict
+
+    judge = load_evaluator(BUILTIN / "tiny-shapes-evaluator.safetensors")
+    images, scenes = dataset.batch(123, 0, 32)
+    pred = predict(judge, images)
+    wrong = [i for i, s in enumerate(scenes) if s.background == "black"][:1]
+    for i in wrong:  # one black-background image misread: that count drops, no other
+        pred["shape"][i] = (pred["shape"][i] + 1) % len(dataset.SHAPES)
+    by = colour_shape_by(pred, scenes, "background")
+    assert sum(n for _, n in by.values()) == 32
+    assert list(by) == [b for b in dataset.BG_NAMES if any(s.background == b for s in scenes)]
+    right = accuracy(pred, scenes)["colour_shape"] * 32
+    assert sum(r for r, _ in by.values()) == round(right)
+    assert wrong and by["black"][0] == by["black"][1] - 1
+    assert format_by({"black": (1, 3), "white": (2, 2)}) == "black 1/3, white 2/2"
+    with pytest.raises(ValueError, match="unknown attribute 'bg'; one of shape, colour, background, position, size"):
+        colour_shape_by(pred, scenes, "bg")
 
 
 def _shape_centre(image, colour) -> tuple[float, float]:

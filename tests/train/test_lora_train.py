@@ -64,9 +64,10 @@ def test_snapshots_are_kept_and_one_is_picked_on_held_out_prompts(lcm_run, tmp_p
     spec.loader.exec_module(pick)
     best = tmp_path / "best.safetensors"
     assert pick.main(["--base", str(SHAPES), "--kind", "lcm", "--prompts", "4", "--batch", "4", "--device", "cpu",
-                      "--noise-seed", "100", *map(str, snaps[:2]), "--copy-best", str(best)]) == 0
+                      "--noise-seed", "100", "--by", "size", *map(str, snaps[:2]), "--copy-best", str(best)]) == 0
     out = capsys.readouterr().out
     assert "noise seeds 100..103" in out
+    assert out.count("colour+shape by size: small ") == 2  # under each of the two rows
     assert "lora-00010.safetensors" in out and "lora-00020.safetensors" in out and "picked" in out
     assert best.read_bytes() in (snaps[0].read_bytes(), snaps[1].read_bytes())
     rows = [(Path("a"), {"colour_shape": 0.5, "style": 0.9}), (Path("b"), {"colour_shape": 0.7, "style": 0.5}),

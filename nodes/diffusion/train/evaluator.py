@@ -145,6 +145,26 @@ def accuracy(pred: dict, scenes) -> dict:
     return acc
 
 
+def colour_shape_by(pred: dict, scenes, attribute: str) -> dict[str, tuple[int, int]]:
+    """``{value: (right, count)}``: colour+shape right per value of the prompts' ``attribute``
+    (a background, a size, ...), in the data set's order of values; values no prompt has are
+    left out. Where a LoRA fails is often one value (the outline LoRA: black backgrounds)."""
+    if attribute not in dataset.ATTRIBUTES:
+        raise ValueError(f"unknown attribute {attribute!r}; one of {', '.join(dataset.ATTRIBUTES)}")
+    targets = _targets(scenes)
+    right = ((pred["colour"] == targets["colour"]) & (pred["shape"] == targets["shape"])).tolist()
+    out = {}
+    for value in dataset.ATTRIBUTES[attribute]:
+        hits = [r for r, s in zip(right, scenes, strict=True) if getattr(s, attribute) == value]
+        if hits:
+            out[value] = (sum(hits), len(hits))
+    return out
+
+
+def format_by(counts: dict[str, tuple[int, int]]) -> str:
+    return ", ".join(f"{value} {right}/{n}" for value, (right, n) in counts.items())
+
+
 def save_evaluator(net, path: Path, heads: dict[str, int] | None = None) -> Path:
     from safetensors.torch import save_file
 
