@@ -58,7 +58,8 @@ def style_run(tmp_path_factory):
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("style")
     tc = L.LoraTrain(kind="style", style="outline", steps=3, batch=4, pool=8, rank=2, warmup=1, log_every=1,
-                     resolution=64, fill_weight=4.0, targets="no-text", oversample="background=black:3")
+                     resolution=64, fill_weight=4.0, targets="no-text", oversample="background=black:3",
+                     scales="0.6:1.0")
     pipe, step = L.train_lora(run, SHAPES, tc, device="cpu", quiet=True)
     return run, pipe, step
 
@@ -77,7 +78,7 @@ def test_a_resumed_run_keeps_its_fill_weight_and_targets(style_run):
     _, step = L.train_lora(run, SHAPES, L.LoraTrain(kind="style", steps=4), device="cpu", quiet=True)
     saved = torch.load(run / "lora.pt", weights_only=False)["train"]
     assert step == 4 and saved["fill_weight"] == 4.0 and saved["targets"] == "no-text"
-    assert saved["oversample"] == "background=black:3"
+    assert saved["oversample"] == "background=black:3" and saved["scales"] == "0.6:1.0"
 
 
 def test_fill_weight_needs_data_that_knows_where_the_fill_is(tmp_path):
@@ -152,3 +153,43 @@ def test_a_run_saved_before_runs_recorded_their_noise_keeps_its_offset_noise(sty
     saved = torch.load(old / "lora.pt", weights_only=False)["train"]
     assert step == state["step"] + 1
     assert saved["pyramid_noise"] == 0.0 and saved["offset_noise"] == 0.3  # not the base's 0.8 pyramid
+
+
+def test_a_run_at_random_weights_leaves_its_layers_at_weight_one(style_run):
+    from peft.tuners.lora import LoraLayer
+
+    _, pipe, _ = style_run
+    scalings = [v for m in pipe.unet.modules() if isinstance(m, LoraLayer) for v in m.scaling.values()]
+    assert scalings and all(v == 1.0 for v in scalings)  # evaluated and saved as a user loads it
+
+
+def test_the_adapter_scale_is_the_weight_a_user_would_give_the_lora():
+    from diffusers import UNet2DConditionModel
+    from peft.tuners.lora import LoraLayer
+
+    unet = UNet2DConditionModel.from_pretrained(str(SHAPES / "unet"))
+    L.add_adapter(unet, 2, 0, "no-text")
+    layer = next(m for n, m in unet.named_modules() if isinstance(m, LoraLayer) and n.endswith("attn1.to_q"))
+    for p in layer.lora_B.values():
+        torch.nn.init.normal_(p.weight)  # peft starts B at zero: no delta to scale
+    x = torch.randn(2, 5, layer.in_features)
+    with torch.no_grad():
+        base = layer.base_layer(x)
+        L.set_adapter_scale(unet, 1.0)
+        full = layer(x) - base
+        L.set_adapter_scale(unet, 0.6)
+        part = layer(x) - base
+    assert full.abs().max() > 0.1
+    torch.testing.assert_close(part, 0.6 * full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["0.6", "1:0.5", "a:b", "0:1"])
+def test_a_bad_scales_spec_is_refused_with_the_form_it_wants(spec, tmp_path):
+    with pytest.raises(ValueError) as e:
+        L.train_lora(tmp_path / "run", SHAPES, L.LoraTrain(kind="style", steps=1, scales=spec), device="cpu", quiet=True)
+    assert str(e.value) == f"scales {spec!r}: write it as LO:HI with 0 < LO <= HI, e.g. 0.6:1.0"
+
+
+def test_scales_are_for_style_loras():
+    with pytest.raises(ValueError, match="scales is for style LoRAs; an LCM-LoRA is used at 1.0"):
+        L.train_lora(Path("unused"), SHAPES, L.LoraTrain(kind="lcm", steps=1, scales="0.6:1.0"), device="cpu", quiet=True)

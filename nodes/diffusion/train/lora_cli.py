@@ -69,6 +69,9 @@ def configure(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument("--oversample", default=d.oversample, metavar="ATTR=VALUE:K[,...]",
                        help="draw shapes-data items with that attribute K times as often, "
                             "e.g. background=black:3 (default: uniform)")
+        p.add_argument("--scales", default=d.scales, metavar="LO:HI",
+                       help="train at a random LoRA weight in LO..HI each step, so the style looks whole "
+                            "at any weight in that range, e.g. 0.6:1.0 (default: 1.0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1; env LCMGRAPH_TRAIN_THREADS)")
@@ -79,7 +82,7 @@ def run_lora(args) -> int:
     from .lora import LoraTrain, save_lora, train_lora
 
     base = args.base or _default_base()
-    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema", "pyramid_noise", "fill_weight", "targets", "oversample")
+    extra = {k: getattr(args, k) for k in ("w_min", "w_max", "ddim_steps", "target_ema", "pyramid_noise", "fill_weight", "targets", "oversample", "scales")
              if hasattr(args, k)}
     tc = LoraTrain(kind=args.kind, rank=args.rank, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                    data=args.data, style=args.style, pool=args.pool, resolution=args.resolution,
