@@ -13,6 +13,15 @@ import pytest
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
+
+def _huge_pages_always() -> bool:
+    """Transparent huge pages for every mapping: a fresh 59 MB mapping then faults in 2 MiB
+    pages (about 30 faults, not 14,400), so only where the buffer lives tells reuse apart."""
+    try:
+        return "[always]" in open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return False
+
 PROBE = r"""
 import resource, sys, torch
 from lcmgraph.allocator import loading, tune_malloc
@@ -32,13 +41,13 @@ def region(address):
         fields = line.split()
         lo, hi = (int(a, 16) for a in fields[0].split("-"))
         if lo <= address < hi:
-            return fields[5] if len(fields) > 5 else "own-mapping"
+            return " ".join(fields[5:]) if len(fields) > 5 else "anonymous"
     return "unmapped"
 def reorders():
     # A conv's weight reorder, as oneDNN does it on every call: a 59 MB buffer, written, freed.
     # Returns where the buffer lived and the page faults of each call (the median is taken:
-    # a kernel's NUMA balancing can unmap resident pages now and then, faulting a reused
-    # buffer in part on a busy machine).
+    # a kernel may unmap or migrate resident pages now and then, NUMA balancing, compaction or
+    # reclaim, faulting a reused buffer in part).
     torch.ones(59_000_000 // 4)
     faults, where = [], set()
     for _ in range(7):
@@ -76,11 +85,14 @@ def test_loads_give_large_temporaries_back_and_compute_reuses_them():
     # Mapped afresh on each call (at the load thresholds, and on glibc's defaults, whose own
     # threshold stops growing at 32 MiB), the buffer faults all of its 14,400 pages; served
     # from the heap while computing, it is the same memory again.
-    assert loading_where == "own-mapping" and plain_where == "own-mapping"
+    assert loading_where == "anonymous" and plain_where == "anonymous"
     assert compute_where == "[heap]"
+    if _huge_pages_always():
+        return
     assert loading_faults > 10_000 and plain_faults > 10_000
     # Reused, it faults nothing here; a CI machine once counted 1,652 a call (its kernel
-    # unmapping resident pages now and then), so the bound is a quarter of a fresh mapping's.
+    # unmapping resident pages now and then, cause unconfirmed), so the bound is a quarter of a
+    # fresh mapping's.
     assert compute_faults < plain_faults // 4, (compute_faults, plain_faults)
 
 

@@ -45,7 +45,7 @@ def test_lcm_distillation_loss_decreases(lcm_run):
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
 
 
-def test_snapshots_are_kept_and_one_is_picked_on_held_out_prompts(lcm_run, tmp_path, capsys):
+def test_snapshots_are_kept_and_one_is_picked_on_held_out_prompts(lcm_run, tmp_path, capsys, monkeypatch):
     """--keep-every writes lora-STEP.safetensors; bench/pick_lora.py scores each on held-out prompts
     and copies the best (the last snapshot is the final LoRA)."""
     import importlib.util
@@ -62,11 +62,17 @@ def test_snapshots_are_kept_and_one_is_picked_on_held_out_prompts(lcm_run, tmp_p
     spec = importlib.util.spec_from_file_location("pick_lora", ROOT / "bench" / "pick_lora.py")
     pick = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pick)
+    from lcmgraph_nodes.diffusion.train import generate
+
+    seeds = []
+    real = generate.prompt_accuracy
+    monkeypatch.setattr(generate, "prompt_accuracy",
+                        lambda *a, seed=0, **kw: seeds.append(seed) or real(*a, seed=seed, **kw))
     best = tmp_path / "best.safetensors"
     assert pick.main(["--base", str(SHAPES), "--kind", "lcm", "--prompts", "4", "--batch", "4", "--device", "cpu",
                       "--noise-seed", "100", "--by", "size", *map(str, snaps[:2]), "--copy-best", str(best)]) == 0
     out = capsys.readouterr().out
-    assert "noise seeds 100..103" in out
+    assert "noise seeds 100..103" in out and seeds == [100, 100]  # each snapshot's prompt i: seed 100 + i
     assert out.count("colour+shape by size: small ") == 2  # under each of the two rows
     assert "lora-00010.safetensors" in out and "lora-00020.safetensors" in out and "picked" in out
     assert best.read_bytes() in (snaps[0].read_bytes(), snaps[1].read_bytes())

@@ -118,6 +118,8 @@ def test_oversampling_draws_the_named_items_that_many_times_as_often():
     drawn = torch.cat([L.draw_items(len(scenes), 16, gen, w) for _ in range(1000)])
     expected = float(w[black].sum() / w.sum())
     assert abs(float(black[drawn].float().mean()) - expected) < 0.015, expected
+    # A spec without a rule is no spec: the uniform draw, not a multinomial over equal weights.
+    assert L.oversample_weights(scenes, " , ") is None and L.oversample_weights(scenes, "") is None
     # Without a spec the draw is the uniform one every earlier run used (same seed, same items).
     a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert torch.equal(L.draw_items(2048, 16, a), torch.randint(0, 2048, (16,), generator=b))
@@ -130,6 +132,7 @@ def test_oversampling_draws_the_named_items_that_many_times_as_often():
     ("background=black", "oversample 'background=black': write it as ATTRIBUTE=VALUE:K, e.g. background=black:3"),
     ("background=black:0", "oversample 'background=black:0': the factor after ':' must be a number > 0"),
     ("background=black:x", "oversample 'background=black:x': the factor after ':' must be a number > 0"),
+    ("background=black:inf", "oversample 'background=black:inf': the factor after ':' must be a number > 0"),
 ])
 def test_a_bad_oversample_spec_names_the_rule_and_what_is_wrong(spec, message):
     scenes = [dataset.sample_scene(0, i) for i in range(4)]
@@ -153,6 +156,19 @@ def test_a_run_saved_before_runs_recorded_their_noise_keeps_its_offset_noise(sty
     saved = torch.load(old / "lora.pt", weights_only=False)["train"]
     assert step == state["step"] + 1
     assert saved["pyramid_noise"] == 0.0 and saved["offset_noise"] == 0.3  # not the base's 0.8 pyramid
+
+
+def test_a_resumed_run_keeps_training_at_random_weights(style_run, monkeypatch):
+    run, _, _ = style_run
+    set_to = []
+    real = L.set_adapter_scale
+    monkeypatch.setattr(L, "set_adapter_scale", lambda unet, scale: set_to.append(scale) or real(unet, scale))
+    step = torch.load(run / "lora.pt", weights_only=False)["step"]
+    # Resumed without --scales: the run folder's 0.6:1.0 still holds for the new steps.
+    L.train_lora(run, SHAPES, L.LoraTrain(kind="style", steps=step + 2), device="cpu", quiet=True)
+    drawn = set_to[0::2]
+    assert len(drawn) == 2 and all(0.6 <= s <= 1.0 and s != 1.0 for s in drawn), set_to
+    assert set_to[1::2] == [1.0, 1.0]
 
 
 def test_a_run_at_random_weights_leaves_its_layers_at_weight_one(style_run):
@@ -183,7 +199,7 @@ def test_the_adapter_scale_is_the_weight_a_user_would_give_the_lora():
     torch.testing.assert_close(part, 0.6 * full, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("spec", ["0.6", "1:0.5", "a:b", "0:1"])
+@pytest.mark.parametrize("spec", ["0.6", "1:0.5", "a:b", "0:1", "0.5:inf"])
 def test_a_bad_scales_spec_is_refused_with_the_form_it_wants(spec, tmp_path):
     with pytest.raises(ValueError) as e:
         L.train_lora(tmp_path / "run", SHAPES, L.LoraTrain(kind="style", steps=1, scales=spec), device="cpu", quiet=True)

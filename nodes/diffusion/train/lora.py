@@ -80,7 +80,7 @@ class LoraTrain:
     oversample: str = ""
     # Train at a random adapter weight in "LO:HI" each step (style kind; "" = 1.0 always), so that
     # the style looks whole at any weight a user picks in that range: trained at 1.0 and used at
-    # 0.8, the outline LoRA drew half a style (pale, muddied fills; colour 0.84 vs 0.91 at 1.0).
+    # 0.8, the outline LoRA drew a paler band into muddied fills (colour 0.84 vs 0.91 at 1.0).
     scales: str = ""
     checkpoint_every: int = 100
     log_every: int = 10
@@ -376,7 +376,10 @@ def fill_weights(scenes, latent_side: int, fill_weight: float):
 def oversample_weights(scenes, spec: str):
     """``[n]`` sampling weights of the pool's items under ``spec`` ("ATTRIBUTE=VALUE:K,...",
     ``LoraTrain.oversample``): K for an item whose ATTRIBUTE is VALUE (factors of several
-    matching rules multiply), 1 otherwise."""
+    matching rules multiply), 1 otherwise. None when the spec holds no rule: the uniform draw,
+    the same stream as a run without the option."""
+    import math
+
     import torch
 
     rules = []
@@ -395,9 +398,11 @@ def oversample_weights(scenes, spec: str):
             k = float(factor)
         except ValueError:
             k = 0.0
-        if not k > 0:
+        if not (k > 0 and math.isfinite(k)):
             raise ValueError(f"oversample {rule!r}: the factor after ':' must be a number > 0")
         rules.append((attribute, value, k))
+    if not rules:
+        return None
     weights = torch.ones(len(scenes), dtype=torch.float64)
     for i, scene in enumerate(scenes):
         for attribute, value, k in rules:
@@ -406,8 +411,18 @@ def oversample_weights(scenes, spec: str):
     return weights
 
 
+def _check_draw_options(tc: LoraTrain) -> None:
+    """``oversample`` and ``scales`` are well formed and apply to this run (before any work)."""
+    if oversample_weights([], tc.oversample) is not None and tc.data != "shapes":
+        raise ValueError(f"oversample needs the shapes data (it knows each item's attributes); {tc.data} has none")
+    if parse_scales(tc.scales) is not None and tc.kind != "style":
+        raise ValueError("scales is for style LoRAs; an LCM-LoRA is used at 1.0")
+
+
 def parse_scales(spec: str) -> tuple[float, float] | None:
-    """``"LO:HI"`` -> ``(LO, HI)`` with 0 < LO <= HI; "" -> None (always 1.0)."""
+    """``"LO:HI"`` -> ``(LO, HI)`` with 0 < LO <= HI, both finite; "" -> None (always 1.0)."""
+    import math
+
     if not spec:
         return None
     lo, colon, hi = spec.partition(":")
@@ -415,7 +430,7 @@ def parse_scales(spec: str) -> tuple[float, float] | None:
         bounds = (float(lo), float(hi)) if colon else None
     except ValueError:
         bounds = None
-    if bounds is None or not 0 < bounds[0] <= bounds[1]:
+    if bounds is None or not (0 < bounds[0] <= bounds[1] and math.isfinite(bounds[1])):
         raise ValueError(f"scales {spec!r}: write it as LO:HI with 0 < LO <= HI, e.g. 0.6:1.0")
     return bounds
 
@@ -471,10 +486,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
     tc = tc or LoraTrain()
     if tc.kind not in KINDS:
         raise ValueError(f"unknown LoRA kind {tc.kind!r}; one of {', '.join(KINDS)}")
-    oversample_weights([], tc.oversample)  # a bad spec fails now, not after the data is encoded
-    scales = parse_scales(tc.scales)
-    if scales is not None and tc.kind != "style":
-        raise ValueError("scales is for style LoRAs; an LCM-LoRA is used at 1.0")
+    _check_draw_options(tc)  # a bad option fails now, not after the data is encoded
     dev = setup_torch(threads, device)
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
@@ -489,6 +501,8 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
             # Saved before runs recorded their noise (sitting 7): it trained on offset noise
             # alone, and reading the base's pyramid noise now would switch it mid-run.
             tc = LoraTrain(**{**asdict(tc), "pyramid_noise": 0.0})
+        _check_draw_options(tc)
+    scales = parse_scales(tc.scales)  # the run folder's own, on a resume
     tc = base_noise(model, tc)
     pipe = load_base(model, dev)
     pool = encode_pool(run, pipe, tc, quiet)
@@ -515,11 +529,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
             raise ValueError("fill_weight needs the shapes data (it knows where each fill is); "
                              f"{tc.data} has no scenes")
         weights = fill_weights(pool["scenes"], latents.shape[-1], tc.fill_weight)
-    draw_weights = None
-    if tc.oversample:
-        if not pool["scenes"]:
-            raise ValueError(f"oversample needs the shapes data (it knows each item's attributes); {tc.data} has none")
-        draw_weights = oversample_weights(pool["scenes"], tc.oversample)
+    item_weights = oversample_weights(pool["scenes"], tc.oversample)
 
     def checkpoint():
         save_state(run / "lora.pt", dict(train=asdict(tc), step=step, generator=gen.get_state(),
@@ -531,7 +541,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
     pipe.unet.train()
     running = None
     while step < tc.steps and not deadline.passed():
-        idx = draw_items(len(latents), tc.batch, gen, draw_weights)
+        idx = draw_items(len(latents), tc.batch, gen, item_weights)
         rng = np.random.default_rng([tc.seed, step])
         z0 = latents[idx].to(dev)
         set_lr(opt, lr_at(step, tc.lr, tc.warmup, tc.steps))

@@ -58,6 +58,9 @@ def configure(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--eval-every", type=int, default=0, help="steps between prompt-accuracy checks on the shapes model (0: none)")
     p.add_argument("--keep-every", type=int, default=0,
                    help="also write RUN/lora-STEP.safetensors every N steps, to pick one on held-out prompts (0: none)")
+    p.add_argument("--oversample", default=d.oversample, metavar="ATTR=VALUE:K[,...]",
+                   help="draw shapes-data items with that attribute K times as often, "
+                        "e.g. background=black:3 (default: uniform)")
     if kind == "style":
         p.add_argument("--pyramid-noise", type=float, default=None,
                        help="pyramid-noise discount of the epsilon loss (default: the base's, from its training.json)")
@@ -66,9 +69,6 @@ def configure(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument("--targets", choices=TARGET_SETS, default=d.targets,
                        help="layers to adapt: all, or no-text (not the cross-attention's key/value, "
                             "which read the prompt) (default %(default)s)")
-        p.add_argument("--oversample", default=d.oversample, metavar="ATTR=VALUE:K[,...]",
-                       help="draw shapes-data items with that attribute K times as often, "
-                            "e.g. background=black:3 (default: uniform)")
         p.add_argument("--scales", default=d.scales, metavar="LO:HI",
                        help="train at a random LoRA weight in LO..HI each step, so the style looks whole "
                             "at any weight in that range, e.g. 0.6:1.0 (default: 1.0)")
