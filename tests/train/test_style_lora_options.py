@@ -90,6 +90,7 @@ def test_fill_weight_needs_data_that_knows_where_the_fill_is(tmp_path):
     tc = L.LoraTrain(kind="style", steps=1, batch=1, rank=2, data=str(data), resolution=64, fill_weight=3.0)
     with pytest.raises(ValueError, match="fill_weight needs the shapes data .* has no scenes"):
         L.train_lora(tmp_path / "run", SHAPES, tc, device="cpu", quiet=True)
+    assert not (tmp_path / "run" / "lora-latents.pt").exists()  # refused before encoding the folder
     tc = L.LoraTrain(kind="style", steps=1, batch=1, rank=2, data=str(data), resolution=64, oversample="size=small:2")
     with pytest.raises(ValueError, match="oversample needs the shapes data .* has none"):
         L.train_lora(tmp_path / "run2", SHAPES, tc, device="cpu", quiet=True)

@@ -411,8 +411,11 @@ def oversample_weights(scenes, spec: str):
     return weights
 
 
-def _check_draw_options(tc: LoraTrain) -> None:
-    """``oversample`` and ``scales`` are well formed and apply to this run (before any work)."""
+def _check_data_options(tc: LoraTrain) -> None:
+    """``fill_weight``, ``oversample`` and ``scales`` are well formed and apply to this run
+    (before any work: the data is encoded next)."""
+    if tc.kind == "style" and tc.fill_weight != 1.0 and tc.data != "shapes":
+        raise ValueError(f"fill_weight needs the shapes data (it knows where each fill is); {tc.data} has no scenes")
     if oversample_weights([], tc.oversample) is not None and tc.data != "shapes":
         raise ValueError(f"oversample needs the shapes data (it knows each item's attributes); {tc.data} has none")
     if parse_scales(tc.scales) is not None and tc.kind != "style":
@@ -486,7 +489,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
     tc = tc or LoraTrain()
     if tc.kind not in KINDS:
         raise ValueError(f"unknown LoRA kind {tc.kind!r}; one of {', '.join(KINDS)}")
-    _check_draw_options(tc)  # a bad option fails now, not after the data is encoded
+    _check_data_options(tc)  # a bad option fails now, not after the data is encoded
     dev = setup_torch(threads, device)
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
@@ -501,7 +504,7 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
             # Saved before runs recorded their noise (sitting 7): it trained on offset noise
             # alone, and reading the base's pyramid noise now would switch it mid-run.
             tc = LoraTrain(**{**asdict(tc), "pyramid_noise": 0.0})
-        _check_draw_options(tc)
+        _check_data_options(tc)
     scales = parse_scales(tc.scales)  # the run folder's own, on a resume
     tc = base_noise(model, tc)
     pipe = load_base(model, dev)
@@ -525,9 +528,6 @@ def train_lora(run: Path, model: Path, tc: LoraTrain | None = None, minutes: flo
     latents = pool["latents"]
     weights = None
     if tc.kind == "style" and tc.fill_weight != 1.0:
-        if not pool["scenes"]:
-            raise ValueError("fill_weight needs the shapes data (it knows where each fill is); "
-                             f"{tc.data} has no scenes")
         weights = fill_weights(pool["scenes"], latents.shape[-1], tc.fill_weight)
     item_weights = oversample_weights(pool["scenes"], tc.oversample)
 
