@@ -124,3 +124,19 @@ def test_new_run_options_on_an_existing_run_are_refused_not_ignored(tmp_path):
                                          r"has 32\), --init-from /x/export \(the run has ''\) would be ignored: "
                                          r"use a new --run folder"):
         run_train(args)
+
+
+def test_an_evaluator_trained_in_its_own_run_goes_beside_the_out_folder(monkeypatch, tmp_path, capsys):
+    """The recipe trains the evaluator on the CPU beside the UNet's run; --out puts it where
+    bench/quality.py and pick_lora look (MODEL-evaluator.safetensors), and only then."""
+    net = evaluator._net()
+    monkeypatch.setattr(evaluator, "train_evaluator", lambda run, device, threads, tc=None: net)
+    assert run_train(_parser().parse_args(["train", "evaluator", "--run", str(tmp_path / "e")])) == 0
+    assert not list(tmp_path.glob("*.safetensors"))
+    out = tmp_path / "model"
+    assert run_train(_parser().parse_args(["train", "evaluator", "--run", str(tmp_path / "e"), "--out", str(out)])) == 0
+    written = tmp_path / "model-evaluator.safetensors"
+    assert capsys.readouterr().out.splitlines()[-1] == f'{{"evaluator": "{written}"}}'
+    loaded = evaluator.load_evaluator(written)
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name

@@ -30,10 +30,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("stage", choices=["seed", "vae", "latents", "evaluator", "unet", "decoder", "export", "style-judge",
-                                     "all"],
+                                     "install-decoder", "all"],
                    help="seed: start --run from the shipped VAE and evaluator (then `train unet` retrains the "
                         "UNet from scratch); style-judge: the plain / outline classifier bench/quality.py scores "
                         "style LoRAs with, written beside the export as NAME-style-judge.safetensors; "
+                        "install-decoder: put --run's fine-tuned decoder (train decoder) into the exported folder "
+                        "--out (its encoder must be the run's); "
                         "all: vae -> latents -> evaluator -> unet -> decoder -> export")
     p.add_argument("--run", type=Path, default=DEFAULT_RUN, help="run folder: checkpoints and logs (default %(default)s)")
     p.add_argument("--vae-steps", type=int, default=None, help="VAE steps target (default: 2400)")
@@ -66,7 +68,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help="UNet training: batch size (default 32; a new run only)")
     p.add_argument("--lr", type=float, default=None,
                    help="UNet training: peak learning rate (default 1e-3; a new run only)")
-    p.add_argument("--out", type=Path, default=None, help="export folder (default: the shipped nodes/diffusion/builtin/tiny-shapes)")
+    p.add_argument("--out", type=Path, default=None, help="export / install-decoder / style-judge: the model folder (default: the shipped "
+                        "nodes/diffusion/builtin/tiny-shapes); evaluator: given, the evaluator is also written "
+                        "beside it as NAME-evaluator.safetensors")
     p.add_argument("--no-ema", action="store_true", help="export the live weights instead of the EMA")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1; env LCMGRAPH_TRAIN_THREADS)")
@@ -91,7 +95,12 @@ def run_train(args) -> int:
         elif stage == "evaluator":
             from .evaluator import EvalTrain, train_evaluator
 
-            train_evaluator(args.run, tc=EvalTrain(outline=args.outline), device=args.device, threads=args.threads)
+            net = train_evaluator(args.run, tc=EvalTrain(outline=args.outline), device=args.device, threads=args.threads)
+            if args.out is not None and args.stage == "evaluator":  # trained beside the UNet's run: into its export
+                from .evaluator import save_evaluator
+
+                path = save_evaluator(net, args.out.parent / f"{args.out.name}-evaluator.safetensors")
+                print(json.dumps({"evaluator": str(path)}))
         elif stage == "unet":
             _unet(args, vae or _vae(args, train=False))
         elif stage == "decoder":
@@ -103,6 +112,11 @@ def run_train(args) -> int:
             _export(args)
         elif stage == "style-judge":
             _style_judge(args)
+        elif stage == "install-decoder":
+            from .export import install_decoder
+
+            target = install_decoder(args.run, args.out or builtin_dir() / "tiny-shapes")
+            print(json.dumps({"decoder_installed": str(target)}))
     return 0
 
 

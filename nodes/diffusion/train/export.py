@@ -60,3 +60,42 @@ def trained_noise(folder: Path) -> dict:
     offset = recipe.get("offset_noise")
     return {"pyramid_noise": float(recipe.get("pyramid_noise") or 0.0),
             "offset_noise": None if offset is None else float(offset)}
+
+
+def install_decoder(run: Path, model: Path) -> Path:
+    """Replace the decoder of the exported folder ``model`` with ``run``'s fine-tuned one
+    (``run/decoder.pt``, from ``train decoder``) and note its steps in ``training.json``.
+
+    The decoder fine-tune runs beside the UNet (a seeded run folder, on the CPU, while the UNet
+    trains elsewhere), so it needs a way into the export. Only a decoder trained on the same
+    encoder fits: the UNet's latents come from that encoder, so a mismatch is refused and the
+    folder is left as it was."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from .common import load_state
+
+    run, model = Path(run), Path(model)
+    decoder = load_state(run / "decoder.pt")
+    if decoder is None:
+        raise FileNotFoundError(f"{run / 'decoder.pt'} does not exist: train one with "
+                                f"`lcmgraph train decoder --run {run}`")
+    if not (model / "vae").is_dir():
+        raise FileNotFoundError(f"{model / 'vae'} does not exist: --out must be an exported model folder")
+    vae = AutoencoderKL.from_pretrained(model / "vae")
+    trained = load_state(run / "vae.pt")["model"]
+    for name, tensor in vae.state_dict().items():
+        if name.startswith(("encoder.", "quant_conv.")) and not torch.equal(tensor, trained[name]):
+            raise ValueError(f"{run}'s encoder differs from {model}'s ({name}): its decoder reads other latents")
+    vae.decoder.load_state_dict(decoder["decoder"])
+    tmp, old = model / "vae.tmp", model / "vae.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.save_pretrained(tmp, safe_serialization=True)
+    (model / "vae").rename(old)  # swapped by renames: interrupted, the old decoder is whole in vae.old
+    tmp.rename(model / "vae")
+    shutil.rmtree(old)
+    note_path = model / "training.json"
+    note = json.loads(note_path.read_text()) if note_path.is_file() else {}
+    note.update(decoder_steps=decoder["step"], decoder_outline=decoder["train"].get("outline", 0.0))
+    note_path.write_text(json.dumps(note, indent=2) + "\n")
+    return model
