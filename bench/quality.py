@@ -117,6 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", default=None, help="run only rows whose label:scheduler:steps:cfg contains this, e.g. lcm-lora")
     p.add_argument("--style-grid", type=Path, default=None,
                    help="save a prompts x (base Euler 25 CFG 3, LCM-LoRA 4 steps, + outline 0.8) grid")
+    p.add_argument("--style-grid-background", choices=list(dataset.BG_NAMES), default=None,
+                   help="--style-grid shows the first 6 prompts with this background (seed = row)")
     p.add_argument("--lcm-lora", type=Path, default=LCM_LORA)
     p.add_argument("--style-lora", type=Path, default=STYLE_LORA)
     p.add_argument("--style-judge", type=Path, default=STYLE_JUDGE)
@@ -171,7 +173,8 @@ def main(argv=None) -> int:
     if args.steps_grid and "lcm" in adapters:
         steps_grid(pipe, prompts[:6], args.steps_grid)
     if args.style_grid and {"lcm", "style"} <= set(adapters):
-        style_grid(pipe, prompts[:6], args.style_grid)
+        shown = [p for p in prompts if p[1].background == args.style_grid_background] if args.style_grid_background else prompts
+        style_grid(pipe, shown[:6], args.style_grid)
     print(f"chance: colour+shape {1 / (len(dataset.SHAPES) * len(dataset.FG_NAMES)):.3f}, "
           f"colour {1 / len(dataset.FG_NAMES):.3f}, shape {1 / len(dataset.SHAPES):.3f}; total {time.perf_counter() - start:.0f} s")
     return 0

@@ -30,6 +30,7 @@ def _decoder_state(model, shift: float) -> dict:
 def test_the_runs_decoder_replaces_the_models_and_the_encoder_stays(tmp_path, capsys):
     model, run = _model_and_run(tmp_path)
     before = AutoencoderKL.from_pretrained(model / "vae").state_dict()
+    config = (model / "vae" / "config.json").read_text()
     unet_steps = json.loads((model / "training.json").read_text())["unet_steps"]
     save_state(run / "decoder.pt", dict(decoder=_decoder_state(model, 0.01), train={"outline": 0.5}, step=7))
 
@@ -44,6 +45,7 @@ def test_the_runs_decoder_replaces_the_models_and_the_encoder_stays(tmp_path, ca
     note = json.loads((model / "training.json").read_text())
     assert note["decoder_steps"] == 7 and note["decoder_outline"] == 0.5 and note["unet_steps"] == unet_steps
     assert sorted(p.name for p in model.iterdir() if p.name.startswith("vae")) == ["vae"]  # no leftovers
+    assert (model / "vae" / "config.json").read_text() == config  # no run's path written into the model
 
 
 def test_a_decoder_of_another_encoder_is_refused_and_the_model_is_untouched(tmp_path, capsys):

@@ -134,7 +134,11 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
 #: Styles a style LoRA can learn; the plain renders are the base model's training data.
 STYLES = ("plain", "outline")
 OUTLINE = (20, 20, 20)
-OUTLINE_ON_BLACK = (235, 235, 235)
+#: On black the band is a mid grey. A near-white band (235, up to sitting 9) bled into light fills
+#: when generated: yellow, orange and pink came out pale and were read as other colours (1 of 9
+#: black backgrounds right on the bench). Grey keeps a fill's hue; 100 is the darkest grey that the
+#: style judge still told from the black background (a grey of 70 was read outlined 0.40 of the time).
+OUTLINE_ON_BLACK = (100, 100, 100)
 #: The outline's width, outside the shape, in units of the image side: 0.08 is 10 px at 128 px,
 #: 1.3 latent cells (f = 8). A first outline of 0.035 (4.5 px, inside the shape) was thinner
 #: than one latent cell: the decoder had to draw it from faint latent changes, its LoRA was
@@ -145,7 +149,7 @@ OUTLINE_WIDTH = 0.08
 
 def render(scene: Scene, size: int = DEFAULT_SIZE, supersample: int = 4, style: str = "plain") -> np.ndarray:
     """``uint8`` array ``[size, size, 3]``. ``style="outline"`` surrounds the shape with a thick
-    near-black band (near-white on a black background) with rounded corners (the style LoRA's
+    near-black band (mid grey on a black background) with rounded corners (the style LoRA's
     target look); the shape itself is drawn as in the plain style."""
     from PIL import Image, ImageDraw
 

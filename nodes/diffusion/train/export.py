@@ -91,6 +91,7 @@ def install_decoder(run: Path, model: Path) -> Path:
     tmp, old = model / "vae.tmp", model / "vae.old"
     shutil.rmtree(tmp, ignore_errors=True)
     vae.save_pretrained(tmp, safe_serialization=True)
+    shutil.copyfile(model / "vae" / "config.json", tmp / "config.json")  # the same config, without a local path
     (model / "vae").rename(old)  # swapped by renames: interrupted, the old decoder is whole in vae.old
     tmp.rename(model / "vae")
     shutil.rmtree(old)
