@@ -136,7 +136,7 @@ STYLES = ("plain", "outline")
 OUTLINE = (20, 20, 20)
 #: On black the band is a mid grey. A near-white band (235, up to sitting 9) bled into light fills
 #: when generated: yellow, orange and pink came out pale and were read as other colours (1 of 9
-#: black backgrounds right on the bench). Grey keeps a fill's hue; 100 is the darkest grey that the
+#: black backgrounds right on the bench). Grey keeps a fill's hue; of 70 and 100, 100 is the grey that the
 #: style judge still told from the black background (a grey of 70 was read outlined 0.40 of the time).
 OUTLINE_ON_BLACK = (100, 100, 100)
 #: The outline's width, outside the shape, in units of the image side: 0.08 is 10 px at 128 px,
