@@ -74,3 +74,13 @@ def test_install_decoder_says_what_is_missing(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[0] == (
         f"error: FileNotFoundError: {tmp_path / 'nowhere' / 'vae'} does not exist: "
         "--out must be an exported model folder")
+
+
+def test_a_run_without_its_vae_is_refused_by_name(tmp_path, capsys):
+    model, run = _model_and_run(tmp_path)
+    save_state(run / "decoder.pt", dict(decoder=_decoder_state(model, 0.0), train={}, step=1))
+    (run / "vae.pt").unlink()
+    assert main(["train", "install-decoder", "--run", str(run), "--out", str(model)]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"error: FileNotFoundError: {run / 'vae.pt'} does not exist: the decoder's run starts from "
+        f"`lcmgraph train seed --run {run}`")

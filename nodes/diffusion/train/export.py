@@ -83,9 +83,13 @@ def install_decoder(run: Path, model: Path) -> Path:
     if not (model / "vae").is_dir():
         raise FileNotFoundError(f"{model / 'vae'} does not exist: --out must be an exported model folder")
     vae = AutoencoderKL.from_pretrained(model / "vae")
-    trained = load_state(run / "vae.pt")["model"]
-    for name, tensor in vae.state_dict().items():
-        if name.startswith(("encoder.", "quant_conv.")) and not torch.equal(tensor, trained[name]):
+    state = load_state(run / "vae.pt")
+    if state is None:
+        raise FileNotFoundError(f"{run / 'vae.pt'} does not exist: the decoder's run starts from "
+                                f"`lcmgraph train seed --run {run}`")
+    trained = state["model"]
+    for name, tensor in vae.state_dict().items():  # everything the decoder fine-tune froze
+        if not name.startswith("decoder.") and (name not in trained or not torch.equal(tensor, trained[name])):
             raise ValueError(f"{run}'s encoder differs from {model}'s ({name}): its decoder reads other latents")
     vae.decoder.load_state_dict(decoder["decoder"])
     tmp, old = model / "vae.tmp", model / "vae.old"
